@@ -1,0 +1,3 @@
+from psabill.cli import main
+
+main()

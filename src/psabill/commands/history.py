@@ -1,0 +1,75 @@
+"""``psabill history``: past runs, newest first, and one run's items."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import click
+
+from psabill.cli import emit_json, get_ctx, json_option
+from psabill.errors import UsageError
+
+
+@click.group(invoke_without_command=True)
+@click.option("--days", default=60, show_default=True, type=click.IntRange(1, 100000), help="How far back.")
+@json_option
+@click.pass_context
+def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
+    """List runs of the last DAYS days, newest first.
+
+    \b
+    Examples:
+      psabill history --days 7
+      psabill history show 12 --json
+    """
+    if click_ctx.invoked_subcommand is not None:
+        return
+    from psabill import clock
+
+    ctx = get_ctx()
+    state = ctx.state()
+    rows = state.runs(clock.now() - timedelta(days=days)) if state.db_path.exists() else []
+    if as_json:
+        emit_json([row.to_json() for row in rows])
+        return
+    if not rows:
+        click.echo("No runs recorded.")
+        return
+    click.echo(f"{'ID':>5}  {'STARTED (UTC)':<25} {'TRIGGER':<9} {'STATUS':<11} {'UPD':>5} {'SAME':>5} {'FAIL':>5} {'UNMAP':>5}  EMAIL")
+    for row in rows:
+        click.echo(
+            f"{row.id:>5}  {row.started_at[:25]:<25} {row.trigger:<9} {row.status:<11} {row.updated:>5} "
+            f"{row.unchanged:>5} {row.failed:>5} {row.unmapped:>5}  {row.email_status or '-'}"
+        )
+
+
+@history.command("show")
+@click.argument("run_id", metavar="RUN", type=int)
+@json_option
+def show(run_id: int, as_json: bool) -> None:
+    """Show one run with every item (customer, SKU, old -> new, outcome).
+
+    \b
+    Example:
+      psabill history show 12
+    """
+    ctx = get_ctx()
+    state = ctx.state()
+    row = state.run(run_id) if state.db_path.exists() else None
+    if row is None:
+        raise UsageError(f"no run {run_id} in the history")
+    items = state.items(run_id)
+    if as_json:
+        emit_json({**row.to_json(), "items": [{**item.__dict__, "delta": item.delta} for item in items]})
+        return
+    click.echo(f"Run {row.id}: {row.status} ({row.trigger}), started {row.started_at}, finished {row.finished_at or '-'}")
+    if row.occurrence:
+        click.echo(f"Occurrence: {row.occurrence}" + (f" (ran {row.late_seconds}s late)" if row.late_seconds else ""))
+    if row.message:
+        click.echo(f"Message: {row.message}")
+    click.echo(f"Counts: updated {row.updated}, unchanged {row.unchanged}, failed {row.failed}, unmapped {row.unmapped}; {row.api_requests} API requests")
+    click.echo(f"Email: {row.email_status or 'not sent'}" + (f" ({row.email_message})" if row.email_message else ""))
+    for item in items:
+        change = f"{item.old} -> {item.new}" if item.old is not None or item.new is not None else ""
+        extra = f" {item.message}" if item.message else ""
+        click.echo(f"  {item.outcome:<9} {item.customer} / {item.sku} {change}{extra}")

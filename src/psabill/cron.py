@@ -1,0 +1,163 @@
+"""psabill's lines in a crontab: build, read, replace, remove.
+
+The target is the invoking user's crontab (through python-crontab, which runs
+the ``crontab`` command) or, when ``PSABILL_CRONTAB`` is set, a plain file.
+
+python-crontab re-renders a whole crontab when it writes one: it reorders
+variables, normalizes spacing and drops lines it cannot parse. An admin's
+crontab must survive byte for byte, so we only let it build and validate our
+own job lines and run the ``crontab`` command; the splice is done on the raw
+text here. Our lines are recognised by their marker comment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from psabill.errors import CrontabError
+
+MARKER = "psabill"
+SCHEDULE_TAG = f"{MARKER}: billing update (managed by psabill; edit with 'psabill schedule set')"
+REBOOT_TAG = f"{MARKER}: catch-up after reboot (managed by psabill)"
+_OURS = re.compile(r"#\s*psabill: ")
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The argv shell-quoted for /bin/sh.
+
+    cron turns an unescaped ``%`` into a newline (the rest becomes stdin);
+    python-crontab escapes every ``%`` as ``\\%`` when it renders the job line,
+    and cron strips that backslash before /bin/sh sees the command.
+    """
+    for argument in argv:
+        if "\n" in argument or "\r" in argument or "\0" in argument:
+            raise CrontabError(f"cannot put {argument!r} in a crontab: it contains a line break")
+    return " ".join(shlex.quote(argument) for argument in argv)
+
+
+def desired_lines(expression: str, argv: Sequence[str], catch_up: bool = True) -> List[str]:
+    """The crontab lines for one schedule, rendered by python-crontab."""
+    from crontab import CronTab
+
+    tab = CronTab(tab="")
+    command = command_line(argv)
+    job = tab.new(command=command, comment=SCHEDULE_TAG)
+    try:
+        job.setall(expression)
+    except (KeyError, ValueError) as exc:
+        raise CrontabError(f"invalid cron expression {expression!r}: {exc}") from None
+    lines = [job.render()]
+    if catch_up:
+        reboot = tab.new(command=command, comment=REBOOT_TAG)
+        reboot.every_reboot()
+        lines.append(reboot.render())
+    return lines
+
+
+def is_ours(line: str) -> bool:
+    return bool(_OURS.search(line)) and not line.lstrip().startswith("#")
+
+
+@dataclass
+class Crontab:
+    """A crontab target: the user's (``file=None``) or a file."""
+
+    file: Optional[Path] = None
+
+    @property
+    def where(self) -> str:
+        return str(self.file) if self.file else "the user's crontab"
+
+    def read(self) -> str:
+        """The raw text, exactly as stored ("" when there is none)."""
+        if self.file is not None:
+            try:
+                return self.file.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return ""
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CrontabError(f"cannot read crontab file {self.file}: {exc}") from None
+        try:
+            tab = _user_tab()  # python-crontab runs `crontab -l` as it is built
+        except OSError as exc:
+            raise CrontabError(f"cannot read the user's crontab: {_one_line(exc)}") from None
+        return "\n".join(tab.lines)
+
+    def lines(self) -> List[str]:
+        return [line for line in self.read().splitlines() if is_ours(line)]
+
+    def replace(self, new_lines: Sequence[str]) -> None:
+        """Put ``new_lines`` where psabill's lines were (appended if none); keep the rest."""
+        old = self.read()
+        text = splice(old, new_lines)
+        if text != old:
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        if self.file is not None:
+            _atomic_write(self.file, text)
+            return
+        try:
+            _user_tab(text).write_to_user(user=True)
+        except OSError as exc:
+            raise CrontabError(f"cannot write the user's crontab: {_one_line(exc)}") from None
+
+
+def splice(text: str, new_lines: Sequence[str]) -> str:
+    """Replace our lines in ``text`` in place; every other byte is kept."""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    kept: List[str] = []
+    inserted = False
+    for line in text.splitlines(keepends=True):
+        if is_ours(line):
+            if not inserted:
+                kept.extend(f"{new}\n" for new in new_lines)
+                inserted = True
+            continue
+        kept.append(line)
+    if not inserted:
+        kept.extend(f"{new}\n" for new in new_lines)
+    return "".join(kept)
+
+
+def _user_tab(text: Optional[str] = None):  # type: ignore[no-untyped-def]
+    """A python-crontab CronTab for the invoking user that writes ``text`` verbatim."""
+    from crontab import CronTab
+
+    class ExactTab(CronTab):  # type: ignore[misc]
+        def render(self, *args: object, **kwargs: object) -> str:
+            return text if text is not None else super().render(*args, **kwargs)
+
+    return ExactTab(user=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".crontab-", dir=path.parent)
+    except OSError as exc:
+        raise CrontabError(f"cannot write crontab file {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise CrontabError(f"cannot write crontab file {path}: {exc.strerror}") from None

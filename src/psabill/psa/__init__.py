@@ -1,0 +1,1 @@
+"""PSA clients (ConnectWise PSA, Datto Autotask) behind one small interface."""

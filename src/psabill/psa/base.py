@@ -1,0 +1,79 @@
+"""The interface every PSA client offers the refresh engine.
+
+The engine never sees HTTP. A client lists companies, the active billing
+agreements (ConnectWise agreements / Autotask contracts) of given companies,
+and the billable lines on one agreement (ConnectWise additions / Autotask
+contract services with their current units); and it sets one line's quantity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Protocol, Sequence
+
+
+class PsaError(Exception):
+    """A request failed after retries. The message never contains a credential."""
+
+
+class PsaAuthError(PsaError):
+    """The PSA refused our credentials (401/403)."""
+
+
+class PsaUnreachable(PsaError):
+    """The PSA could not be reached at all (connection refused, DNS, TLS, timeouts)."""
+
+
+@dataclass(frozen=True)
+class Company:
+    id: str
+    identifier: str  # ConnectWise company identifier / Autotask account number or id
+    name: str
+
+
+@dataclass(frozen=True)
+class Agreement:
+    id: str
+    company_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Line:
+    """One billable product on an agreement, with its current quantity."""
+
+    id: str  # addition id / contract service id
+    agreement_id: str
+    product: str  # ConnectWise product identifier / Autotask service id
+    quantity: int
+
+
+class PsaClient(Protocol):
+    kind: str  # "connectwise" | "autotask"
+
+    @property
+    def request_count(self) -> int: ...
+
+    def check(self) -> str:
+        """Verify reachability and credentials; return a one-line description.
+
+        Raises PsaAuthError or PsaUnreachable.
+        """
+
+    def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = ()) -> List[Company]:
+        """Companies matching any identifier or name (case-insensitive names); all if both empty."""
+
+    def agreements(self, company_ids: Sequence[str]) -> List[Agreement]:
+        """Active, non-cancelled agreements/contracts of these companies."""
+
+    def lines(self, agreement: Agreement) -> List[Line]:
+        """The billable lines on one agreement, with current quantities."""
+
+    def set_quantity(self, line: Line, quantity: int) -> int:
+        """Make the line's quantity ``quantity``; return the quantity found just before.
+
+        ConnectWise writes the absolute value. Autotask re-reads the current units
+        and posts the delta, so calling this twice never double-counts.
+        """
+
+    def close(self) -> None: ...

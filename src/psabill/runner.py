@@ -1,0 +1,168 @@
+"""``psabill run``: the guard that makes each occurrence run once, and the run itself.
+
+The not-due path is what cron hits most, so :func:`due_occurrence` touches
+only the config (tomllib), the schedule core and a read-only SQLite query. The
+refresh, the PSA clients, httpx and Jinja2 are imported only once a run starts.
+
+Guard rule: at ``now`` the due occurrence is the latest occurrence at or before
+``now`` that has not run and is at most ``[schedule] catch_up`` old. Anything
+older is *missed* (``status`` reports it); it is never run late.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Optional
+
+from psabill import report as rpt
+from psabill.config import Config
+from psabill.context import Context
+from psabill.errors import AbortError, EmailError, ExitCode, PsabillError
+from psabill.report import RunReport
+
+DEFAULT_LOCK_TIMEOUT = "10m"
+
+
+@dataclass
+class Outcome:
+    report: Optional[RunReport]  # None: nothing was due
+    exit_code: ExitCode
+    error: Optional[str] = None  # a one-line message for the edge to show
+
+
+def due_occurrence(ctx: Context, cfg: Config, now: datetime, *, readonly: bool) -> Optional[datetime]:
+    from psabill.core import schedule_enabled, schedule_from
+
+    schedule = schedule_from(cfg)
+    if schedule is None or not schedule_enabled(cfg):
+        return None
+    occurrence = schedule.previous(now)
+    if occurrence is None or now - occurrence > cfg.catch_up:
+        return None
+    state = ctx.state()
+    done = state.occurrence_done_readonly(occurrence) if readonly else state.occurrence_done(occurrence)
+    return None if done else occurrence
+
+
+def run_scheduled(ctx: Context, now: Callable[[], datetime]) -> Outcome:
+    """The cron entry point. Prints nothing and returns OK when nothing is due."""
+    cfg = ctx.load_config(check_addresses=False, must_exist=True)
+    if due_occurrence(ctx, cfg, now(), readonly=True) is None:
+        return Outcome(None, ExitCode.OK)
+    cfg = ctx.load_config(must_exist=True)
+    state = ctx.state()
+    with state.run_lock(_lock_timeout(cfg)):
+        state.mark_interrupted()
+        # Whoever held the lock before us may have run this very occurrence.
+        at = now()
+        occurrence = due_occurrence(ctx, cfg, at, readonly=False)
+        if occurrence is None:
+            return Outcome(None, ExitCode.OK)
+        late = int((at - occurrence).total_seconds())
+        report = _new_report(cfg, "scheduled", at, occurrence=occurrence, late_seconds=late if late >= 60 else None)
+        return _perform(ctx, cfg, report, dry_run=False, now=now)
+
+
+def run_manual(ctx: Context, now: Callable[[], datetime], *, dry_run: bool) -> Outcome:
+    cfg = ctx.load_config(must_exist=True)
+    state = ctx.state()
+    with state.run_lock(_lock_timeout(cfg)):
+        state.mark_interrupted()
+        report = _new_report(cfg, "dry-run" if dry_run else "manual", now())
+        return _perform(ctx, cfg, report, dry_run=dry_run, now=now)
+
+
+def _lock_timeout(cfg: Config) -> float:
+    from psabill.config import parse_duration
+
+    return parse_duration(cfg.get("run.lock_timeout", DEFAULT_LOCK_TIMEOUT)).total_seconds()
+
+
+def _new_report(cfg: Config, trigger: str, at: datetime, **kwargs: object) -> RunReport:
+    from psabill.core import schedule_enabled, schedule_from
+
+    schedule = schedule_from(cfg)
+    report = RunReport(trigger=trigger, started_at=at, **kwargs)  # type: ignore[arg-type]
+    report.account_name = cfg.get("account.name", "") or ""
+    report.account_zone = cfg.get("account.timezone", "UTC") or "UTC"
+    if schedule is not None:
+        report.schedule_text = schedule.describe()
+        if schedule_enabled(cfg):
+            report.next_run = schedule.next_after(at)
+    return report
+
+
+def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now: Callable[[], datetime]) -> Outcome:
+    from psabill import log
+
+    logger = log.setup(ctx)
+    state = ctx.state()
+    state.start_run(report)
+    logger.info("run %s started (%s%s)", report.run_id, report.trigger,
+                f", occurrence {report.occurrence.isoformat()}" if report.occurrence else "")
+    seq = 0
+
+    def record(item: rpt.ItemResult) -> None:
+        nonlocal seq
+        seq += 1
+        assert report.run_id is not None
+        state.add_item(report.run_id, seq, item)
+
+    error: Optional[str] = None
+    try:
+        _refresh(cfg, report, dry_run=dry_run, record=record)
+    except AbortError as exc:
+        report.status = rpt.ABORTED
+        report.message = exc.message
+        error = exc.message
+    except PsabillError as exc:
+        report.status = rpt.FAILED_RUN
+        report.message = exc.message
+        error = exc.message
+    report.finished_at = now()
+    report.settle()
+    state.finish_run(report)
+    logger.info(
+        "run %s finished: %s, %s, %d API requests",
+        report.run_id, report.status,
+        ", ".join(f"{k} {v}" for k, v in report.counts.items()), report.api_requests,
+    )
+    code = {rpt.ABORTED: ExitCode.ABORTED, rpt.FAILED_RUN: ExitCode.PARTIAL,
+            rpt.PARTIAL: ExitCode.PARTIAL}.get(report.status, ExitCode.OK)
+    if not dry_run and (report.trigger == "scheduled" or cfg.get("notify.on_manual", False)):
+        try:
+            _send(cfg, report, state)
+        except EmailError as exc:
+            logger.error("run %s: report email failed: %s", report.run_id, exc.message)
+            if code != ExitCode.ABORTED:
+                code = ExitCode.EMAIL
+            error = error or f"the run was recorded, but its report email failed: {exc.message} (retry with 'psabill email resend {report.run_id}')"
+    return Outcome(report, code, error)
+
+
+def _refresh(cfg: Config, report: RunReport, *, dry_run: bool, record: Callable[[rpt.ItemResult], None]) -> None:
+    """Read usage and update the PSA. Without [psa] there is nothing to update yet."""
+    if not cfg.section("psa"):
+        report.message = "no [psa] configured: nothing to update"
+        return
+    from psabill import refresh, sources
+    from psabill.psa.factory import make_client
+
+    rows = sources.read(cfg)
+    client = make_client(cfg)
+    try:
+        refresh.refresh(cfg, client, rows, report, dry_run=dry_run, record=record)
+    finally:
+        report.api_requests = client.request_count
+        client.close()
+
+
+def _send(cfg: Config, report: RunReport, state: object) -> None:
+    from psabill import mail
+
+    mail.send_report(cfg, report, state)  # type: ignore[arg-type]
+
+
+def late_text(seconds: Optional[int]) -> str:
+    return f"{timedelta(seconds=seconds)} late" if seconds else "on time"

@@ -1,0 +1,430 @@
+"""The state dir: the run history (SQLite) that doubles as the once-only ledger,
+and the lock that serializes runs.
+
+* ``state.db`` holds one ``runs`` row per run and one ``items`` row per
+  (customer, SKU). Rows are written as the run goes, so a run that is killed
+  leaves its record; the next run that takes the lock marks it ``interrupted``.
+* A scheduled occurrence counts as *done* once a run for it exists in any
+  status but ``interrupted``: an interrupted occurrence is run again (the PSA
+  writes are idempotent or re-read before each change), every other one never.
+* ``run.lock`` is an ``flock``: two runs never refresh together, whatever
+  started them. The second waits (bounded) and then re-checks what is due.
+* A corrupt or unreadable database is an error, never a silent fresh start:
+  the file is left exactly as found for the admin to inspect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from psabill.errors import StateError
+from psabill.report import INTERRUPTED, RUNNING, ItemResult, RunReport
+
+SCHEMA_VERSION = 1
+DB_NAME = "state.db"
+LOCK_NAME = "run.lock"
+ENV_STATE_DIR = "PSABILL_STATE_DIR"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger TEXT NOT NULL,
+    occurrence TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    late_seconds INTEGER,
+    message TEXT NOT NULL DEFAULT '',
+    psa_kind TEXT,
+    api_requests INTEGER NOT NULL DEFAULT 0,
+    updated INTEGER NOT NULL DEFAULT 0,
+    unchanged INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    unmapped INTEGER NOT NULL DEFAULT 0,
+    email_status TEXT,
+    email_message TEXT NOT NULL DEFAULT '',
+    pid INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_occurrence ON runs (occurrence);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS items (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    customer TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    psa_company TEXT,
+    agreement TEXT,
+    line TEXT,
+    old INTEGER,
+    new INTEGER,
+    outcome TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    hint TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+
+def default_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("psabill"))
+
+
+def resolve_dir(option: Optional[str] = None) -> Path:
+    chosen = option or os.environ.get(ENV_STATE_DIR)
+    path = Path(chosen).expanduser() if chosen else default_dir()
+    return Path(os.path.abspath(path))
+
+
+def iso(value: Optional[datetime]) -> Optional[str]:
+    return value.astimezone(timezone.utc).isoformat() if value else None
+
+
+def _parse(value: Optional[str]) -> Optional[datetime]:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass
+class RunRow:
+    id: int
+    trigger: str
+    occurrence: Optional[str]
+    started_at: str
+    finished_at: Optional[str]
+    status: str
+    late_seconds: Optional[int]
+    message: str
+    psa_kind: Optional[str]
+    api_requests: int
+    updated: int
+    unchanged: int
+    failed: int
+    unmapped: int
+    email_status: Optional[str]
+    email_message: str
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "id": self.id,
+            "trigger": self.trigger,
+            "occurrence": self.occurrence,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": self.status,
+            "late_seconds": self.late_seconds,
+            "message": self.message,
+            "psa": self.psa_kind,
+            "api_requests": self.api_requests,
+            "counts": {
+                "updated": self.updated,
+                "unchanged": self.unchanged,
+                "failed": self.failed,
+                "unmapped": self.unmapped,
+            },
+            "email": {"status": self.email_status, "message": self.email_message},
+        }
+
+
+_RUN_COLUMNS = (
+    "id, trigger, occurrence, started_at, finished_at, status, late_seconds, message, "
+    "psa_kind, api_requests, updated, unchanged, failed, unmapped, email_status, email_message"
+)
+
+
+class State:
+    """The history database and run lock under one state dir."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.db_path = directory / DB_NAME
+        self._conn: Optional[sqlite3.Connection] = None
+
+    # -- opening --------------------------------------------------------------
+
+    def ensure_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(f"cannot create state dir {self.dir}: {exc.strerror}") from None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.ensure_dir()
+            self._conn = self._connect(self.db_path)
+        return self._conn
+
+    def _connect(self, path: Path, readonly: bool = False) -> sqlite3.Connection:
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+            else:
+                conn = sqlite3.connect(str(path), timeout=5)
+                os.chmod(path, 0o600)
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                version = self._migrate(conn)
+            else:
+                version = self._read_version(conn)
+            if version != SCHEMA_VERSION:
+                raise StateError(
+                    f"history database {path} has schema version {version}, this psabill "
+                    f"knows {SCHEMA_VERSION}: upgrade psabill (the file was left unchanged)"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(path, exc) from None
+        return conn
+
+    @staticmethod
+    def _db_error(path: Path, exc: sqlite3.Error) -> StateError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StateError(f"history database {path} is locked by another process ({text})")
+        return StateError(
+            f"history database {path} is unreadable ({text}); it was left unchanged: "
+            "move it aside to start a fresh history"
+        )
+
+    @staticmethod
+    def _read_version(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self, conn: sqlite3.Connection) -> int:
+        existing = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if existing:
+            return self._read_version(conn)
+        with conn:
+            conn.executescript(_SCHEMA)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        return SCHEMA_VERSION
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            with self.conn:
+                return self.conn.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(self.db_path, exc) from None
+
+    def _query(self, sql: str, params: Any = ()) -> List[Any]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(self.db_path, exc) from None
+
+    # -- the cheap read used by the not-due guard path ----------------------
+
+    def occurrence_done_readonly(self, occurrence: datetime) -> bool:
+        """Like :meth:`occurrence_done`, without creating anything."""
+        if not self.db_path.exists():
+            return False
+        try:
+            conn = self._connect(self.db_path, readonly=True)
+        except StateError:
+            raise
+        try:
+            return _done(conn, occurrence)
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(self.db_path, exc) from None
+        finally:
+            conn.close()
+
+    def occurrence_done(self, occurrence: datetime) -> bool:
+        try:
+            return _done(self.conn, occurrence)
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(self.db_path, exc) from None
+
+    # -- the lock -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def run_lock(self, timeout: float) -> Iterator[None]:
+        """Hold ``run.lock`` exclusively; wait at most ``timeout`` seconds for it."""
+        import fcntl
+
+        self.ensure_dir()
+        path = self.dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StateError(
+                            f"another psabill run still holds {path} after {timeout:g}s; "
+                            "nothing was run (raise [run] lock_timeout to wait longer)"
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    # -- runs -----------------------------------------------------------------
+
+    def mark_interrupted(self) -> int:
+        """Mark runs left ``running`` as interrupted. Call only while holding the lock."""
+        cursor = self._execute(
+            "UPDATE runs SET status = ?, message = CASE WHEN message = '' THEN ? ELSE message END "
+            "WHERE status = ?",
+            (INTERRUPTED, "the run was killed before it finished", RUNNING),
+        )
+        return cursor.rowcount
+
+    def start_run(self, report: RunReport) -> int:
+        cursor = self._execute(
+            "INSERT INTO runs (trigger, occurrence, started_at, status, late_seconds, psa_kind, pid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                report.trigger,
+                iso(report.occurrence),
+                iso(report.started_at),
+                RUNNING,
+                report.late_seconds,
+                report.psa_kind,
+                os.getpid(),
+            ),
+        )
+        run_id = int(cursor.lastrowid or 0)
+        report.run_id = run_id
+        return run_id
+
+    def add_item(self, run_id: int, seq: int, item: ItemResult) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO items (run_id, seq, customer, sku, psa_company, agreement, line, "
+            "old, new, outcome, message, hint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                seq,
+                item.customer,
+                item.sku,
+                item.psa_company,
+                item.agreement,
+                item.line,
+                item.old,
+                item.new,
+                item.outcome,
+                item.message,
+                item.hint,
+            ),
+        )
+
+    def progress(self, run_id: int, api_requests: int) -> None:
+        self._execute("UPDATE runs SET api_requests = ? WHERE id = ?", (api_requests, run_id))
+
+    def finish_run(self, report: RunReport) -> None:
+        counts = report.counts
+        self._execute(
+            "UPDATE runs SET finished_at = ?, status = ?, message = ?, api_requests = ?, "
+            "updated = ?, unchanged = ?, failed = ?, unmapped = ?, psa_kind = ? WHERE id = ?",
+            (
+                iso(report.finished_at),
+                report.status,
+                report.message,
+                report.api_requests,
+                counts["updated"],
+                counts["unchanged"],
+                counts["failed"],
+                counts["unmapped"],
+                report.psa_kind,
+                report.run_id,
+            ),
+        )
+
+    def set_email(self, run_id: int, status: str, message: str) -> None:
+        self._execute(
+            "UPDATE runs SET email_status = ?, email_message = ? WHERE id = ?",
+            (status, message, run_id),
+        )
+
+    def last_run(self) -> Optional[RunRow]:
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1")
+        return RunRow(*rows[0]) if rows else None
+
+    def runs(self, since: Optional[datetime] = None) -> List[RunRow]:
+        if since is None:
+            rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC")
+        else:
+            rows = self._query(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE started_at >= ? ORDER BY id DESC",
+                (iso(since),),
+            )
+        return [RunRow(*row) for row in rows]
+
+    def run(self, run_id: int) -> Optional[RunRow]:
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return RunRow(*rows[0]) if rows else None
+
+    def items(self, run_id: int) -> List[ItemResult]:
+        rows = self._query(
+            "SELECT customer, sku, outcome, psa_company, agreement, line, old, new, message, hint "
+            "FROM items WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+        return [ItemResult(*row) for row in rows]
+
+    def done_occurrences(self, since: datetime) -> List[str]:
+        rows = self._query(
+            "SELECT DISTINCT occurrence FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' AND status != ?",
+            (iso(since), INTERRUPTED),
+        )
+        return [row[0] for row in rows]
+
+    def report(self, run_id: int) -> Optional[RunReport]:
+        """Rebuild a RunReport from the history (for resending an email)."""
+        row = self.run(run_id)
+        if row is None:
+            return None
+        report = RunReport(
+            trigger=row.trigger,
+            started_at=_parse(row.started_at) or datetime.now(timezone.utc),
+            status=row.status,
+            run_id=row.id,
+            occurrence=_parse(row.occurrence),
+            finished_at=_parse(row.finished_at),
+            late_seconds=row.late_seconds,
+            message=row.message,
+            psa_kind=row.psa_kind,
+            api_requests=row.api_requests,
+            items=self.items(run_id),
+            email_status=row.email_status,
+            email_message=row.email_message,
+        )
+        return report
+
+    def prune(self, before: datetime) -> int:
+        """Delete runs (and their items) started before ``before``; keep the newest always."""
+        cursor = self._execute(
+            "DELETE FROM runs WHERE started_at < ? AND id != (SELECT MAX(id) FROM runs)",
+            (iso(before),),
+        )
+        return cursor.rowcount
+
+
+def _done(conn: sqlite3.Connection, occurrence: datetime) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' AND status != ? LIMIT 1",
+        (iso(occurrence), INTERRUPTED),
+    ).fetchone()
+    return row is not None
