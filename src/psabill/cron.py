@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,7 @@ class Crontab:
             tab = _user_tab()  # python-crontab runs `crontab -l` as it is built
         except OSError as exc:
             raise CrontabError(f"cannot read the user's crontab: {_one_line(exc)}") from None
-        return "\n".join(tab.lines)
+        return str(getattr(tab, "raw_text", ""))
 
     def lines(self) -> List[str]:
         return [line for line in self.read().splitlines() if is_ours(line)]
@@ -132,6 +133,24 @@ def _user_tab(text: Optional[str] = None):  # type: ignore[no-untyped-def]
     from crontab import CronTab
 
     class ExactTab(CronTab):  # type: ignore[misc]
+        # python-crontab pins /usr/bin/crontab; look the program up on PATH like a
+        # shell would, so a host without one (or a test with an empty PATH) gets
+        # a clear error instead of whichever binary happens to sit there.
+        @property
+        def cron_command(self) -> str:
+            return shutil.which("crontab") or "crontab"
+
+        @cron_command.setter
+        def cron_command(self, _value: str) -> None:
+            pass
+
+        def __setattr__(self, name: str, value: object) -> None:
+            # read() hands the raw `crontab -l` lines to this attribute, which
+            # python-crontab parses into items; keep the untouched text too.
+            if name == "lines" and value:
+                object.__setattr__(self, "raw_text", "\n".join(value))  # type: ignore[arg-type]
+            super().__setattr__(name, value)
+
         def render(self, *args: object, **kwargs: object) -> str:
             return text if text is not None else super().render(*args, **kwargs)
 

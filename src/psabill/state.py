@@ -284,7 +284,7 @@ class State:
     # -- runs -----------------------------------------------------------------
 
     def mark_interrupted(self) -> int:
-        """Mark runs left ``running`` as interrupted. Call only while holding the lock."""
+        """Mark runs left ``running`` as interrupted. Call only while holding the run lock."""
         cursor = self._execute(
             "UPDATE runs SET status = ?, message = CASE WHEN message = '' THEN ? ELSE message END "
             "WHERE status = ?",
@@ -386,8 +386,9 @@ class State:
 
     def done_occurrences(self, since: datetime) -> List[str]:
         rows = self._query(
-            "SELECT DISTINCT occurrence FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' AND status != ?",
-            (iso(since), INTERRUPTED),
+            "SELECT DISTINCT occurrence FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' "
+            "AND status NOT IN (?, ?)",
+            (iso(since), INTERRUPTED, RUNNING),
         )
         return [row[0] for row in rows]
 
@@ -423,8 +424,11 @@ class State:
 
 
 def _done(conn: sqlite3.Connection, occurrence: datetime) -> bool:
+    # A row still "running" is either in progress (its owner holds the run lock, and
+    # we re-check after taking it) or left by a killed run: neither counts as done.
     row = conn.execute(
-        "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' AND status != ? LIMIT 1",
-        (iso(occurrence), INTERRUPTED),
+        "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' "
+        "AND status NOT IN (?, ?) LIMIT 1",
+        (iso(occurrence), INTERRUPTED, RUNNING),
     ).fetchone()
     return row is not None

@@ -1,0 +1,42 @@
+"""Help text is the documentation: every command has help with an example."""
+
+from __future__ import annotations
+
+from typing import Iterator, Tuple
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from psabill.cli import cli
+
+
+def walk(group: click.Group, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[str, ...]]:
+    for name, command in group.commands.items():
+        yield prefix + (name,)
+        if isinstance(command, click.Group):
+            yield from walk(command, prefix + (name,))
+
+
+COMMANDS = sorted(walk(cli))
+
+
+def test_the_expected_commands_exist() -> None:
+    names = {" ".join(c) for c in COMMANDS}
+    assert {"schedule set", "schedule show", "schedule next", "schedule enable", "schedule disable",
+            "cron show", "cron install", "run", "status", "history", "history show"} <= names
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+def test_every_command_has_help_with_an_example(command: Tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output, f"psabill {' '.join(command)} --help has no example"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+def test_every_command_is_in_the_readme(command: Tuple[str, ...]) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"psabill {' '.join(command)}" in readme
