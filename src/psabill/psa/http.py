@@ -1,0 +1,311 @@
+"""The one HTTP path both PSA clients share: retries, limits, counting, scrubbing.
+
+Policy, in the order a request meets it:
+
+* Only ``https://`` leaves the host. ``http://`` is allowed to loopback
+  (127.0.0.0/8, ::1, ``localhost``) so the sandbox and test stand-ins work; any
+  other plain-HTTP URL is refused before a socket opens, because the request
+  would carry credentials in clear text. Paging links handed back by the PSA
+  are followed on the origin we were configured with or discovered, never on
+  the host they name (see :func:`rebase`).
+* Concurrency is bounded twice: a global semaphore (``concurrency``) and, when
+  the caller names an endpoint, a per-endpoint one (Autotask allows 3 threads
+  per endpoint). Both are held only while a request is on the wire, never while
+  sleeping between retries, so one throttled endpoint does not starve others.
+* Every attempt counts, including retries: the PSA's rate limit counts them too.
+  ``max_requests`` turns the count into a hard budget.
+* Retries: 429/502/503/504 and transport failures (refused, reset, DNS,
+  timeouts) are retried with capped exponential backoff plus jitter; a numeric
+  ``Retry-After`` replaces the backoff but is capped too. 500 is retried for
+  idempotent requests only (ConnectWise documents 500 as often transient).
+  A non-idempotent request (an Autotask delta adjustment) is retried only when
+  the PSA certainly did not apply it (429, or the connection never opened);
+  anything ambiguous is raised so the caller can re-read and recompute.
+* Errors: 401/403 -> PsaAuthError, unreachable after retries -> PsaUnreachable,
+  anything else -> PsaError with the status and a short body excerpt. Every
+  message passes through :meth:`HttpClient.scrub`, which removes the configured
+  secrets and the Authorization value, so no credential reaches a log or email.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from psabill.psa.base import PsaAuthError, PsaError, PsaUnreachable
+
+log = logging.getLogger("psabill.psa")
+
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+EXCERPT_CHARS = 200
+REDACTED = "[redacted]"
+
+
+def is_loopback_host(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> None:
+    """Refuse anything but https, or http to loopback. The message names the URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if scheme == "https" and host:
+        return
+    if scheme == "http" and host and is_loopback_host(host):
+        return
+    if scheme == "http":
+        raise PsaError(f"refusing plain-HTTP PSA URL {_bare(url)}: use https:// (http:// is only for loopback)")
+    raise PsaError(f"PSA URL {_bare(url)} is not an https:// URL")
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{(parts.netloc or '').lower()}"
+
+
+def rebase(link: str, base: str) -> str:
+    """A paging link's path and query on ``base``'s origin.
+
+    Paging links come from the PSA; following their host would let a response
+    send our credentials anywhere, and a PSA may name itself by another alias
+    than the one configured. Only the path and query are taken.
+    """
+    parts = urlsplit(link)
+    return origin(base) + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def batches(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start: start + size]
+
+
+def numeric_id(value: Any, what: str) -> int:
+    """PSA ids are integers; a mapping that says otherwise fails before any request."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise PsaError(f"{what} {value!r} is not numeric")
+    return int(text)
+
+
+def whole(value: Any) -> int:
+    """Both PSAs store quantities as decimals; seats are whole."""
+    try:
+        return int(round(float(value)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _bare(url: str) -> str:
+    """The URL without query or userinfo: queries can carry user names or filters."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class HttpClient:
+    """A thread-safe, counting, retrying JSON client for one PSA origin."""
+
+    def __init__(
+        self,
+        *,
+        headers: Mapping[str, str],
+        secrets: Iterable[str] = (),
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        ca_file: Optional[str] = None,
+        concurrency: int = 8,
+        per_endpoint: Optional[int] = None,
+        max_requests: Optional[int] = None,
+        backoff: float = 0.5,
+        max_wait: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.max_retries = max(0, int(max_retries))
+        self.max_requests = max_requests
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self._sleep = sleep
+        self._secrets: List[str] = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+        auth = headers.get("Authorization")
+        if auth:
+            self._secrets.insert(0, auth.split(" ", 1)[-1])
+        self._count = 0
+        self._count_lock = threading.Lock()
+        self._global = threading.BoundedSemaphore(max(1, concurrency))
+        self._per_endpoint = per_endpoint
+        self._endpoint_sems: Dict[str, threading.BoundedSemaphore] = {}
+        self._endpoint_lock = threading.Lock()
+        verify: Any = True
+        if ca_file:
+            import ssl
+
+            try:
+                verify = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise PsaError(f"cannot load CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        self._client = httpx.Client(
+            headers=dict(headers),
+            timeout=httpx.Timeout(timeout),
+            verify=verify,
+            follow_redirects=False,  # a redirect could carry our headers to another host
+            limits=httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency)),
+            trust_env=False,  # a stray HTTPS_PROXY must not see our credentials
+        )
+
+    # -- counting ---------------------------------------------------------
+
+    @property
+    def request_count(self) -> int:
+        with self._count_lock:
+            return self._count
+
+    def _take_ticket(self, method: str, url: str) -> None:
+        with self._count_lock:
+            if self.max_requests is not None and self._count >= self.max_requests:
+                raise PsaError(
+                    f"request budget of {self.max_requests} PSA requests for this run is used up "
+                    f"(next: {method} {_bare(url)}); run again later"
+                )
+            self._count += 1
+
+    # -- scrubbing --------------------------------------------------------
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return _one_line(text)
+
+    # -- requests ---------------------------------------------------------
+
+    def _endpoint_sem(self, endpoint: Optional[str]) -> Optional[threading.BoundedSemaphore]:
+        if endpoint is None or self._per_endpoint is None:
+            return None
+        with self._endpoint_lock:
+            sem = self._endpoint_sems.get(endpoint)
+            if sem is None:
+                sem = self._endpoint_sems[endpoint] = threading.BoundedSemaphore(self._per_endpoint)
+            return sem
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Optional[Mapping[str, Any]] = None,
+        json: Any = None,
+        endpoint: Optional[str] = None,
+        idempotent: bool = True,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> httpx.Response:
+        """Send one logical request; return a 2xx response or raise a PsaError."""
+        check_url(url)
+        endpoint_sem = self._endpoint_sem(endpoint)
+        where = f"{method} {_bare(url)}"
+        attempt = 0
+        while True:
+            self._take_ticket(method, url)
+            retry_after: Optional[float] = None
+            failure: str
+            try:
+                with self._global:
+                    if endpoint_sem is not None:
+                        with endpoint_sem:
+                            response = self._client.request(method, url, params=params, json=json, headers=headers)
+                    else:
+                        response = self._client.request(method, url, params=params, json=json, headers=headers)
+            except httpx.TimeoutException as exc:
+                # A connect timeout never reached the PSA; a read timeout may have been applied.
+                sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+                failure = f"timed out ({type(exc).__name__})"
+                if attempt >= self.max_retries or (sent and not idempotent):
+                    raise PsaUnreachable(self.scrub(f"{where}: {failure} after {attempt + 1} attempt(s)")) from None
+            except httpx.ConnectError as exc:
+                failure = f"cannot connect: {exc}"
+                if attempt >= self.max_retries:
+                    raise PsaUnreachable(self.scrub(f"{where}: {failure}")) from None
+            except httpx.TransportError as exc:
+                failure = f"connection failed: {type(exc).__name__}: {exc}"
+                if attempt >= self.max_retries or not idempotent:
+                    raise PsaUnreachable(self.scrub(f"{where}: {failure}")) from None
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return response
+                if status in (401, 403):
+                    raise PsaAuthError(self.scrub(f"{where}: HTTP {status} (credentials refused): {_excerpt(response)}"))
+                retryable = status in RETRY_STATUSES or (status == 500 and idempotent)
+                if not idempotent and status != 429:
+                    retryable = False
+                failure = f"HTTP {status}: {_excerpt(response)}"
+                if not retryable or attempt >= self.max_retries:
+                    suffix = f" (after {attempt + 1} attempts)" if attempt else ""
+                    raise PsaError(self.scrub(f"{where}: {failure}{suffix}"))
+                retry_after = _retry_after(response)
+            wait = self._wait(attempt, retry_after)
+            log.info("%s: %s; retry %d/%d in %.2fs", where, self.scrub(failure), attempt + 1, self.max_retries, wait)
+            self._sleep(wait)
+            attempt += 1
+
+    def _wait(self, attempt: int, retry_after: Optional[float]) -> float:
+        if retry_after is not None:
+            return max(0.0, min(self.max_wait, retry_after))
+        ceiling = min(self.max_wait, self.backoff * (2 ** attempt))
+        # Full jitter keeps 16 workers that were throttled together from retrying together.
+        return random.uniform(ceiling / 2, ceiling)
+
+    def get_json(self, url: str, **kwargs: Any) -> Any:
+        return self.json_of(self.request("GET", url, **kwargs), f"GET {_bare(url)}")
+
+    def json_of(self, response: httpx.Response, where: str) -> Any:
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise PsaError(self.scrub(f"{where}: HTTP {response.status_code} but the body is not JSON: {_excerpt(response)}")) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _excerpt(response: httpx.Response) -> str:
+    try:
+        text = response.text
+    except Exception:  # pragma: no cover - undecodable body
+        text = ""
+    text = _one_line(text)
+    if not text:
+        return response.reason_phrase or "(empty body)"
+    return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "")
+
+
+def _retry_after(response: httpx.Response) -> Optional[float]:
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP-date (or junk): fall back to our own backoff
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,183 @@
+"""AutotaskClient against the loopback stand-in: zones, paging, deltas, limits."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from typing import Any, Dict, Iterator
+
+import pytest
+
+from autotask_standin import AutotaskStandin
+from psabill.errors import ConfigError
+from psabill.psa.autotask import AutotaskClient, api_base
+from psabill.psa.base import Agreement, Line, PsaAuthError, PsaError, PsaUnreachable
+
+TODAY = date(2025, 3, 15)  # periods: Feb, Mar (current, starts 2025-03-01), Apr
+SECRET = "at-secret-value-42"
+
+
+@pytest.fixture
+def at() -> Iterator[AutotaskStandin]:
+    with AutotaskStandin(today=TODAY, secret=SECRET) as server:
+        yield server
+
+
+def make(at: AutotaskStandin, *, secret: str = SECRET, **options: Any) -> AutotaskClient:
+    section: Dict[str, Any] = {"username": at.username, "integration_code": at.integration_code,
+                               "max_retries": 2, "timeout": 2}
+    section.update(options.pop("section", {}))
+    options.setdefault("zone_lookup", at.url)
+    return AutotaskClient(section, secret, today=lambda: TODAY, backoff=0.001, max_wait=0.01, **options)
+
+
+def seed(at: AutotaskStandin, customers: int, services: int = 2) -> None:
+    for n in range(customers):
+        contract = at.add_contract(at.add_company(f"Customer {n}", f"C{n:04d}"))
+        for s in range(services):
+            at.add_service(contract, 500 + s, 10 + s)
+
+
+class TestSetup:
+    def test_it_needs_username_and_integration_code(self) -> None:
+        with pytest.raises(ConfigError, match="username, integration_code"):
+            AutotaskClient({}, SECRET)
+
+    def test_zone_urls_become_the_api_base(self) -> None:
+        assert api_base("https://webservices5.autotask.net/atservicesrest/") == \
+            "https://webservices5.autotask.net/atservicesrest/v1.0"
+        assert api_base("webservices2.autotask.net") == "https://webservices2.autotask.net/ATServicesRest/v1.0"
+
+    def test_it_discovers_the_zone_once_then_talks_to_it(self, at: AutotaskStandin) -> None:
+        client = make(at)
+        client.check()
+        client.companies(["C0001"])
+        zone = [r for r in at.requests if r.endpoint == "ZoneInformation"]
+        assert len(zone) == 1 and zone[0].query == {"user": at.username}
+        assert at.requests[1].headers["UserName"] == at.username
+        assert at.requests[1].headers["ApiIntegrationCode"] == at.integration_code
+
+    def test_a_configured_url_skips_zone_discovery(self, at: AutotaskStandin) -> None:
+        make(at, section={"url": at.url + "/ATServicesRest/"}, zone_lookup="https://unused.invalid").check()
+        assert "ZoneInformation" not in at.counts
+
+    def test_a_wrong_secret_is_an_auth_error_that_never_shows_it(self, at: AutotaskStandin) -> None:
+        wrong = "wrong-secret-555"
+        with pytest.raises(PsaAuthError) as caught:
+            make(at, secret=wrong).check()
+        for text in (str(caught.value), repr(caught.value)):
+            assert wrong not in text and at.integration_code not in text
+
+    def test_check_shrinks_the_budget_to_what_is_left_this_hour(self) -> None:
+        with AutotaskStandin(today=TODAY, secret=SECRET, used_this_hour=9_990) as busy:
+            client = make(busy)
+            assert "/10000 requests used" in client.check()
+            assert client.remaining_budget < 10
+            with pytest.raises(PsaError, match="only"):
+                client.ensure_budget(50)
+
+
+class TestReads:
+    def test_it_follows_next_page_urls_at_500(self, at: AutotaskStandin) -> None:
+        for n in range(1200):
+            at.add_company(f"Customer {n}", f"C{n:04d}")
+        companies = make(at).companies()
+        assert len(companies) == 1200 and companies[0].identifier == "C0000"
+        methods = [r.method for r in at.requests if r.endpoint == "Companies"]
+        assert methods == ["POST", "GET", "GET"]
+
+    def test_companies_match_number_id_or_name(self, at: AutotaskStandin) -> None:
+        a = at.add_company("Alpha", "A-1")
+        b = at.add_company("Bravo")
+        at.add_company("Charlie", "C-3")
+        found = make(at).companies(["a-1", str(b)], names=["CHARLIE"])
+        assert [(c.identifier, c.name) for c in found] == [("A-1", "Alpha"), (str(b), "Bravo"), ("C-3", "Charlie")]
+        assert found[0].id == str(a)
+
+    def test_agreements_are_active_contracts_of_the_companies(self, at: AutotaskStandin) -> None:
+        company = at.add_company("Alpha", "A-1")
+        active = at.add_contract(company, "Managed")
+        at.add_contract(company, "Old", status=0)
+        at.add_contract(at.add_company("Other"), "Theirs")
+        assert make(at).agreements([str(company)]) == [Agreement(str(active), str(company), "Managed")]
+
+    def test_lines_carry_the_units_of_the_current_period(self, at: AutotaskStandin) -> None:
+        contract = at.add_contract(at.add_company("Alpha"))
+        csid = at.add_service(contract, 501, 7)
+        at.add_service(contract, 502, 3, months=1)  # only last month: no period covers today
+        lines = make(at).lines(Agreement(str(contract), "1", "x"))
+        assert lines == [Line(str(csid), str(contract), "501", 7)]
+
+
+class TestWrites:
+    def setup_line(self, at: AutotaskStandin, units: int = 10) -> Line:
+        contract = at.add_contract(at.add_company("Alpha"))
+        csid = at.add_service(contract, 501, units)
+        return Line(str(csid), str(contract), "501", units)
+
+    def test_it_posts_the_delta_dated_to_the_period_start(self, at: AutotaskStandin) -> None:
+        line = self.setup_line(at)
+        assert make(at).set_quantity(line, 14) == 10
+        assert at.adjustments == [{"contractID": int(line.agreement_id), "serviceID": 501,
+                                   "effectiveDate": "2025-03-01", "unitChange": 4, "id": at.adjustments[0]["id"]}]
+        assert at.units(int(line.id)) == 14
+        assert [p["units"] for p in at.periods(int(line.id))] == [10, 14, 10]  # not split, not prorated
+
+    def test_the_delta_comes_from_fresh_units_not_the_line(self, at: AutotaskStandin) -> None:
+        line = self.setup_line(at)
+        client = make(at)
+        client.set_quantity(line, 14)
+        assert client.set_quantity(line, 14) == 14  # stale line says 10: a re-run posts nothing
+        assert client.set_quantity(line, 9) == 14
+        assert [a["unitChange"] for a in at.adjustments] == [4, -5]
+        assert at.units(int(line.id)) == 9
+
+    def test_rerunning_after_a_partial_failure_never_double_counts(self, at: AutotaskStandin) -> None:
+        first, second = self.setup_line(at, 10), self.setup_line(at, 20)
+        client = make(at)
+        client.set_quantity(first, 11)
+        at.fail(500, 1, endpoint="ContractServiceAdjustments")
+        with pytest.raises(PsaError, match="HTTP 500"):
+            client.set_quantity(second, 25)
+        for line, target in ((first, 11), (second, 25)):  # the next run, with the lines it read before
+            client.set_quantity(line, target)
+        assert (at.units(int(first.id)), at.units(int(second.id))) == (11, 25)
+        assert [a["unitChange"] for a in at.adjustments] == [1, 5]
+
+    def test_an_answer_lost_after_the_write_landed_is_not_applied_twice(self, at: AutotaskStandin) -> None:
+        line = self.setup_line(at, 10)
+        at.delay(0.5, 1, late=True, endpoint="ContractServiceAdjustments")
+        assert make(at, section={"timeout": 0.2}).set_quantity(line, 13) == 10
+        assert at.units(int(line.id)) == 13 and len(at.adjustments) == 1
+
+    def test_a_psa_that_stays_silent_is_unreachable(self, at: AutotaskStandin) -> None:
+        line = self.setup_line(at)
+        client = make(at)
+        client.check()
+        at.die_after(0)
+        with pytest.raises(PsaUnreachable):
+            client.set_quantity(line, 12)
+        assert at.adjustments == []
+
+
+class TestLimits:
+    def test_at_most_three_requests_per_endpoint_are_in_flight(self) -> None:
+        with AutotaskStandin(today=TODAY, secret=SECRET, latency_ms=15) as at:
+            seed(at, 24)
+            client = make(at, section={"concurrency": 16})
+            agreements = client.agreements([c.id for c in client.companies()])
+            with ThreadPoolExecutor(16) as pool:
+                lines = [line for batch in pool.map(client.lines, agreements) for line in batch]
+                list(pool.map(lambda line: client.set_quantity(line, line.quantity + 2), lines[:12]))
+            assert len(lines) == 48
+            assert max(at.max_inflight.values()) == 3
+            assert client.request_count == at.total == 1 + 1 + 1 + 24 * 2 + 12 * 2
+
+    def test_the_request_budget_stops_a_run_before_the_allowance(self, at: AutotaskStandin) -> None:
+        seed(at, 3)
+        client = make(at, request_budget=4)
+        agreements = client.agreements([c.id for c in client.companies()])
+        with pytest.raises(PsaError, match="budget of 4"):
+            for agreement in agreements:
+                client.lines(agreement)
+        assert at.total == 4

@@ -1,0 +1,211 @@
+"""ConnectWiseClient against the shipped sandbox: real HTTP on loopback, nothing mocked."""
+
+from __future__ import annotations
+
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from psabill.errors import ConfigError
+from psabill.psa.base import Agreement, Line, PsaAuthError, PsaError, PsaUnreachable
+from psabill.psa.connectwise import ConnectWiseClient, api_base
+from psabill.psa.sandbox import BadRequest, Sandbox, parse_conditions
+
+KEY = "cw-private-key-123"
+
+
+def make(sb: Sandbox, **overrides: Any) -> ConnectWiseClient:
+    section: Dict[str, Any] = dict(sb.config_section(), max_retries=2, timeout=2)
+    section.update(overrides)
+    return ConnectWiseClient(section, sb.private_key, backoff=0.001, max_wait=0.01)
+
+
+@pytest.fixture
+def sb():
+    with Sandbox.sample(customers=30, seed=7, private_key=KEY) as server:
+        yield server
+
+
+class TestSetup:
+    def test_it_builds_the_api_base_from_a_site_or_a_full_url(self) -> None:
+        assert api_base("api-na.myconnectwise.net") == "https://api-na.myconnectwise.net/v4_6_release/apis/3.0"
+        assert api_base("https://x.test/v4_6_release/apis/3.0/") == "https://x.test/v4_6_release/apis/3.0"
+
+    def test_it_names_missing_keys(self) -> None:
+        with pytest.raises(ConfigError, match="company, public_key"):
+            ConnectWiseClient({"url": "https://x.test", "client_id": "c"}, KEY)
+
+    def test_it_refuses_plain_http_to_a_remote_host(self) -> None:
+        with pytest.raises(PsaError, match="http://psa.example.com/v4_6_release/apis/3.0"):
+            ConnectWiseClient({"url": "http://psa.example.com", "company": "c", "public_key": "p",
+                               "client_id": "i"}, KEY)
+
+    def test_check_reports_the_version(self, sb: Sandbox) -> None:
+        assert "v2025.1.sandbox" in make(sb).check()
+
+    def test_every_request_carries_auth_client_id_and_a_pinned_model_version(self, sb: Sandbox) -> None:
+        make(sb).check()
+        make(sb, api_version="2024.2").check()
+        accepts = [r.headers["Accept"] for r in sb.requests]
+        assert accepts == ["application/vnd.connectwise.com+json; version=2025.1",
+                           "application/vnd.connectwise.com+json; version=2024.2"]
+        assert all(r.headers["clientId"] == sb.client_id for r in sb.requests)
+        assert all(r.status == 200 for r in sb.requests)  # the sandbox checked Basic auth
+
+
+class TestAuth:
+    def test_a_wrong_private_key_is_an_auth_error_that_never_shows_the_key(self, sb: Sandbox) -> None:
+        wrong = "not-the-key-987"
+        client = ConnectWiseClient(sb.config_section(), wrong)
+        token = base64.b64encode(f"{sb.company}+{sb.public_key}:{wrong}".encode()).decode()
+        with pytest.raises(PsaAuthError) as caught:
+            client.check()
+        for text in (str(caught.value), repr(caught.value)):
+            assert wrong not in text and token not in text
+
+    def test_an_unknown_client_id_is_an_auth_error(self, sb: Sandbox) -> None:
+        with pytest.raises(PsaAuthError, match="403"):
+            make(sb, client_id="someone-else").check()
+
+
+class TestReads:
+    def test_it_follows_link_paging_at_1000(self) -> None:
+        with Sandbox.sample(customers=2300, private_key=KEY) as big:
+            companies = make(big).companies()
+            assert len(companies) == 2300
+            pages = [r.query for r in big.requests if r.endpoint == "GET company/companies"]
+        assert [(q["page"], q["pageSize"]) for q in pages] == [("1", "1000"), ("2", "1000"), ("3", "1000")]
+
+    def test_a_few_identifiers_are_fetched_with_conditions(self, sb: Sandbox) -> None:
+        found = make(sb).companies(["cust00002", "CUST00005"], names=["CUSTOMER 00009 LTD"])
+        assert [c.identifier for c in found] == ["CUST00002", "CUST00005", "CUST00009"]
+        conditions = [r.query.get("conditions") for r in sb.requests]
+        assert conditions == ['identifier in ("CUST00005","cust00002")', 'name in ("CUSTOMER 00009 LTD")']
+
+    def test_many_identifiers_list_everything_once(self) -> None:
+        with Sandbox.sample(customers=1500, private_key=KEY) as big:
+            wanted = [f"CUST{n:05d}" for n in range(1, 1201)]
+            client = make(big)
+            assert len(client.companies(wanted)) == 1200
+            assert client.request_count == 2
+            assert all("conditions" not in r.query for r in big.requests)
+
+    def test_names_with_quotes_are_matched_locally(self, sb: Sandbox) -> None:
+        sb.add_company("QUOTE", 'The "Best" Ltd')
+        assert [c.identifier for c in make(sb).companies(names=['the "best" ltd'])] == ["QUOTE"]
+
+    def test_agreements_are_active_and_uncancelled_only(self, sb: Sandbox) -> None:
+        client = make(sb)
+        companies = client.companies(["CUST00010", "CUST00014"])
+        agreements = client.agreements([c.id for c in companies])
+        assert [a.name for a in agreements] == ["Managed Services", "Managed Services"]
+        assert {a.company_id for a in agreements} == {c.id for c in companies}
+        condition = sb.requests[-1].query["conditions"]
+        assert condition.startswith("company/id in (")
+        assert condition.endswith('and agreementStatus="Active" and cancelledFlag=false')
+
+    def test_many_company_ids_list_active_agreements_and_filter_here(self) -> None:
+        with Sandbox.sample(customers=1100, private_key=KEY) as big:
+            client = make(big)
+            ids = [c.id for c in client.companies()][:900]
+            agreements = client.agreements(ids)
+            assert len(agreements) == 900 and {a.company_id for a in agreements} == set(ids)
+            listed = [r for r in big.requests if r.endpoint == "GET finance/agreements"]
+            assert len(listed) == 2 and "company/id" not in listed[0].query["conditions"]
+
+    def test_lines_skip_cancelled_additions(self, sb: Sandbox) -> None:
+        client = make(sb)
+        company = client.companies(["CUST00013"])[0]
+        agreement = client.agreements([company.id])[0]
+        lines = client.lines(agreement)
+        assert [line.product for line in lines] == ["SEATS-STD", "SEATS-MFA"]
+        assert all(isinstance(line.quantity, int) for line in lines)
+        assert sb.requests[-1].query["conditions"] == "cancelledDate=null"
+
+
+class TestWrites:
+    def test_set_quantity_sends_exactly_one_json_patch(self, sb: Sandbox) -> None:
+        cid = sb.add_company("W", "Writer")
+        aid = sb.add_agreement(cid)
+        xid = sb.add_addition(aid, "SEATS-STD", 10)
+        client = make(sb)
+        line = client.lines(Agreement(str(aid), str(cid), "x"))[0]
+        sb.clear_log()
+        assert client.set_quantity(line, 14) == 10
+        patches = sb.patches()
+        assert len(patches) == 1 and len(sb.requests) == 1
+        assert patches[0].path == f"/v4_6_release/apis/3.0/finance/agreements/{aid}/additions/{xid}"
+        assert patches[0].body == [{"op": "replace", "path": "quantity", "value": 14}]
+        assert sb.quantity(aid, xid) == 14
+
+    def test_it_refuses_a_negative_quantity_without_a_request(self, sb: Sandbox) -> None:
+        client = make(sb)
+        with pytest.raises(PsaError, match="-1"):
+            client.set_quantity(Line("1", "2", "SEATS-STD", 3), -1)
+        assert client.request_count == 0
+
+    def test_a_throttled_patch_is_retried_and_lands_once(self, sb: Sandbox) -> None:
+        aid = sb.add_agreement(sb.add_company("T", "Throttled"))
+        xid = sb.add_addition(aid, "SEATS-STD", 1)
+        sb.fail(429, 2, retry_after="0", method="PATCH")
+        client = make(sb)
+        client.set_quantity(Line(str(xid), str(aid), "SEATS-STD", 1), 5)
+        assert [r.status for r in sb.patches()] == [429, 429, 200]
+        assert sb.quantity(aid, xid) == 5
+
+
+class TestWholeRun:
+    def test_a_concurrent_run_costs_pages_plus_one_read_per_agreement_plus_one_write_per_change(self) -> None:
+        with Sandbox.sample(customers=1200, seed=3, private_key=KEY) as big:
+            client = make(big, concurrency=8)
+            companies = client.companies([f"CUST{n:05d}" for n in range(1, 1201)])
+            agreements = client.agreements([c.id for c in companies])
+            with ThreadPoolExecutor(8) as pool:
+                lines = [line for batch in pool.map(client.lines, agreements) for line in batch]
+                changed = [line for line in lines if line.product == "SEATS-MFA"][:300]
+                list(pool.map(lambda line: client.set_quantity(line, line.quantity + 1), changed))
+            assert len(agreements) == 1200
+            assert client.request_count == 2 + 2 + 1200 + 300
+            assert big.counts["PATCH finance/agreements/{id}/additions/{id}"] == 300
+
+    def test_a_psa_that_dies_mid_run_is_unreachable(self, sb: Sandbox) -> None:
+        client = make(sb)
+        agreements = client.agreements([c.id for c in client.companies()])
+        sb.die_after(5)
+        with pytest.raises(PsaUnreachable):
+            for agreement in agreements:
+                client.lines(agreement)
+
+
+class TestConditions:
+    RECORD = {"id": 7, "identifier": "ACME", "company": {"id": 3, "name": "Acme"}, "cancelledFlag": False,
+              "cancelledDate": None, "quantity": 12.0}
+
+    @pytest.mark.parametrize("text,expected", [
+        ('identifier="acme"', True),
+        ('identifier != "ACME"', False),
+        ("company/id in (1, 2, 3)", True),
+        ("company/id not in (1,2)", True),
+        ('company/id=4 or company/name="ACME"', True),
+        ("company/id=3 and cancelledFlag=false and cancelledDate=null", True),
+        ("(id=1 or id=7) and quantity>=12", True),
+        ("quantity < 12", False),
+        ('identifier="AC\\"ME"', False),
+    ])
+    def test_it_evaluates_the_subset_the_client_sends(self, text: str, expected: bool) -> None:
+        assert parse_conditions(text)(self.RECORD) is expected
+
+    @pytest.mark.parametrize("text", ["id=", "id in 1,2", "(id=1", 'name="open', "nope=1", "id=1 and"])
+    def test_it_rejects_malformed_conditions(self, text: str) -> None:
+        with pytest.raises(BadRequest):
+            parse_conditions(text)(self.RECORD)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=20))
+    def test_any_escaped_string_matches_itself(self, value: str) -> None:
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        assert parse_conditions(f'identifier = "{escaped}"')({"identifier": value})
