@@ -1,0 +1,590 @@
+"""The results email: rendering, MIME, every transport, failures and the CLI.
+
+SMTP tests talk to a real aiosmtpd server on loopback; TLS uses a throwaway CA
+from trustme. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+from datetime import datetime, timezone
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+import pytest
+
+from psabill import mail
+from psabill.config import Config
+from psabill.errors import EmailError
+from psabill.report import FAILED, PARTIAL, SUCCESS, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
+from psabill.state import State
+
+GOLDEN = Path(__file__).parent / "golden"
+ADDRESSES = ["alice@example.com", "bob@example.org"]
+PASSWORD = "s3cr3t-Pa55word!"
+UTC = timezone.utc
+ACME = "<b>Acme & Co</b>"
+SNEAKY = "=HYPERLINK(\"x\")\nFAKE: all good"
+
+
+# -- fixtures ------------------------------------------------------------------------
+
+
+def fixed_report() -> RunReport:
+    """One of everything, at fixed instants, with names chosen to break things."""
+    return RunReport(
+        trigger="scheduled",
+        run_id=7,
+        started_at=datetime(2026, 3, 10, 15, 7, 30, tzinfo=UTC),
+        finished_at=datetime(2026, 3, 10, 15, 8, 2, tzinfo=UTC),
+        occurrence=datetime(2026, 3, 10, 13, 0, tzinfo=UTC),
+        late_seconds=7650,
+        status=PARTIAL,
+        psa_kind="connectwise",
+        account_name="Zürich Managed IT",
+        account_zone="America/New_York",
+        schedule_text="Every Tuesday at 09:00 (America/New_York)",
+        next_run=datetime(2026, 3, 17, 13, 0, tzinfo=UTC),
+        items=[
+            ItemResult(ACME, "LastPass", UPDATED, old=10, new=12),
+            ItemResult("Globex Corporation", "LastPass+MFA", UPDATED, old=30, new=25),
+            ItemResult("Initech", "LastPass", UNCHANGED, old=5, new=5),
+            ItemResult(
+                "Contoso",
+                "LastPass",
+                FAILED,
+                old=3,
+                new=4,
+                message="agreement 'Managed Services' is cancelled",
+                hint="reactivate the agreement in ConnectWise or map another one",
+            ),
+            ItemResult(SNEAKY, "LastPass", UNMAPPED, message="no PSA company mapped"),
+            ItemResult(SNEAKY, "LastPass+MFA", UNMAPPED, message="no PSA company mapped"),
+        ],
+    )
+
+
+def make_config(tmp_path: Path, notify: Optional[dict] = None, **extra: Any) -> Config:
+    data: dict = {
+        "account": {"name": "Zürich Managed IT", "timezone": "America/New_York"},
+        "notify": {"emails": list(ADDRESSES), "from": "Billing Bot <billing@msp.example.com>"},
+    }
+    data["notify"].update(notify or {})
+    data.update(extra)
+    return Config(tmp_path / "config.toml", data)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[State]:
+    st = State(tmp_path / "state")
+    yield st
+    st.close()
+
+
+def recorded(state: State, report: RunReport) -> RunReport:
+    """Store the report as the runner would, so set_email has a row to update."""
+    state.start_run(report)
+    for seq, item in enumerate(report.items):
+        assert report.run_id is not None
+        state.add_item(report.run_id, seq, item)
+    state.finish_run(report)
+    return report
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sink:
+    """aiosmtpd handler that keeps every envelope."""
+
+    def __init__(self) -> None:
+        self.envelopes: List[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Any]:
+    """Start an aiosmtpd Controller with the given options; stopped after the test."""
+    from aiosmtpd.controller import Controller
+
+    started: List[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        sink = Sink()
+        controller = Controller(sink, hostname="127.0.0.1", port=free_port(), **kwargs)
+        controller.start()
+        controller.sink = sink
+        started.append(controller)
+        return controller
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(server_ctx)
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return server_ctx, ca_file
+
+
+def smtp_config(tmp_path: Path, port: int, **smtp: Any) -> Config:
+    return make_config(
+        tmp_path,
+        {"transport": "smtp", "smtp": {"host": "127.0.0.1", "port": port, "timeout": 5, **smtp}},
+    )
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def parts(msg: EmailMessage) -> tuple:
+    text = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
+
+
+# -- SMTP --------------------------------------------------------------------------------
+
+
+class TestSmtp:
+    def test_every_address_receives_a_proper_multipart_message(self, tmp_path, state, smtp_server):
+        server = smtp_server()
+        report = recorded(state, fixed_report())
+        mail.send_report(smtp_config(tmp_path, server.port, security="none"), report, state)
+
+        assert len(server.sink.envelopes) == 1
+        envelope = server.sink.envelopes[0]
+        assert envelope.rcpt_tos == ADDRESSES
+        assert envelope.mail_from == "billing@msp.example.com"
+        raw = envelope.original_content
+        msg = parse(raw)
+        assert msg.get_content_type() == "multipart/alternative"
+        assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+        assert msg["Date"] and msg["Message-ID"].startswith("<") and msg["Message-ID"].endswith(">")
+        assert msg["To"].addresses[0].addr_spec == "alice@example.com"
+        assert msg["To"].addresses[1].addr_spec == "bob@example.org"
+        # The non-ASCII account name is RFC 2047-encoded on the wire and decodes intact.
+        assert b"=?utf-8?" in raw.split(b"\r\n\r\n", 1)[0].lower()
+        assert "Zürich Managed IT" in msg["Subject"]
+        assert "1 company not updated" in msg["Subject"]
+        text, html = parts(msg)
+        assert ACME in text
+        assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in html and ACME not in html
+        row = state.run(report.run_id)
+        assert row.email_status == "sent"
+        assert "alice@example.com, bob@example.org" in row.email_message
+
+    def test_starttls_trusts_a_self_signed_cert_through_ca_file(self, tmp_path, state, smtp_server, tls):
+        server_ctx, ca_file = tls
+        server = smtp_server(tls_context=server_ctx, require_starttls=True)
+        report = recorded(state, fixed_report())
+        cfg = smtp_config(tmp_path, server.port, security="starttls", ca_file=str(ca_file))
+        mail.send_report(cfg, report, state)
+        assert server.sink.envelopes[0].rcpt_tos == ADDRESSES
+        assert "STARTTLS" in state.run(report.run_id).email_message
+
+    def test_starttls_without_ca_file_fails_with_a_hint(self, tmp_path, state, smtp_server, tls):
+        server_ctx, _ = tls
+        server = smtp_server(tls_context=server_ctx, require_starttls=True)
+        report = recorded(state, fixed_report())
+        with pytest.raises(EmailError, match="ca_file"):
+            mail.send_report(smtp_config(tmp_path, server.port, security="starttls"), report, state)
+        assert state.run(report.run_id).email_status == "failed"
+
+    def test_ssl_mode_with_login_reads_the_password_file(self, tmp_path, state, smtp_server, tls):
+        from aiosmtpd.smtp import AuthResult
+
+        seen: List[Any] = []
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            seen.append((auth_data.login, auth_data.password))
+            return AuthResult(success=auth_data.password == PASSWORD.encode(), handled=False)
+
+        server_ctx, ca_file = tls
+        server = smtp_server(ssl_context=server_ctx, authenticator=authenticator, auth_require_tls=False)
+        secret = tmp_path / "smtp-password"
+        secret.write_text(PASSWORD + "\n")
+        cfg = smtp_config(
+            tmp_path, server.port, security="ssl", ca_file=str(ca_file),
+            username="billing", password_file=str(secret),
+        )
+        report = recorded(state, fixed_report())
+        mail.send_report(cfg, report, state)
+        assert seen == [(b"billing", PASSWORD.encode())]
+        assert server.sink.envelopes[0].rcpt_tos == ADDRESSES
+        assert "(SSL)" in state.run(report.run_id).email_message
+
+    def test_rejected_login_raises_records_and_never_shows_the_password(
+        self, tmp_path, state, smtp_server, monkeypatch
+    ):
+        from aiosmtpd.smtp import AuthResult
+
+        server = smtp_server(
+            authenticator=lambda *args: AuthResult(success=False, handled=False), auth_require_tls=False
+        )
+        monkeypatch.setenv("PSABILL_TEST_SMTP_PASSWORD", PASSWORD)
+        cfg = smtp_config(
+            tmp_path, server.port, security="none",
+            username="billing", password_env="PSABILL_TEST_SMTP_PASSWORD",
+        )
+        report = recorded(state, fixed_report())
+        with pytest.raises(EmailError) as caught:
+            mail.send_report(cfg, report, state)
+        message = caught.value.message
+        assert "rejected the login for 'billing'" in message
+        assert "\n" not in message
+        assert PASSWORD not in message and PASSWORD not in repr(caught.value)
+        row = state.run(report.run_id)
+        assert row.email_status == "failed" and row.email_message == message
+        assert row.status == PARTIAL  # the run itself is untouched
+        assert server.sink.envelopes == []
+
+    def test_refused_connection_raises_and_records(self, tmp_path, state):
+        cfg = smtp_config(tmp_path, free_port(), security="none", username="u", password=PASSWORD)
+        report = recorded(state, fixed_report())
+        with pytest.raises(EmailError, match=r"cannot connect to SMTP server 127\.0\.0\.1:\d+") as caught:
+            mail.send_report(cfg, report, state)
+        assert PASSWORD not in caught.value.message
+        row = state.run(report.run_id)
+        assert row.email_status == "failed" and "cannot connect" in row.email_message
+        assert EmailError.exit_code == 5
+
+    def test_unset_password_env_is_named(self, tmp_path, monkeypatch):
+        monkeypatch.delenv("PSABILL_NO_SUCH_VAR", raising=False)
+        cfg = smtp_config(tmp_path, 25, username="u", password_env="PSABILL_NO_SUCH_VAR")
+        with pytest.raises(EmailError, match="PSABILL_NO_SUCH_VAR"):
+            mail.smtp_password(cfg)
+
+    def test_redact_removes_plain_and_base64_forms(self):
+        import base64
+
+        b64 = base64.b64encode(PASSWORD.encode()).decode()
+        assert mail.redact(f"x {PASSWORD} y {b64}", PASSWORD) == "x *** y ***"
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+class TestRender:
+    def test_plain_text_body_matches_the_golden_file(self):
+        text = mail.render(fixed_report()).text
+        golden = GOLDEN / "report.txt"
+        if os.environ.get("PSABILL_UPDATE_GOLDEN"):
+            golden.write_text(text, encoding="utf-8")
+        assert text == golden.read_text(encoding="utf-8")
+
+    def test_text_and_html_state_the_same_facts(self):
+        from markupsafe import escape
+
+        rendered = mail.render(fixed_report(), history_url="https://billing.example.com/runs/{run_id}")
+
+        facts = [
+            "Zürich Managed IT",
+            "1 company not updated",
+            "Tue 2026-03-10 11:07 EDT",  # run time in the account zone
+            "scheduled",
+            "started 2 h 7 min late",
+            "Every Tuesday at 09:00 (America/New_York)",
+            "Tue 2026-03-17 09:00 EDT",
+            "Globex Corporation", "30 → 25", "-5", "+2",
+            "agreement 'Managed Services' is cancelled",
+            "reactivate the agreement in ConnectWise or map another one",
+            "updated 2, unchanged 1, failed 1, unmapped 2",
+        ]
+        for fact in facts:
+            assert fact in rendered.text, fact
+            assert str(escape(fact)) in rendered.html, fact
+
+    def test_hostile_names_are_inert(self):
+        rendered = mail.render(fixed_report())
+        # Literal in text, escaped in HTML.
+        assert ACME in rendered.text
+        assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in rendered.html
+        assert "<b>Acme" not in rendered.html
+        # The newline is shown, not obeyed: no forged line, and the leading "=" is kept as is.
+        assert not any(line.startswith("FAKE") for line in rendered.text.splitlines())
+        assert '=HYPERLINK("x")\\nFAKE: all good (LastPass, LastPass+MFA)' in rendered.text
+        assert "=HYPERLINK(&#34;x&#34;)\\nFAKE: all good" in rendered.html
+
+    def test_hostile_names_survive_mime_encoding(self):
+        rendered = mail.render(fixed_report())
+        msg = parse(mail.build_message(rendered, ADDRESSES).as_bytes())
+        text, html = parts(msg)
+        # SMTP policy sends CRLF line ends; the content is otherwise byte-for-byte the same.
+        assert text.replace("\r\n", "\n") == rendered.text
+        assert html.replace("\r\n", "\n") == rendered.html
+
+    def test_subject_is_one_line_even_for_a_hostile_account_name(self):
+        report = fixed_report()
+        report.account_name = "Evil\r\nBcc: victim@example.com"
+        rendered = mail.render(report)
+        assert "\n" not in rendered.subject and "\r" not in rendered.subject
+        msg = parse(mail.build_message(rendered, ADDRESSES).as_bytes())
+        assert msg["Bcc"] is None
+        assert "Evil\\r\\nBcc: victim@example.com" in msg["Subject"]
+
+    def test_a_line_break_in_a_header_value_is_refused(self):
+        rendered = mail.Rendered("ok", "t", "<p>h</p>")
+        with pytest.raises(EmailError, match="line break"):
+            mail.build_message(rendered, ADDRESSES, sender="a@example.com\nBcc: x@example.com")
+        with pytest.raises(EmailError, match="line break"):
+            mail.build_message(mail.Rendered("a\nBcc: x@example.com", "t", "h"), ADDRESSES)
+
+    @pytest.mark.parametrize(
+        "status, items, words",
+        [
+            (SUCCESS, [], "complete"),
+            ("failed", [], "failed"),
+            ("aborted", [], "failed"),
+            (PARTIAL, [ItemResult("A", "x", FAILED), ItemResult("A", "y", FAILED),
+                       ItemResult("B", "x", FAILED)], "2 companies not updated"),
+        ],
+        ids=["complete", "failed", "aborted", "partial-counts-companies"],
+    )
+    def test_outcome_in_words(self, status, items, words):
+        report = fixed_report()
+        report.status, report.items = status, items
+        assert mail.outcome_text(report) == words
+        assert words in mail.render(report).subject
+
+    def test_history_url_takes_the_run_id_else_the_command_is_shown(self):
+        report = fixed_report()
+        report.run_id = 42
+        with_url = mail.render(report, history_url="https://billing.example.com/runs/{run_id}")
+        assert "Details: https://billing.example.com/runs/42" in with_url.text
+        assert 'href="https://billing.example.com/runs/42"' in with_url.html
+        without = mail.render(report)
+        assert "Details: psabill history show 42" in without.text
+        assert "psabill history show 42" in without.html
+
+    def test_a_run_on_time_has_no_late_line_and_no_schedule_says_so(self):
+        report = fixed_report()
+        report.late_seconds, report.schedule_text, report.next_run = 4, None, None
+        text = mail.render(report).text
+        assert "Late:" not in text
+        assert "no recurring update is scheduled" in text and "none scheduled" in text
+
+    def test_an_aborted_dry_run_says_why_and_that_nothing_was_written(self):
+        from markupsafe import escape
+
+        report = fixed_report()
+        report.trigger, report.status, report.account_name = "dry-run", "aborted", ""
+        report.message = "PSA login failed: 401\nUnauthorized"
+        rendered = mail.render(report)
+        assert rendered.subject == "psabill: billing update: failed (2026-03-10, dry run)"
+        for fact in ["DRY RUN: nothing was written", "Problem:", "PSA login failed: 401\\nUnauthorized"]:
+            assert fact in rendered.text, fact
+        assert str(escape("PSA login failed: 401\\nUnauthorized")) in rendered.html
+        assert "DRY RUN:" in rendered.html
+
+    def test_template_dir_overrides_per_file(self, tmp_path, state):
+        custom = tmp_path / "tpl"
+        custom.mkdir()
+        (custom / "subject.txt").write_text("Billing {{ outcome }} for {{ account }}\n")
+        (custom / "body.html").write_text("<p>{{ account }}: {{ changes|length }} changes</p>")
+        cfg = make_config(tmp_path, {"template_dir": "tpl"})  # relative to the config file
+        report = fixed_report()
+        report.account_name = "A & B"
+        rendered = mail.render_for(cfg, report)
+        assert rendered.subject == "Billing 1 company not updated for A & B"
+        assert rendered.html == "<p>A &amp; B: 2 changes</p>"  # custom HTML is autoescaped too
+        assert rendered.text.startswith("psabill billing update for A & B")  # built-in fallback
+
+    def test_a_broken_custom_template_is_an_email_error(self, tmp_path):
+        custom = tmp_path / "tpl"
+        custom.mkdir()
+        (custom / "body.txt").write_text("{{ no_such_variable }}\n")
+        with pytest.raises(EmailError, match="body.txt.*no_such_variable"):
+            mail.render(fixed_report(), template_dir=custom)
+
+    def test_builtin_templates_are_found_in_the_checkout(self):
+        directory = mail.builtin_template_dir()
+        assert directory is not None
+        assert {p.name for p in directory.iterdir()} >= set(mail.TEMPLATE_NAMES)
+
+    def test_importing_mail_does_not_import_jinja2(self):
+        src = Path(mail.__file__).parents[1]
+        code = "import sys, psabill.mail; sys.exit(1 if 'jinja2' in sys.modules else 0)"
+        done = subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(src)}, check=False
+        )
+        assert done.returncode == 0
+
+
+# -- other transports and policy ---------------------------------------------------------------
+
+
+class TestTransports:
+    def test_file_transport_writes_one_eml_per_run(self, tmp_path, state):
+        outbox = tmp_path / "outbox"
+        cfg = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
+        first = recorded(state, fixed_report())
+        second = recorded(state, fixed_report())
+        mail.send_report(cfg, first, state)
+        mail.send_report(cfg, second, state)
+        mail.send_report(cfg, first, state, force=True)  # a resend replaces, never duplicates
+        names = sorted(p.name for p in outbox.iterdir())
+        assert names == [f"run-{first.run_id:06d}.eml", f"run-{second.run_id:06d}.eml"]
+        msg = parse((outbox / names[0]).read_bytes())
+        assert msg["X-Psabill-Run"] == str(first.run_id)
+        assert msg.get_content_type() == "multipart/alternative"
+        assert state.run(first.run_id).email_status == "sent"
+
+    def test_file_transport_defaults_to_the_state_outbox(self, tmp_path, state):
+        cfg = make_config(tmp_path, {"transport": "file"})
+        report = recorded(state, fixed_report())
+        mail.send_report(cfg, report, state)
+        assert (state.dir / "outbox" / f"run-{report.run_id:06d}.eml").exists()
+
+    def test_sendmail_transport_pipes_the_message_to_the_command(self, tmp_path, state):
+        captured = tmp_path / "captured.eml"
+        script = tmp_path / "fake-sendmail"
+        script.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/args'\ncat > '{captured}'\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script), "-t", "-oi"]}})
+        report = recorded(state, fixed_report())
+        mail.send_report(cfg, report, state)
+        msg = parse(captured.read_bytes())
+        assert [a.addr_spec for a in msg["To"].addresses] == ADDRESSES
+        assert (tmp_path / "args").read_text().strip() == "-t -oi"
+        assert state.run(report.run_id).email_status == "sent"
+
+    def test_a_failing_sendmail_reports_its_first_error_line(self, tmp_path, state):
+        script = tmp_path / "bad-sendmail"
+        script.write_text("#!/bin/sh\ncat >/dev/null\necho 'queue dir not writable' >&2\necho more >&2\nexit 75\n")
+        script.chmod(0o755)
+        cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script)]}})
+        report = recorded(state, fixed_report())
+        with pytest.raises(EmailError, match="exited with status 75: queue dir not writable$"):
+            mail.send_report(cfg, report, state)
+        assert state.run(report.run_id).email_status == "failed"
+
+    def test_a_missing_sendmail_is_named(self, tmp_path):
+        cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(tmp_path / "nope")]}})
+        with pytest.raises(EmailError, match="not found"):
+            mail.deliver(cfg, mail.build_message(mail.Rendered("s", "t", "h"), ADDRESSES), ADDRESSES)
+
+    def test_no_addresses_is_skipped_and_says_no_report_is_sent(self, tmp_path, state):
+        cfg = make_config(tmp_path, {"emails": [], "transport": "file"})
+        report = recorded(state, fixed_report())
+        mail.send_report(cfg, report, state)
+        row = state.run(report.run_id)
+        assert row.email_status == "skipped" and "no report is sent" in row.email_message
+
+    def test_manual_runs_are_emailed_only_with_on_manual(self, tmp_path, state):
+        outbox = tmp_path / "out"
+        report = fixed_report()
+        report.trigger = "manual"
+        recorded(state, report)
+        off = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
+        mail.send_report(off, report, state)
+        assert state.run(report.run_id).email_status == "skipped" and not outbox.exists()
+        on = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}, "on_manual": True})
+        mail.send_report(on, report, state)
+        assert state.run(report.run_id).email_status == "sent"
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, state: State) -> Any:
+    import tomli_w
+
+    from psabill.context import Context
+
+    outbox = tmp_path / "outbox"
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(tomli_w.dumps({
+        "version": 1,
+        "account": {"name": "Zürich Managed IT", "timezone": "America/New_York"},
+        "schedule": {"enabled": True, "mode": "weekly", "weekday": "tue", "hour": 9},
+        "notify": {"emails": ADDRESSES, "transport": "file", "file": {"dir": str(outbox)}},
+    }))
+    config_path.chmod(0o600)
+    report = fixed_report()
+    report.account_name, report.schedule_text, report.next_run = "", None, None  # as State.report() rebuilds it
+    recorded(state, report)
+    ctx = Context(config_path=config_path, state_dir=state.dir, crontab_file=None)
+    return ctx, report, outbox
+
+
+def invoke(ctx: Any, *args: str) -> Any:
+    from click.testing import CliRunner
+
+    from psabill.commands.email import email_group
+
+    return CliRunner().invoke(email_group, list(args), obj=ctx, env={"PSABILL_NOW": "2026-03-12T12:00:00Z"})
+
+
+class TestCommands:
+    def test_preview_prints_the_latest_run_with_the_current_schedule(self, cli_env):
+        ctx, report, outbox = cli_env
+        result = invoke(ctx, "preview")
+        assert result.exit_code == 0, result.output
+        assert "Subject: psabill: Zürich Managed IT billing update: 1 company not updated" in result.output
+        assert "Every Tuesday at 09:00 (America/New_York)" in result.output
+        assert "Next run:  Tue 2026-03-17 09:00 EDT" in result.output
+        assert ACME in result.output
+        assert not outbox.exists()  # a preview sends nothing
+
+    def test_preview_html(self, cli_env):
+        ctx, report, _ = cli_env
+        result = invoke(ctx, "preview", str(report.run_id), "--html")
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("<!DOCTYPE html>")
+        assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in result.output
+
+    def test_preview_of_an_unknown_run_is_a_usage_error(self, cli_env):
+        from psabill.errors import UsageError
+
+        ctx, _, _ = cli_env
+        result = invoke(ctx, "preview", "999")
+        assert isinstance(result.exception, UsageError)
+        assert "no run 999 in the history" in str(result.exception)
+
+    def test_resend_delivers_and_records(self, cli_env, state):
+        ctx, report, outbox = cli_env
+        result = invoke(ctx, "resend", str(report.run_id))
+        assert result.exit_code == 0, result.output
+        assert (outbox / f"run-{report.run_id:06d}.eml").exists()
+        assert state.run(report.run_id).email_status == "sent"
+
+    def test_test_sends_a_test_message(self, cli_env):
+        ctx, _, outbox = cli_env
+        result = invoke(ctx, "test")
+        assert result.exit_code == 0, result.output
+        (sent,) = list(outbox.iterdir())
+        assert sent.name == "test-20260312T120000Z.eml"
+        msg = parse(sent.read_bytes())
+        assert msg["Subject"] == "psabill test message (Zürich Managed IT)"
+
+    def test_every_command_has_help_with_an_example(self):
+        from psabill.commands.email import email_group
+
+        for name, command in [("email", email_group), *email_group.commands.items()]:
+            assert command.help and "Example" in command.help, name
