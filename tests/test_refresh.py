@@ -1,0 +1,536 @@
+"""The refresh engine against real loopback PSAs: the ConnectWise sandbox and
+the Autotask stand-in. Nothing of psabill is mocked; the assertions read the
+servers' own data and request logs.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+import pytest
+
+from autotask_standin import AutotaskStandin
+from psabill.config import Config, validate
+from psabill.errors import AbortError, ConfigError
+from psabill.psa.base import PsaClient
+from psabill.psa.factory import make_client
+from psabill.psa.sandbox import LoopbackServer, Request, Sandbox
+from psabill.refresh import refresh
+from psabill.report import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
+from psabill.secrets import resolve_secret
+from psabill.sources import UsageRow
+
+CW_PRODUCTS = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}
+AT_PRODUCTS = {"LastPass": "501", "LastPass+MFA": "502"}
+FAST = {"backoff": 0.01, "max_wait": 0.05}  # retries in milliseconds, not seconds
+
+
+def write_config(tmp_path: Path, psa: Dict[str, Any], products: Dict[str, str],
+                 mapping: Optional[str] = None) -> Config:
+    conf = tmp_path / "conf"
+    conf.mkdir(exist_ok=True)
+    data: Dict[str, Any] = {"products": products, "psa": {"max_retries": 1, "timeout": 5, **psa}}
+    if mapping is not None:
+        (conf / "mapping.csv").write_text(mapping)
+        data["mapping"] = {"file": "mapping.csv"}
+    validate(data, conf / "config.toml")
+    return Config(conf / "config.toml", data)
+
+
+def cw_config(tmp_path: Path, sb: Sandbox, mapping: Optional[str] = None, **psa: Any) -> Config:
+    (tmp_path / "conf").mkdir(exist_ok=True)
+    (tmp_path / "conf" / "cw.key").write_text(sb.private_key + "\n")
+    section = {**sb.config_section(), "private_key_file": "cw.key", **psa}
+    return write_config(tmp_path, section, CW_PRODUCTS, mapping)
+
+
+class Run:
+    """One refresh: the report, what ``record`` saw, and on which threads."""
+
+    def __init__(self, cfg: Config, client: PsaClient, rows: List[UsageRow], *, dry_run: bool = False,
+                 concurrency: Optional[int] = None) -> None:
+        self.report = RunReport(trigger="dry-run" if dry_run else "manual", started_at=datetime.now(timezone.utc))
+        self.recorded: List[ItemResult] = []
+        self.threads: Set[str] = set()
+        self.progress: List[Tuple[int, int]] = []
+
+        def record(item: ItemResult) -> None:
+            self.threads.add(threading.current_thread().name)
+            self.recorded.append(item)
+
+        refresh(cfg, client, rows, self.report, dry_run=dry_run, record=record,
+                progress=lambda done, total: self.progress.append((done, total)), concurrency=concurrency)
+
+    def by(self, customer: str, sku: str = "LastPass") -> ItemResult:
+        return next(i for i in self.report.items if i.customer == customer and i.sku == sku)
+
+    def outcomes(self) -> Dict[str, int]:
+        counts: Dict[str, int] = {}
+        for item in self.report.items:
+            counts[item.outcome] = counts.get(item.outcome, 0) + 1
+        return counts
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox() as sb:
+        yield sb
+
+
+def iter_patches(server: LoopbackServer) -> List[Request]:
+    """What a run actually wrote."""
+    return [r for r in server.requests if r.method == "PATCH"]
+
+
+def active_agreement(sb: Sandbox, identifier: str) -> int:
+    return next(int(a["id"]) for a in sb.agreements.values() if a["company"]["identifier"] == identifier
+                and a["agreementStatus"] == "Active" and not a["cancelledFlag"])
+
+
+def addition(sb: Sandbox, agreement_id: int, product: str) -> Tuple[int, Dict[str, Any]]:
+    return next((xid, x) for xid, x in sb.additions[agreement_id].items()
+                if x["product"]["identifier"] == product and not x["cancelledDate"])
+
+
+# -- the acceptance scenario ---------------------------------------------------
+
+
+def build_book(sb: Sandbox, customers: int, seed: int = 7) -> Tuple[List[UsageRow], Dict[Tuple[str, str], str], str]:
+    """Usage rows for the sample book, with every kind of trouble mixed in.
+
+    Returns the rows, the expected failure reason per (customer, SKU), and the mapping file text.
+    """
+    rng = random.Random(seed)
+    rows: List[UsageRow] = []
+    failures: Dict[Tuple[str, str], str] = {}
+    mapping = ["customer,psa_company,agreement"]
+    for n in range(1, customers + 1):
+        ident = f"CUST{n:05d}"
+        aid = active_agreement(sb, ident)
+        customer, column = ident, None
+        kind = n % 50
+        if kind == 3:  # a second active agreement also bills the standard SKU
+            other = sb.add_agreement(int(sb.agreements[aid]["company"]["id"]), f"Second site {n}")
+            sb.add_addition(other, "SEATS-STD", 5)
+            failures[(customer, "LastPass")] = "2 active agreements of CUST"
+        elif kind == 4:  # the MFA product was never added to the agreement
+            xid, _ = addition(sb, aid, "SEATS-MFA")
+            del sb.additions[aid][xid]
+            failures[(customer, "LastPass+MFA")] = "product 'SEATS-MFA' (SKU LastPass+MFA) is not on agreement"
+        elif kind == 5:  # someone added the standard product twice
+            sb.add_addition(aid, "SEATS-STD", 9)
+            failures[(customer, "LastPass")] = "has 2 additions for product 'SEATS-STD'"
+        elif kind == 7:  # matched by company name, ignoring case
+            customer = f"customer {n:05d} ltd"
+        elif kind == 8:  # matched through the source's psa_company column
+            customer, column = f"Branch office {n}", ident
+        elif kind == 9:  # ambiguous, but pinned in the mapping file
+            other = sb.add_agreement(int(sb.agreements[aid]["company"]["id"]), f"Second site {n}")
+            sb.add_addition(other, "SEATS-STD", 5)
+            mapping.append(f"{customer},{ident},{aid}")
+        for sku, product in CW_PRODUCTS.items():
+            current = int(addition(sb, aid, product)[1]["quantity"]) if kind != 4 or sku == "LastPass" else 0
+            seats = current if n % 4 == 0 else rng.randint(0, 300)
+            rows.append(UsageRow(customer, sku, seats, column))
+    for n in range(1, customers // 25 + 1):
+        rows.append(UsageRow(f"Ghost customer {n}", "LastPass", 3))  # no PSA company at all
+        failures[(f"Ghost customer {n}", "LastPass")] = "unmapped"
+    lonely = sb.add_company("LONELY", "Lonely Co")
+    assert lonely
+    rows.append(UsageRow("LONELY", "LastPass", 4))
+    failures[("LONELY", "LastPass")] = "LONELY has no active agreement in ConnectWise"
+    rows.append(UsageRow("Misfiled", "LastPass", 4, "NO-SUCH-CO"))
+    failures[("Misfiled", "LastPass")] = "PSA company 'NO-SUCH-CO' (from the source's psa_company column) not found"
+    return rows, failures, "\n".join(mapping) + "\n"
+
+
+def test_acceptance_every_mapped_quantity_ends_equal_to_its_seat_count(tmp_path: Path) -> None:
+    with Sandbox.sample(customers=300, seed=3) as sb:
+        rows, failures, mapping = build_book(sb, 300)
+        cfg = cw_config(tmp_path, sb, mapping=mapping)
+        sb.clear_log()
+        client = make_client(cfg, **FAST)
+        run = Run(cfg, client, rows)
+
+        report = run.report
+        assert [(i.customer, i.sku) for i in report.items] == [(r.customer, r.sku) for r in rows]
+        assert len(run.recorded) == len(rows) and {id(i) for i in run.recorded} == {id(i) for i in report.items}
+        assert run.threads == {threading.main_thread().name}
+        assert run.progress[-1] == (len(rows), len(rows))
+
+        seats = {(r.customer, r.sku): r.seats for r in rows}
+        for item in report.items:
+            expected = failures.get((item.customer, item.sku))
+            if expected is None:
+                assert item.outcome in (UPDATED, UNCHANGED), (item.customer, item.sku, item.message)
+                assert sb.quantity(int(item.agreement or 0), int(item.line or 0)) == seats[(item.customer, item.sku)]
+                assert item.new == seats[(item.customer, item.sku)]
+            elif expected == "unmapped":
+                assert item.outcome == UNMAPPED and item.customer in item.message and item.hint
+            else:
+                assert item.outcome == FAILED, (item.customer, item.sku, item.outcome)
+                assert expected in item.message, item.message
+                assert item.hint
+        assert "pin one in the mapping file" in run.by("CUST00003").hint
+
+        patches = list(iter_patches(sb))
+        updated = [i for i in report.items if i.outcome == UPDATED]
+        assert len(patches) == len(updated) > 0
+        patched = {r.path.rsplit("/", 1)[1] for r in patches}
+        assert all(i.line not in patched for i in report.items if i.outcome == UNCHANGED)
+        assert report.count(UNCHANGED) >= 100
+
+        # Bulk reads: one page of companies, one of agreements, one additions read per agreement needed.
+        counts = sb.counts
+        assert counts["GET company/companies"] == 1
+        assert counts["GET finance/agreements"] == 1
+        assert report.api_requests == sb.total == client.request_count
+        assert report.api_requests == 2 + counts["GET finance/agreements/{id}/additions"] + len(patches)
+        assert report.psa_kind == "connectwise"
+
+        # Running again writes nothing: every quantity already matches.
+        sb.clear_log()
+        again = Run(cfg, client, rows)
+        assert again.report.count(UPDATED) == 0
+        assert list(iter_patches(sb)) == []
+        assert again.report.count(FAILED) == len([f for f in failures.values() if f != "unmapped"])
+        client.close()
+
+
+def test_a_rerun_after_the_psa_died_mid_run_finishes_the_job(tmp_path: Path) -> None:
+    with Sandbox.sample(customers=60, seed=5) as sb:
+        rng = random.Random(1)
+        rows = [UsageRow(f"CUST{n:05d}", sku, rng.randint(300, 400)) for n in range(1, 61) for sku in CW_PRODUCTS]
+        cfg = cw_config(tmp_path, sb)
+        client = make_client(cfg, **FAST)
+        reads = Run(cfg, client, rows, dry_run=True).report.api_requests
+        assert sb.counts.get("PATCH finance/agreements/{id}/additions/{id}") is None
+
+        sb.die_after(reads + 10)  # the PSA vanishes after ten writes
+        first = Run(cfg, client, rows)
+        assert 0 < first.report.count(UPDATED) <= 10
+        failed = [i for i in first.report.items if i.outcome == FAILED]
+        assert len(failed) == len(rows) - first.report.count(UPDATED)
+        assert all(i.hint and ("unreachable" in i.message or "update failed" in i.message) for i in failed)
+
+        sb.revive()
+        second = Run(cfg, make_client(cfg, **FAST), rows)
+        assert second.report.count(FAILED) == 0
+        assert second.report.count(UPDATED) == len(failed)
+        assert second.report.count(UNCHANGED) == first.report.count(UPDATED)
+        for item in second.report.items:
+            assert sb.quantity(int(item.agreement or 0), int(item.line or 0)) == item.new
+
+
+def test_dry_run_plans_changes_and_writes_nothing(tmp_path: Path) -> None:
+    with Sandbox.sample(customers=20, seed=2) as sb:
+        aid = active_agreement(sb, "CUST00001")
+        xid, line = addition(sb, aid, "SEATS-STD")
+        current = int(line["quantity"])
+        rows = [UsageRow("CUST00001", "LastPass", current + 5), UsageRow("CUST00002", "LastPass", 0),
+                UsageRow("CUST00003", "LastPass", int(addition(sb, active_agreement(sb, "CUST00003"),
+                                                                "SEATS-STD")[1]["quantity"]))]
+        cfg = cw_config(tmp_path, sb)
+        run = Run(cfg, make_client(cfg, **FAST), rows, dry_run=True)
+        item = run.by("CUST00001")
+        assert (item.outcome, item.old, item.new, item.line) == (PLANNED, current, current + 5, str(xid))
+        assert run.by("CUST00002").outcome == PLANNED
+        assert run.by("CUST00003").outcome == UNCHANGED
+        assert list(iter_patches(sb)) == []
+        assert sb.quantity(aid, xid) == current
+
+
+def test_writes_run_concurrently_within_the_configured_bound(tmp_path: Path) -> None:
+    with Sandbox.sample(customers=40, seed=2, latency_ms=15) as sb:
+        rows = [UsageRow(f"CUST{n:05d}", "LastPass", 1000 + n) for n in range(1, 41)]
+        cfg = cw_config(tmp_path, sb, concurrency=4)
+        run = Run(cfg, make_client(cfg, **FAST), rows)
+        assert run.report.count(UPDATED) == 40
+        peak = sb.max_inflight["PATCH finance/agreements/{id}/additions/{id}"]
+        assert 2 <= peak <= 4
+        assert 2 <= sb.max_inflight["GET finance/agreements/{id}/additions"] <= 4
+
+
+# -- mapping rules, one failure at a time ----------------------------------------
+
+
+class TestMapping:
+    def test_the_mapping_file_pins_company_and_agreement_over_everything_else(self, tmp_path: Path,
+                                                                                sandbox: Sandbox) -> None:
+        acme = sandbox.add_company("ACME", "Acme Corp")
+        main = sandbox.add_agreement(acme, "Main")
+        backup = sandbox.add_agreement(acme, "Backup")
+        sandbox.add_addition(main, "SEATS-STD", 3)
+        target = sandbox.add_addition(backup, "SEATS-STD", 3)
+        other = sandbox.add_company("Acme Corporation", "Acme Corporation")  # what the name alone would pick
+        sandbox.add_addition(sandbox.add_agreement(other), "SEATS-STD", 1)
+        cfg = cw_config(tmp_path, sandbox, mapping="customer,psa_company,agreement\nacme corporation,ACME,backup\n")
+        run = Run(cfg, make_client(cfg, **FAST), [UsageRow("Acme Corporation", "LastPass", 8, "ignored")])
+        item = run.by("Acme Corporation")
+        assert (item.outcome, item.psa_company, item.agreement, item.line) == (UPDATED, "ACME", str(backup),
+                                                                                str(target))
+        assert sandbox.quantity(backup, target) == 8
+
+    def test_a_bad_mapping_file_aborts_before_any_request(self, tmp_path: Path, sandbox: Sandbox) -> None:
+        cfg = cw_config(tmp_path, sandbox, mapping="customer,psa_company\nAcme,ACME\nACME,OTHER\n")
+        with pytest.raises(AbortError, match=r"mapping file .*mapping.csv line 3: customer 'ACME' is already "
+                                             r"mapped on line 2$"):
+            Run(cfg, make_client(cfg, **FAST), [UsageRow("Acme", "LastPass", 1)])
+        assert sandbox.total == 0
+
+    def test_a_pinned_agreement_that_is_not_active_fails_with_a_hint(self, tmp_path: Path, sandbox: Sandbox) -> None:
+        acme = sandbox.add_company("ACME", "Acme")
+        sandbox.add_addition(sandbox.add_agreement(acme), "SEATS-STD", 1)
+        cfg = cw_config(tmp_path, sandbox, mapping="customer,psa_company,agreement\nAcme,ACME,999\n")
+        item = Run(cfg, make_client(cfg, **FAST), [UsageRow("Acme", "LastPass", 2)]).by("Acme")
+        assert item.outcome == FAILED
+        assert item.message == "pinned agreement '999' is not an active agreement of ACME"
+        assert "mapping file" in item.hint
+
+    def test_two_companies_with_one_name_are_ambiguous(self, tmp_path: Path, sandbox: Sandbox) -> None:
+        for ident in ("ACME1", "ACME2"):
+            sandbox.add_addition(sandbox.add_agreement(sandbox.add_company(ident, "Acme")), "SEATS-STD", 1)
+        cfg = cw_config(tmp_path, sandbox)
+        item = Run(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "LastPass", 2)]).by("ACME")
+        assert item.outcome == FAILED and item.message.startswith("2 ConnectWise companies match 'ACME': ACME1")
+        assert "pin" in item.hint
+
+    def test_two_rows_aiming_at_one_line_both_fail_and_nothing_is_written(self, tmp_path: Path,
+                                                                         sandbox: Sandbox) -> None:
+        acme = sandbox.add_company("ACME", "Acme")
+        sandbox.add_addition(sandbox.add_agreement(acme), "SEATS-STD", 1)
+        cfg = cw_config(tmp_path, sandbox)
+        run = Run(cfg, make_client(cfg, **FAST), [UsageRow("Acme", "LastPass", 2),
+                                                  UsageRow("Acme East", "LastPass", 3, "ACME")])
+        assert run.outcomes() == {FAILED: 2}
+        assert "is the target of 2 rows (Acme/LastPass, Acme East/LastPass)" in run.by("Acme East").message
+        assert list(iter_patches(sandbox)) == []
+
+    def test_a_sku_missing_from_products_fails_that_row_only(self, tmp_path: Path, sandbox: Sandbox) -> None:
+        acme = sandbox.add_company("ACME", "Acme")
+        sandbox.add_addition(sandbox.add_agreement(acme), "SEATS-STD", 1)
+        cfg = cw_config(tmp_path, sandbox)
+        run = Run(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "Legacy", 2), UsageRow("ACME", "LastPass", 2)])
+        assert run.by("ACME", "Legacy").message == "SKU 'Legacy' is not mapped in [products]"
+        assert run.by("ACME").outcome == UPDATED
+
+    def test_no_rows_means_no_requests(self, tmp_path: Path, sandbox: Sandbox) -> None:
+        cfg = cw_config(tmp_path, sandbox)
+        run = Run(cfg, make_client(cfg, **FAST), [])
+        assert run.report.items == [] and sandbox.total == 0
+
+
+# -- API errors ---------------------------------------------------------------
+
+
+class TestApiErrors:
+    def test_refused_credentials_abort_naming_the_url_but_not_the_key(self, tmp_path: Path, sandbox: Sandbox) -> None:
+        sandbox.add_company("ACME", "Acme")
+        cfg = cw_config(tmp_path, sandbox)
+        sandbox.private_key = "rotated-key"
+        recorded: List[ItemResult] = []
+        report = RunReport(trigger="manual", started_at=datetime.now(timezone.utc))
+        with pytest.raises(AbortError) as info:
+            refresh(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "LastPass", 1)], report,
+                    dry_run=False, record=recorded.append)
+        message = info.value.message
+        assert message.startswith(f"ConnectWise at {sandbox.url} refused the credentials; nothing was written")
+        assert "sandbox-private" not in message and "rotated-key" not in message
+        assert recorded == [] and report.api_requests == 1
+
+    def test_an_unreachable_psa_aborts_naming_the_url(self, tmp_path: Path) -> None:
+        sb = Sandbox()
+        url = sb.url
+        cfg = cw_config(tmp_path, sb)
+        sb.stop()
+        with pytest.raises(AbortError, match=rf"^ConnectWise at {url} is unreachable; nothing was written: "):
+            Run(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "LastPass", 1)])
+
+    def test_a_failing_company_list_aborts(self, tmp_path: Path, sandbox: Sandbox) -> None:
+        cfg = cw_config(tmp_path, sandbox)
+        sandbox.fail(400, endpoint="company/companies")
+        with pytest.raises(AbortError, match=r"failed while reading companies and agreements; nothing was written"):
+            Run(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "LastPass", 1)])
+
+    def test_an_unreadable_agreement_fails_only_its_customers(self, tmp_path: Path) -> None:
+        with Sandbox.sample(customers=5) as sb:
+            cfg = cw_config(tmp_path, sb)
+            sb.fail(400, endpoint="additions", method="GET")
+            rows = [UsageRow(f"CUST{n:05d}", "LastPass", 999) for n in range(1, 6)]
+            run = Run(cfg, make_client(cfg, **FAST), rows, concurrency=1)
+            assert run.outcomes() == {FAILED: 1, UPDATED: 4}
+            failed = next(i for i in run.report.items if i.outcome == FAILED)
+            assert failed.message.startswith(f"reading additions of agreement #{failed.agreement} failed: GET ")
+            assert "HTTP 400" in failed.message
+
+    def test_a_refused_write_fails_that_item_and_the_rest_carry_on(self, tmp_path: Path) -> None:
+        with Sandbox.sample(customers=6) as sb:
+            cfg = cw_config(tmp_path, sb)
+            sb.fail(400, method="PATCH", body={"code": "InvalidObject", "message": "Addition is locked"})
+            rows = [UsageRow(f"CUST{n:05d}", "LastPass", 999) for n in range(1, 7)]
+            run = Run(cfg, make_client(cfg, **FAST), rows)
+            assert run.outcomes() == {FAILED: 1, UPDATED: 5}
+            failed = next(i for i in run.report.items if i.outcome == FAILED)
+            assert "HTTP 400" in failed.message and "Addition is locked" in failed.message
+            assert failed.old is not None and failed.hint
+
+
+# -- Autotask -------------------------------------------------------------------
+
+TODAY = date(2026, 11, 26)
+
+
+def at_config(tmp_path: Path, standin: AutotaskStandin, monkeypatch: pytest.MonkeyPatch, **psa: Any) -> Config:
+    monkeypatch.setenv("PSABILL_TEST_AT_SECRET", standin.secret)
+    section = {"kind": "autotask", "username": standin.username, "integration_code": standin.integration_code,
+               "secret_env": "PSABILL_TEST_AT_SECRET", **psa}
+    return write_config(tmp_path, section, AT_PRODUCTS)
+
+
+def at_client(cfg: Config, standin: AutotaskStandin) -> PsaClient:
+    return make_client(cfg, zone_lookup=standin.url, today=lambda: TODAY, **FAST)
+
+
+def at_book(standin: AutotaskStandin, customers: int) -> Tuple[List[UsageRow], Dict[str, int]]:
+    rng = random.Random(4)
+    rows: List[UsageRow] = []
+    services: Dict[str, int] = {}
+    for n in range(1, customers + 1):
+        company = standin.add_company(f"Account {n}", f"A{n:04d}")
+        contract = standin.add_contract(company)
+        for sku, service in AT_PRODUCTS.items():
+            csid = standin.add_service(contract, int(service), rng.randint(1, 50))
+            services[f"A{n:04d}/{sku}"] = csid
+            rows.append(UsageRow(f"A{n:04d}", sku, rng.randint(1, 50) if n % 3 else standin.units(csid)))
+    return rows, services
+
+
+def test_autotask_rerun_after_a_partial_run_never_double_counts(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    with AutotaskStandin(today=TODAY) as standin:
+        rows, services = at_book(standin, 30)
+        initial = {key: standin.units(csid) for key, csid in services.items()}
+        cfg = at_config(tmp_path, standin, monkeypatch)
+        reads = Run(cfg, at_client(cfg, standin), rows, dry_run=True).report.api_requests
+        assert standin.adjustments == []
+
+        standin.die_after(reads + 9)  # each write is a re-read plus a POST
+        first = Run(cfg, at_client(cfg, standin), rows)
+        assert first.report.psa_kind == "autotask"
+        assert 0 < first.report.count(UPDATED) < len(rows) - first.report.count(UNCHANGED)
+
+        standin.revive()
+        second = Run(cfg, at_client(cfg, standin), rows)
+        assert second.report.count(FAILED) == 0
+        third = Run(cfg, at_client(cfg, standin), rows)
+        assert third.report.count(UPDATED) == 0
+
+        posted: Dict[Tuple[int, int], int] = {}
+        for adjustment in standin.adjustments:
+            key = (adjustment["contractID"], adjustment["serviceID"])
+            posted[key] = posted.get(key, 0) + adjustment["unitChange"]
+            assert adjustment["effectiveDate"] == "2026-11-01"
+        for row in rows:
+            csid = services[f"{row.customer}/{row.sku}"]
+            assert standin.units(csid) == row.seats
+            service = standin.tables["ContractServices"][csid]
+            assert posted.get((service["contractID"], service["serviceID"]), 0) == row.seats - initial[
+                f"{row.customer}/{row.sku}"]
+
+
+def test_autotask_maps_by_name_and_reports_a_missing_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with AutotaskStandin(today=TODAY) as standin:
+        company = standin.add_company("Initech LLC", "IN-1")
+        contract = standin.add_contract(company)
+        csid = standin.add_service(contract, 501, 10)
+        cfg = at_config(tmp_path, standin, monkeypatch)
+        run = Run(cfg, at_client(cfg, standin), [UsageRow("initech llc", "LastPass", 12),
+                                                 UsageRow("initech llc", "LastPass+MFA", 12)])
+        assert run.by("initech llc").outcome == UPDATED and standin.units(csid) == 12
+        missing = run.by("initech llc", "LastPass+MFA")
+        assert missing.message == f"product '502' (SKU LastPass+MFA) is not on contract 'Managed Services' (#{contract})"
+        assert missing.hint.startswith("add '502' to the contract in Autotask")
+
+
+def test_autotask_request_budget_too_small_aborts_before_any_write(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with AutotaskStandin(today=TODAY) as standin:
+        rows, _ = at_book(standin, 6)
+        cfg = at_config(tmp_path, standin, monkeypatch)
+        client = make_client(cfg, zone_lookup=standin.url, today=lambda: TODAY, request_budget=16, **FAST)
+        with pytest.raises(AbortError, match=r"^Autotask: this run needs about \d+ more Autotask requests"):
+            Run(cfg, client, rows)
+        assert standin.adjustments == []
+
+
+def test_autotask_hour_nearly_used_up_by_other_integrations_aborts_before_any_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with AutotaskStandin(today=TODAY, threshold=10_000, used_this_hour=9_980) as standin:
+        rows, _ = at_book(standin, 6)
+        cfg = at_config(tmp_path, standin, monkeypatch)
+        with pytest.raises(AbortError, match=r"^Autotask: this run needs about \d+ more Autotask requests but only "
+                                             r"\d+ remain .*; nothing was written$"):
+            Run(cfg, at_client(cfg, standin), rows)
+        assert standin.adjustments == []
+        assert standin.counts["ThresholdInformation"] == 1
+
+
+def test_autotask_unreachable_zone_lookup_aborts_naming_the_url(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    standin = AutotaskStandin(today=TODAY)
+    url = standin.url
+    cfg = at_config(tmp_path, standin, monkeypatch)
+    standin.stop()
+    with pytest.raises(AbortError) as info:
+        Run(cfg, at_client(cfg, standin), [UsageRow("A0001", "LastPass", 1)])
+    assert info.value.message.startswith("Autotask is unreachable; nothing was written: GET "
+                                         f"{url}/ATServicesRest/v1.0/ZoneInformation")
+    assert standin.secret not in info.value.message
+
+
+# -- credentials and the factory -------------------------------------------------
+
+
+class TestSecrets:
+    def cfg(self, tmp_path: Path, psa: Dict[str, Any]) -> Config:
+        return Config(tmp_path / "config.toml", {"psa": psa})
+
+    def test_literal_env_and_file_forms(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert resolve_secret(self.cfg(tmp_path, {"secret": "s3cret"}), "psa", "secret") == "s3cret"
+        monkeypatch.setenv("AT_SECRET", "from-env")
+        assert resolve_secret(self.cfg(tmp_path, {"secret_env": "AT_SECRET"}), "psa", "secret") == "from-env"
+        (tmp_path / "keys").mkdir()
+        (tmp_path / "keys" / "at").write_text("from-file\r\n")
+        assert resolve_secret(self.cfg(tmp_path, {"secret_file": "keys/at"}), "psa", "secret") == "from-file"
+        assert resolve_secret(self.cfg(tmp_path, {}), "psa", "secret", required=False) is None
+
+    @pytest.mark.parametrize("psa, expected", [
+        ({"secret": "hunter22", "secret_env": "X"}, r"sets secret and secret_env: keep only one"),
+        ({"secret_env": "PSABILL_NO_SUCH_VAR"}, r"secret_env names \$PSABILL_NO_SUCH_VAR, which is not set"),
+        ({"secret_file": "missing.key"}, r"secret_file: .*missing.key not found"),
+        ({}, r"needs secret_env, secret_file or secret"),
+    ])
+    def test_errors_name_the_key_never_the_value(self, tmp_path: Path, psa: Dict[str, Any], expected: str) -> None:
+        with pytest.raises(ConfigError, match=expected) as info:
+            resolve_secret(self.cfg(tmp_path, psa), "psa", "secret")
+        assert "hunter22" not in info.value.message
+
+    def test_an_empty_file_is_refused(self, tmp_path: Path) -> None:
+        (tmp_path / "empty.key").write_text("\n")
+        with pytest.raises(ConfigError, match=r"secret_file: .*empty.key is empty$"):
+            resolve_secret(self.cfg(tmp_path, {"secret_file": "empty.key"}), "psa", "secret")
+
+
+def test_the_factory_needs_a_kind_and_a_credential(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[psa\] kind is not set"):
+        make_client(Config(tmp_path / "c.toml", {"psa": {"url": "https://x"}}))
+    with pytest.raises(ConfigError, match=r"needs private_key_env, private_key_file or private_key"):
+        make_client(Config(tmp_path / "c.toml", {"psa": {"kind": "connectwise", "url": "https://x"}}))
+    with pytest.raises(ConfigError, match=r"refusing plain-HTTP PSA URL http://psa.example.com"):
+        make_client(Config(tmp_path / "c.toml", {"psa": {"kind": "autotask", "url": "http://psa.example.com",
+                                                         "username": "u", "integration_code": "c",
+                                                         "secret": "s"}}))
