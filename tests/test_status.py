@@ -32,7 +32,7 @@ def test_status_json_has_the_documented_keys(env: Env) -> None:
     assert data["cron"]["lines"][0].startswith("0 13,14 * * 2 ")
     assert data["schedule"]["description"] == "Every Tuesday at 09:00 (America/New_York)"
     assert data["last_run"] is None
-    assert data["notify"]["report"] == "sent to 1 address(es)"
+    assert data["notify"]["report"] == "emailed to 1 address(es) after each scheduled run"
 
 
 def test_status_reports_drift_after_the_host_zone_changes(env: Env) -> None:

@@ -6,7 +6,6 @@ the shared options and the one place where a domain error becomes an exit code.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Callable, Optional, TypeVar
@@ -40,6 +39,8 @@ def json_option(func: F) -> F:
 
 
 def emit_json(data: Any) -> None:
+    import json  # not at module level: the cron path never prints JSON
+
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
@@ -71,20 +72,11 @@ def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str]
 
 
 def _register() -> None:
-    from psabill.commands import cron, history, run, schedule, status
+    from psabill.commands import check, cron, demo, email, history, run, schedule, status
 
-    for command in (schedule.schedule, cron.cron, run.run, status.status, history.history):
+    for command in (schedule.schedule, cron.cron, run.run, status.status, history.history, email.email_group,
+                    check.check, demo.demo):
         cli.add_command(command)
-    optional = ("email", "check", "demo")
-    for name in optional:
-        try:
-            module = __import__(f"psabill.commands.{name}", fromlist=[name])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"psabill.commands.{name}":
-                raise
-            continue
-        if hasattr(module, name):
-            cli.add_command(getattr(module, name))
 
 
 _register()

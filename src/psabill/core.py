@@ -148,8 +148,10 @@ def executable() -> List[str]:
 
 
 def cron_argv(ctx: Context) -> List[str]:
+    from psabill.state import default_dir
+
     argv = executable() + ["--config", str(ctx.config_path)]
-    if os.environ.get("PSABILL_STATE_DIR"):
+    if ctx.state_dir != default_dir():
         argv += ["--state-dir", str(ctx.state_dir)]
     return argv + ["run", "--scheduled"]
 
@@ -250,7 +252,7 @@ def status(ctx: Context, now: datetime, host: tzinfo) -> Dict[str, Any]:
         "missed": [],
         "notify": {
             "emails": cfg.emails,
-            "report": f"sent to {len(cfg.emails)} address(es)" if cfg.emails else "no report is sent (no addresses configured)",
+            "report": f"emailed to {len(cfg.emails)} address(es) after each scheduled run" if cfg.emails else "no report is sent (no addresses configured)",
         },
     }
     if schedule is not None:

@@ -12,7 +12,7 @@ older is *missed* (``status`` reports it); it is never run late.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable, Optional
 
 from psabill import report as rpt
@@ -130,9 +130,11 @@ def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now
     )
     code = {rpt.ABORTED: ExitCode.ABORTED, rpt.FAILED_RUN: ExitCode.PARTIAL,
             rpt.PARTIAL: ExitCode.PARTIAL}.get(report.status, ExitCode.OK)
-    if not dry_run and (report.trigger == "scheduled" or cfg.get("notify.on_manual", False)):
+    if not dry_run:
+        from psabill import mail  # decides itself: scheduled runs always, manual ones if [notify] on_manual
+
         try:
-            _send(cfg, report, state)
+            mail.send_report(cfg, report, state)
         except EmailError as exc:
             logger.error("run %s: report email failed: %s", report.run_id, exc.message)
             if code != ExitCode.ABORTED:
@@ -157,12 +159,3 @@ def _refresh(cfg: Config, report: RunReport, *, dry_run: bool, record: Callable[
         report.api_requests = client.request_count
         client.close()
 
-
-def _send(cfg: Config, report: RunReport, state: object) -> None:
-    from psabill import mail
-
-    mail.send_report(cfg, report, state)  # type: ignore[arg-type]
-
-
-def late_text(seconds: Optional[int]) -> str:
-    return f"{timedelta(seconds=seconds)} late" if seconds else "on time"

@@ -60,10 +60,10 @@ def parse_day(value: Union[int, str]) -> Day:
         text = value.strip().lower()
         if text == "last":
             return "last"
-        if not text.isdigit():
+        if not text.isdecimal():
             raise ScheduleError(f"day {value!r} is not 1-31 or 'last'")
         value = int(text)
-    if isinstance(value, bool) or not 1 <= value <= 31:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 31:
         raise ScheduleError(f"day {value!r} is not 1-31 or 'last'")
     return value
 
@@ -74,14 +74,14 @@ def parse_hour(value: Union[int, str]) -> int:
         text = value.strip()
         if ":" in text:
             hh, _, mm = text.partition(":")
-            if hh.isdigit() and mm.isdigit() and int(mm) == 0 and len(mm) == 2:
+            if hh.isdecimal() and mm.isdecimal() and int(mm) == 0 and len(mm) == 2:
                 text = hh
             else:
                 raise ScheduleError(f"hour {value!r}: full hours only (0-23)")
-        if not text.isdigit():
+        if not text.isdecimal():
             raise ScheduleError(f"hour {value!r} is not 0-23")
         value = int(text)
-    if isinstance(value, bool) or not 0 <= value <= 23:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 23:
         raise ScheduleError(f"hour {value!r} is not 0-23 (full hours only)")
     return value
 
