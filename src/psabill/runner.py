@@ -12,7 +12,7 @@ older is *missed* (``status`` reports it); it is never run late.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Optional
 
 from psabill import report as rpt
@@ -22,6 +22,7 @@ from psabill.errors import AbortError, EmailError, ExitCode, PsabillError
 from psabill.report import RunReport
 
 DEFAULT_LOCK_TIMEOUT = "10m"
+RETENTION_DAYS = 400  # the history keeps at least LastPass's 60 days, and a year for audits
 
 
 @dataclass
@@ -45,6 +46,9 @@ def due_occurrence(ctx: Context, cfg: Config, now: datetime, *, readonly: bool) 
     return None if done else occurrence
 
 
+Progress = Optional[Callable[[int, int], None]]
+
+
 def run_scheduled(ctx: Context, now: Callable[[], datetime]) -> Outcome:
     """The cron entry point. Prints nothing and returns OK when nothing is due."""
     cfg = ctx.load_config(check_addresses=False, must_exist=True)
@@ -64,13 +68,13 @@ def run_scheduled(ctx: Context, now: Callable[[], datetime]) -> Outcome:
         return _perform(ctx, cfg, report, dry_run=False, now=now)
 
 
-def run_manual(ctx: Context, now: Callable[[], datetime], *, dry_run: bool) -> Outcome:
+def run_manual(ctx: Context, now: Callable[[], datetime], *, dry_run: bool, progress: Progress = None) -> Outcome:
     cfg = ctx.load_config(must_exist=True)
     state = ctx.state()
     with state.run_lock(_lock_timeout(cfg)):
         state.mark_interrupted()
         report = _new_report(cfg, "dry-run" if dry_run else "manual", now())
-        return _perform(ctx, cfg, report, dry_run=dry_run, now=now)
+        return _perform(ctx, cfg, report, dry_run=dry_run, now=now, progress=progress)
 
 
 def _lock_timeout(cfg: Config) -> float:
@@ -93,7 +97,8 @@ def _new_report(cfg: Config, trigger: str, at: datetime, **kwargs: object) -> Ru
     return report
 
 
-def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now: Callable[[], datetime]) -> Outcome:
+def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now: Callable[[], datetime],
+             progress: Progress = None) -> Outcome:
     from psabill import log
 
     logger = log.setup(ctx)
@@ -111,7 +116,7 @@ def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now
 
     error: Optional[str] = None
     try:
-        _refresh(cfg, report, dry_run=dry_run, record=record)
+        _refresh(cfg, report, dry_run=dry_run, record=record, progress=progress)
     except AbortError as exc:
         report.status = rpt.ABORTED
         report.message = exc.message
@@ -123,11 +128,16 @@ def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now
     report.finished_at = now()
     report.settle()
     state.finish_run(report)
+    seconds = max((report.finished_at - report.started_at).total_seconds(), 1e-9)
     logger.info(
-        "run %s finished: %s, %s, %d API requests",
+        "run %s finished: %s, %s, %d API requests (%.1f/s)",
         report.run_id, report.status,
         ", ".join(f"{k} {v}" for k, v in report.counts.items()), report.api_requests,
+        report.api_requests / seconds,
     )
+    pruned = state.prune(report.started_at - timedelta(days=int(cfg.get("history.retention_days", RETENTION_DAYS))))
+    if pruned:
+        logger.info("history: removed %d runs older than the retention period", pruned)
     code = {rpt.ABORTED: ExitCode.ABORTED, rpt.FAILED_RUN: ExitCode.PARTIAL,
             rpt.PARTIAL: ExitCode.PARTIAL}.get(report.status, ExitCode.OK)
     if not dry_run:
@@ -143,7 +153,8 @@ def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now
     return Outcome(report, code, error)
 
 
-def _refresh(cfg: Config, report: RunReport, *, dry_run: bool, record: Callable[[rpt.ItemResult], None]) -> None:
+def _refresh(cfg: Config, report: RunReport, *, dry_run: bool, record: Callable[[rpt.ItemResult], None],
+             progress: Progress) -> None:
     """Read usage and update the PSA. Without [psa] there is nothing to update yet."""
     if not cfg.section("psa"):
         report.message = "no [psa] configured: nothing to update"
@@ -154,7 +165,7 @@ def _refresh(cfg: Config, report: RunReport, *, dry_run: bool, record: Callable[
     rows = sources.read(cfg)
     client = make_client(cfg)
     try:
-        refresh.refresh(cfg, client, rows, report, dry_run=dry_run, record=record)
+        refresh.refresh(cfg, client, rows, report, dry_run=dry_run, record=record, progress=progress)
     finally:
         report.api_requests = client.request_count
         client.close()

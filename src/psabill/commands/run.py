@@ -38,7 +38,15 @@ def run(scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
             if not sys.stdin.isatty():
                 raise UsageError("refusing to change billing without a terminal: pass --yes (or --dry-run)")
             click.confirm("This changes billing quantities in your PSA and cannot be undone. Continue?", abort=True)
-        outcome = runner.run_manual(ctx, clock.now, dry_run=dry_run)
+        if sys.stdout.isatty() and not as_json:
+            with click.progressbar(length=1, label="Updating", show_pos=True) as bar:
+                def progress(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
+
+                outcome = runner.run_manual(ctx, clock.now, dry_run=dry_run, progress=progress)
+        else:
+            outcome = runner.run_manual(ctx, clock.now, dry_run=dry_run)
     report = outcome.report
     assert report is not None
     if as_json:

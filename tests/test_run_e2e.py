@@ -1,0 +1,161 @@
+"""`psabill run` end to end: sandbox PSA on loopback, a real SMTP server, the history.
+
+Issue acceptance: two addresses each get one multipart message through a real
+SMTP server, holding every change (old -> new), every failure with its reason
+and the unmapped customers, with an HTML-looking name escaped. With the SMTP
+server down the run is recorded, exits 5, and `email resend` delivers later.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import socket
+from email import policy
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+import tomli_w
+
+from conftest import Env, last_line
+from psabill.psa.sandbox import Sandbox
+
+ADDRESSES = ["billing@msp.example", "ops@msp.example"]
+SCHEDULED_NOW = "2026-12-01T14:00:00Z"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.envelopes: List[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox.sample(customers=6, seed=3) as sb:
+        twice = sb.add_company("GLOBEX", "Globex Corporation")
+        for name in ("A", "B"):
+            sb.add_addition(sb.add_agreement(twice, name), "SEATS-STD", 40)
+        acme = sb.add_company("ACME", "<b>Acme & Co</b>")
+        sb.add_addition(sb.add_agreement(acme, "Managed"), "SEATS-STD", 3)
+        yield sb
+
+
+def configure(env: Env, sandbox: Sandbox, smtp_port: int) -> None:
+    usage = env.config.parent / "usage.csv"
+    env.config.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["customer,sku,seats,psa_company"]
+    rows += [f"CUST{n:05d},LastPass,{20 + n}," for n in range(1, 7)]
+    rows += ["CUST00001,LastPass+MFA,1,", "GLOBEX,LastPass,41,", "<b>Acme & Co</b>,LastPass,9,ACME", "Nobody Inc,LastPass,4,"]
+    usage.write_text("\n".join(rows) + "\n")
+    key = env.config.parent / "cw-key"
+    key.write_text(sandbox.private_key)
+    env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
+            "--notify", ", ".join(ADDRESSES), now="2026-11-26T12:00:00Z")
+    import sys
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    data = tomllib.loads(env.config.read_text())
+    data["account"]["name"] = "Zürich Managed IT"
+    data["source"] = {"kind": "csv", "path": "usage.csv"}
+    data["products"] = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}
+    data["psa"] = {**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0}
+    data["notify"].update({"transport": "smtp",
+                           "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout": 5}})
+    env.config.write_text(tomli_w.dumps(data))
+    os.chmod(env.config, 0o600)
+
+
+def test_a_scheduled_run_updates_the_psa_and_mails_both_addresses(env: Env, sandbox: Sandbox) -> None:
+    from aiosmtpd.controller import Controller
+
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        configure(env, sandbox, controller.port)
+        result = env.run("run", "--scheduled", now=SCHEDULED_NOW)
+    finally:
+        controller.stop()
+    assert result.exit_code == 1  # GLOBEX has two candidate agreements: a failed item
+    assert len(sink.envelopes) == 1
+    assert sorted(sink.envelopes[0].rcpt_tos) == ADDRESSES
+    message = email.message_from_bytes(sink.envelopes[0].content, policy=policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    history = json.loads(env.run("history", "show", "1", "--json").output)
+    for item in history["items"]:
+        assert item["customer"] in text
+        if item["outcome"] == "updated":
+            assert f"{item['old']} → {item['new']}" in text or f"{item['old']} -> {item['new']}" in text
+    assert "GLOBEX" in text and "Nobody Inc" in text
+    assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in html and "<b>Acme & Co</b>" not in html
+    assert history["trigger"] == "scheduled" and history["email"]["status"] == "sent"
+    # Every mapped quantity now equals its seat count; only changed ones were written.
+    updated = [i for i in history["items"] if i["outcome"] == "updated"]
+    assert len(sandbox.patches()) == len(updated)
+
+
+def test_with_the_smtp_server_down_the_run_is_recorded_exits_5_and_resend_delivers(env: Env, sandbox: Sandbox) -> None:
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    configure(env, sandbox, port)
+    result = env.run("run", "--scheduled", now=SCHEDULED_NOW)
+    assert result.exit_code == 5
+    assert "psabill email resend 1" in last_line(result.output)
+    run = json.loads(env.run("history", "--json").output)[0]
+    assert run["status"] == "partial" and run["email"]["status"] == "failed"
+    assert run["counts"]["updated"] > 0
+
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        resent = env.run("email", "resend", "1", now=SCHEDULED_NOW)
+    finally:
+        controller.stop()
+    assert resent.exit_code == 0, resent.output
+    assert len(sink.envelopes) == 1 and sorted(sink.envelopes[0].rcpt_tos) == ADDRESSES
+    assert json.loads(env.run("history", "--json").output)[0]["email"]["status"] == "sent"
+
+
+def test_an_unreachable_psa_aborts_with_exit_4_and_writes_nothing(env: Env, sandbox: Sandbox) -> None:
+    configure(env, sandbox, free_port())
+    data = env.config.read_text().replace(sandbox.url, f"http://127.0.0.1:{free_port()}")
+    env.config.write_text(data)
+    result = env.run("run", "--yes", "--json", now=SCHEDULED_NOW)
+    assert result.exit_code == 4
+    assert sandbox.patches() == []
+    run = json.loads(env.run("history", "--json").output)[0]
+    assert run["status"] == "aborted" and run["trigger"] == "manual"
+
+
+def test_dry_run_plans_changes_and_writes_nothing(env: Env, sandbox: Sandbox) -> None:
+    configure(env, sandbox, free_port())
+    result = env.run("run", "--dry-run", now=SCHEDULED_NOW)
+    assert "CUST00001 / LastPass:" in result.output and " -> 21" in result.output
+    assert sandbox.patches() == []
+    assert json.loads(env.run("history", "--json").output)[0]["trigger"] == "dry-run"
+
+
+def test_a_manual_run_without_a_terminal_refuses_without_yes(env: Env, sandbox: Sandbox) -> None:
+    configure(env, sandbox, free_port())
+    result = env.run("run", now=SCHEDULED_NOW)
+    assert result.exit_code == 2
+    assert last_line(result.output) == "Error: refusing to change billing without a terminal: pass --yes (or --dry-run)"
+    assert sandbox.patches() == []
