@@ -140,8 +140,10 @@ def refresh(
 ) -> None:
     """Bring every row's PSA quantity to its seat count (or plan it, when ``dry_run``).
 
-    Items reach ``record`` (and ``report.items``) as their outcomes become
-    known; at the end ``report.items`` is in source order.
+    Items that need no write reach ``record`` (and ``report.items``) once all
+    reads are done, so a run aborted while reading records nothing; each
+    written item follows as soon as its write returns. At the end
+    ``report.items`` is in source order.
     """
     report.psa_kind = client.kind
     terms = _TERMS.get(client.kind, _TERMS["connectwise"])
@@ -165,7 +167,7 @@ def refresh(
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="psabill-refresh") as pool:
             try:
                 _resolve(client, works, terms, pool)
-            except (PsaUnreachable, PsaAuthError, PsaError) as exc:
+            except PsaError as exc:
                 raise _abort(exc, terms, where) from None
             _check_shared_lines(works, terms)
             for work in works:
