@@ -170,6 +170,10 @@ class State:
             else:
                 conn = sqlite3.connect(str(path), timeout=5)
                 os.chmod(path, 0o600)
+                # One commit per item keeps a killed run's record; WAL with NORMAL sync makes
+                # each commit cheap (no fsync) and still survives a killed process intact.
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             if not readonly:
                 version = self._migrate(conn)
