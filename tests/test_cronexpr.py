@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import io
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
@@ -210,8 +210,6 @@ class TestExpressionShape:
     def test_the_plan_ignores_start_and_saved_at(self) -> None:
         # The expression must cover the schedule's whole later life, so a start
         # far in the future (or a saved_at) must not shrink it.
-        from datetime import date
-
         bounded = make("weekly", 9, "America/New_York", weekday=1, start=date(2031, 1, 1), saved_at=utc("2031-01-01T00:00"))
         assert expression(bounded, ZoneInfo("UTC"), utc("2024-06-01T00:00")) == "0 13,14 * * 2"
 
@@ -334,8 +332,8 @@ def row(account, hour, host, expr, occurrence, fires_at, late_count, id):  # typ
 # expression, one occurrence at a transition (UTC), the instant Debian cron runs it,
 # and how many occurrences are late over the four-year horizon (one a year when
 # the host repeats the occurrence's hour).
-DST_TABLE = [
-    # -- only the host zone changes (the account is UTC) -------------------
+# -- only the host zone changes (the account is UTC) ------------------------
+HOST_ONLY_TABLE = [
     row(
         # 2024-10-27 01:00Z: 02:00 BST -> 01:00 GMT. 01:00Z is 01:00 GMT, the second
         # pass: cron runs it at 02:00 GMT.
@@ -421,7 +419,10 @@ DST_TABLE = [
         "UTC", 2, "Africa/Casablanca", "0 2,3 * * *", "2024-03-10T02:00", "2024-03-10T03:00", 4,
         id="fall_back_repeat_host_casablanca_ramadan",
     ),
-    # -- only the account zone changes (the host has no DST) ---------------
+]
+
+# -- only the account zone changes (the host has no DST) ----------------------
+ACCOUNT_ONLY_TABLE = [
     row(
         # 2024-03-10 07:00Z: 02:00 EST -> 03:00 EDT; the skipped 02:00 runs at 07:00Z.
         "America/New_York", 2, "UTC", "0 6,7 * * *", "2024-03-10T07:00", "2024-03-10T07:00", 0,
@@ -449,7 +450,10 @@ DST_TABLE = [
         "Australia/Lord_Howe", 2, "UTC", "0,30 15 * * *", "2024-10-05T15:30", "2024-10-05T15:30", 0,
         id="half_hour_gap_account_lord_howe_on_utc",
     ),
-    # -- both zones change --------------------------------------------------
+]
+
+# -- both zones change ----------------------------------------------------------
+BOTH_TABLE = [
     row(
         # Same rules, same instant (2024-11-03 06:00Z): equal wall times, first pass.
         "America/Toronto", 1, "America/New_York", "0 1 * * *", "2024-11-03T05:00", "2024-11-03T05:00", 0,
@@ -532,36 +536,90 @@ DST_TABLE = [
 ]
 
 
-class TestDstTables:
-    @pytest.mark.parametrize("account, hour, host, expr, occurrence, fires_at, late_count", DST_TABLE)
-    def test_dst_table(
+def check_row(account: str, hour: int, host: str, expr: str, occurrence: str, fires_at: str, late_count: int) -> None:
+    """The plan's expression, the row's occurrence's firing, the late count and bound."""
+    schedule = make("daily", hour, account)
+    p = plan(schedule, ZoneInfo(host), utc(NOW))
+    assert p.expression == expr
+    probe = utc(occurrence)
+    assert probe in occurrences_between(schedule, probe, probe)  # the row names a real occurrence
+    assert late_map(p).get(probe, probe).isoformat() == utc(fires_at).isoformat()
+    assert len(p.late) == late_count
+    for entry in p.late:
+        assert timedelta(0) < entry.fires_at - entry.occurrence <= MAX_LATENESS
+
+
+def check_row_under_debian_cron(account: str, hour: int, host: str, occurrence: str, fires_at: str) -> None:
+    """cronsim, independently, runs the row's occurrence at the row's instant, and every
+    other occurrence of the year at its exact minute or at its plan.late firing."""
+    schedule, host_zone, now = make("daily", hour, account), ZoneInfo(host), utc(NOW)
+    p = plan(schedule, host_zone, now)
+    end = now + timedelta(days=366)
+    firings = cron_firings(p.expression, host_zone, now, end + MAX_LATENESS)
+    late = late_map(p)
+    fired = first_firing_at_or_after(firings, utc(occurrence))
+    assert fired is not None and fired.isoformat() == utc(fires_at).isoformat()
+    for instant in occurrences_between(schedule, now, end):
+        assert first_firing_at_or_after(firings, instant) == late.get(instant, instant), instant.isoformat()
+
+
+COLUMNS = "account, hour, host, expr, occurrence, fires_at, late_count"
+
+
+class TestDstHostZone:
+    @pytest.mark.parametrize(COLUMNS, HOST_ONLY_TABLE)
+    def test_host_dst_table(
         self, account: str, hour: int, host: str, expr: str, occurrence: str, fires_at: str, late_count: int
     ) -> None:
-        schedule = make("daily", hour, account)
-        p = plan(schedule, ZoneInfo(host), utc(NOW))
-        assert p.expression == expr
-        probe = utc(occurrence)
-        assert probe in occurrences_between(schedule, probe, probe)  # the row names a real occurrence
-        assert late_map(p).get(probe, probe).isoformat() == utc(fires_at).isoformat()
-        assert len(p.late) == late_count
-        for entry in p.late:
-            assert timedelta(0) < entry.fires_at - entry.occurrence <= MAX_LATENESS
+        check_row(account, hour, host, expr, occurrence, fires_at, late_count)
 
     @needs_cronsim
-    @pytest.mark.parametrize("account, hour, host, expr, occurrence, fires_at, late_count", DST_TABLE)
-    def test_dst_table_under_debian_cron(
+    @pytest.mark.parametrize(COLUMNS, HOST_ONLY_TABLE)
+    def test_host_dst_table_under_debian_cron(
         self, account: str, hour: int, host: str, expr: str, occurrence: str, fires_at: str, late_count: int
     ) -> None:
-        # cronsim, independently, runs the row's occurrence at the row's instant, and
-        # every other occurrence of the year at its exact minute or its plan.late firing.
-        schedule, host_zone, now = make("daily", hour, account), ZoneInfo(host), utc(NOW)
-        p = plan(schedule, host_zone, now)
-        end = now + timedelta(days=366)
-        firings = cron_firings(p.expression, host_zone, now, end + MAX_LATENESS)
-        late = late_map(p)
-        assert first_firing_at_or_after(firings, utc(occurrence)) == utc(fires_at)
-        for instant in occurrences_between(schedule, now, end):
-            assert first_firing_at_or_after(firings, instant) == late.get(instant, instant), instant.isoformat()
+        check_row_under_debian_cron(account, hour, host, occurrence, fires_at)
+
+
+class TestDstAccountZone:
+    @pytest.mark.parametrize(COLUMNS, ACCOUNT_ONLY_TABLE)
+    def test_account_dst_table(
+        self, account: str, hour: int, host: str, expr: str, occurrence: str, fires_at: str, late_count: int
+    ) -> None:
+        check_row(account, hour, host, expr, occurrence, fires_at, late_count)
+
+    @needs_cronsim
+    @pytest.mark.parametrize(COLUMNS, ACCOUNT_ONLY_TABLE)
+    def test_account_dst_table_under_debian_cron(
+        self, account: str, hour: int, host: str, expr: str, occurrence: str, fires_at: str, late_count: int
+    ) -> None:
+        check_row_under_debian_cron(account, hour, host, occurrence, fires_at)
+
+    def test_account_dst_on_a_host_without_dst_is_never_late(self) -> None:
+        for account in ("America/New_York", "Australia/Sydney", "America/Santiago", "Australia/Lord_Howe"):
+            for host in ("UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/Phoenix"):
+                assert plan(make("daily", 2, account), ZoneInfo(host), utc(NOW)).late == ()
+
+
+class TestDstBothZones:
+    @pytest.mark.parametrize(COLUMNS, BOTH_TABLE)
+    def test_both_dst_table(
+        self, account: str, hour: int, host: str, expr: str, occurrence: str, fires_at: str, late_count: int
+    ) -> None:
+        check_row(account, hour, host, expr, occurrence, fires_at, late_count)
+
+    @needs_cronsim
+    @pytest.mark.parametrize(COLUMNS, BOTH_TABLE)
+    def test_both_dst_table_under_debian_cron(
+        self, account: str, hour: int, host: str, expr: str, occurrence: str, fires_at: str, late_count: int
+    ) -> None:
+        check_row_under_debian_cron(account, hour, host, occurrence, fires_at)
+
+    def test_same_zone_on_both_sides_is_never_late(self) -> None:
+        # Occurrences resolve with fold=0, the first pass, which cron runs.
+        for zone in ("America/New_York", "Australia/Lord_Howe", "Antarctica/Troll", "America/Santiago"):
+            for hour in range(24):
+                assert plan(make("daily", hour, zone), ZoneInfo(zone), utc(NOW)).late == ()
 
 
 class TestLateness:
@@ -606,11 +664,15 @@ class TestLateness:
             assert p.matches(entry.fires_at.astimezone(host))
             assert is_second_pass(entry.occurrence, host)
 
-    def test_late_target_is_added_to_the_product_even_if_no_occurrence_needs_it(self) -> None:
-        # Troll: UTC 01:00 is 01:00 (winter) or 03:00 (summer) on the host; 02:00 and
-        # 03:00 on 2024-10-27 are second passes... 03:00 +00 is only there for the late run.
-        p = plan(make("daily", 1, "UTC"), ZoneInfo("Antarctica/Troll"), utc("2024-07-01T00:00"))
-        assert 3 in p.hours and 2 not in p.hours
+    def test_the_late_target_hour_is_added_to_the_product(self) -> None:
+        # Troll host, UTC 02:00: 02:00 +00 in winter, 04:00 +02 in summer. On
+        # 2024-10-27 (03:00 +02 -> 01:00 +00 at 01:00Z) 02:00Z is 02:00 +00 on the
+        # second pass; only the added 03:00 lets it run one hour late, not two.
+        p = plan(make("daily", 2, "UTC"), ZoneInfo("Antarctica/Troll"), utc("2024-07-01T00:00"))
+        assert p.expression == "0 2,3,4 * * *"
+        entry = p.late[0]
+        assert entry.occurrence.isoformat() == "2024-10-27T02:00:00+00:00"
+        assert entry.fires_at.isoformat() == "2024-10-27T03:00:00+00:00"
 
     def test_a_repeat_longer_than_three_hours_is_refused(self) -> None:
         # 01:00Z on 2024-10-27 is 01:00 on the second pass of a four-hour repeat;
@@ -676,7 +738,7 @@ def with_examples(test):  # type: ignore[no-untyped-def]
 class TestPlanProperties:
     @given(schedules(), hosts, nows)
     @with_examples
-    @settings(max_examples=80, deadline=None)
+    @settings(max_examples=300, deadline=None)
     def test_every_occurrence_is_covered_and_only_second_passes_are_late(
         self, schedule: Schedule, host: ZoneInfo, now: datetime
     ) -> None:
@@ -700,7 +762,7 @@ class TestPlanProperties:
 class TestDebianCronProperties:
     @given(schedules(), hosts, nows)
     @with_examples
-    @settings(max_examples=50, deadline=None)
+    @settings(max_examples=300, deadline=None)
     def test_cron_fires_at_every_occurrence_or_its_late_firing(
         self, schedule: Schedule, host: ZoneInfo, now: datetime
     ) -> None:
@@ -718,7 +780,7 @@ class TestDebianCronProperties:
 
     @given(schedules(), hosts, nows)
     @with_examples
-    @settings(max_examples=50, deadline=None)
+    @settings(max_examples=300, deadline=None)
     def test_a_simulated_guard_runs_every_occurrence_exactly_once(
         self, schedule: Schedule, host: ZoneInfo, now: datetime
     ) -> None:

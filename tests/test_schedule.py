@@ -860,7 +860,7 @@ class TestCalendarProperties:
     @example(Schedule(mode="daily", hour=2, zone=ZoneInfo("Australia/Lord_Howe")), utc("2024-03-01T00:00"))
     @example(Schedule(mode="daily", hour=0, zone=ZoneInfo("America/Santiago")), utc("2024-03-01T00:00"))
     @example(Schedule(mode="weekly", hour=2, zone=ZoneInfo("Antarctica/Troll"), weekday=6), utc("2024-03-01T00:00"))
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=300, deadline=None)
     def test_occurrences_agree_with_dateutil_rrule_over_two_years(self, schedule: Schedule, now: datetime) -> None:
         end = now + TWO_YEARS
         expected = [i.isoformat() for i in rrule_occurrences(schedule, now, end)]
@@ -871,7 +871,7 @@ class TestCalendarProperties:
     @example(
         Schedule(mode="daily", hour=1, zone=ZoneInfo("America/New_York")), utc("2024-10-01T00:00"), [0.0]
     )
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=300, deadline=None)
     def test_previous_is_the_last_occurrence_at_or_before(
         self, schedule: Schedule, now: datetime, fractions: List[float]
     ) -> None:
@@ -893,7 +893,7 @@ class TestCalendarProperties:
         st.integers(-60, 400),
         st.one_of(st.none(), st.integers(-60 * 24 * 60, 400 * 24 * 60)),
     )
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=300, deadline=None)
     def test_start_and_saved_at_only_filter(
         self, base: Schedule, now: datetime, start_offset_days: int, saved_offset_minutes: Optional[int]
     ) -> None:
