@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+import socket
+from typing import Any, Dict, List, Optional
 
 import pytest
 from click.testing import CliRunner, Result
@@ -63,3 +64,20 @@ def _never_the_real_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("PSABILL_CRONTAB", str(tmp_path / "crontab"))
     monkeypatch.setenv("PSABILL_CONFIG", str(tmp_path / "conf" / "config.toml"))
     monkeypatch.setenv("PSABILL_STATE_DIR", str(tmp_path / "state"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sink:
+    """aiosmtpd handler that keeps every envelope."""
+
+    def __init__(self) -> None:
+        self.envelopes: List[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"

@@ -20,6 +20,8 @@ from typing import Any, Iterator, List, Optional
 
 import pytest
 
+from conftest import Sink, free_port
+
 from psabill import mail
 from psabill.config import Config
 from psabill.errors import EmailError
@@ -96,23 +98,6 @@ def recorded(state: State, report: RunReport) -> RunReport:
         state.add_item(report.run_id, seq, item)
     state.finish_run(report)
     return report
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Sink:
-    """aiosmtpd handler that keeps every envelope."""
-
-    def __init__(self) -> None:
-        self.envelopes: List[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 OK"
 
 
 @pytest.fixture

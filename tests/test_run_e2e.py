@@ -19,26 +19,11 @@ from typing import Any, Iterator, List
 import pytest
 import tomli_w
 
-from conftest import Env, last_line
+from conftest import Env, Sink, free_port, last_line
 from psabill.psa.sandbox import Sandbox
 
 ADDRESSES = ["billing@msp.example", "ops@msp.example"]
 SCHEDULED_NOW = "2026-12-01T14:00:00Z"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.envelopes: List[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
