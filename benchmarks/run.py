@@ -28,7 +28,6 @@ so nothing outside a temp dir is touched. The whole run takes a few minutes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -39,11 +38,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
@@ -58,10 +56,11 @@ SAVED_AT = "2025-01-01T00:00:00Z"
 RAN_AT = "2025-01-07T14:00:30Z"
 NOT_DUE = "2025-01-08T00:00:00Z"
 
-FORBIDDEN_EVERYWHERE = ("httpx", "jinja2")
-# As tests/test_imports.py: python-crontab, logging and the run machinery load only once a run starts.
-FORBIDDEN_NOT_DUE = FORBIDDEN_EVERYWHERE + ("crontab", "logging", "psabill.refresh", "psabill.sources",
-                                            "psabill.psa", "psabill.mail", "psabill.log")
+# Figure 3 measures exactly what tests/test_imports.py asserts: one probe, one list.
+sys.path.insert(0, str(ROOT / "tests"))
+from test_imports import HEAVY as FORBIDDEN_EVERYWHERE  # noqa: E402
+from test_imports import NOT_DUE_FORBIDDEN as FORBIDDEN_NOT_DUE  # noqa: E402
+from test_imports import PROBE  # noqa: E402
 
 
 # -- results -------------------------------------------------------------------
@@ -211,26 +210,10 @@ def startup(home: Home, runs: int, want: Sequence[str]) -> List[Row]:
 
 # -- figure 3: forbidden imports ------------------------------------------------------
 
-MODULES_PROBE = textwrap.dedent("""
-    import runpy, sys
-    out, argv = sys.argv[1], sys.argv[2:]
-    sys.argv = ["psabill", *argv]
-    code = 0
-    try:
-        runpy.run_module("psabill", run_name="__main__", alter_sys=True)  # psabill/__main__.py -> cli.main()
-    except SystemExit as exc:
-        code = exc.code
-    modules = sorted(sys.modules)
-    import json
-    with open(out, "w") as fh:
-        json.dump({"code": code or 0, "modules": modules}, fh)
-""")
-
-
 def imported_modules(home: Home, args: Sequence[str], now: str) -> Tuple[int, List[str]]:
     out = home.root / "modules.json"
     env = dict(home.env, PSABILL_NOW=now)
-    proc = subprocess.run([sys.executable, "-c", MODULES_PROBE, str(out), *args], env=env,
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(out), *args], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"module probe failed: {proc.stderr}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import io
 import struct
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from psabill.cronexpr import HORIZON, MAX_LATENESS, CronPlan, expression, is_second_pass, plan
 from psabill.schedule import MODES, Schedule
+from zones import TWO_YEARS, UTC, ZONES, nows, occurrences_between, schedules, utc
 
 try:  # cronsim >= 2.7 needs Python 3.10 at import time
     from cronsim import CronSim
@@ -38,56 +39,8 @@ except Exception:  # pragma: no cover - only on old interpreters
 
 needs_cronsim = pytest.mark.skipif(CronSim is None, reason="cronsim is not importable on this Python")
 
-UTC = timezone.utc
-TWO_YEARS = timedelta(days=731)
-
-ZONES = (
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Phoenix",
-    "America/Los_Angeles",
-    "America/Anchorage",
-    "Pacific/Honolulu",
-    "America/St_Johns",
-    "America/Havana",
-    "America/Santiago",
-    "America/Sao_Paulo",
-    "Europe/London",
-    "Europe/Dublin",
-    "Europe/Berlin",
-    "Europe/Moscow",
-    "Africa/Casablanca",
-    "Asia/Tehran",
-    "Asia/Kolkata",
-    "Asia/Kathmandu",
-    "Asia/Tokyo",
-    "Asia/Shanghai",
-    "Australia/Sydney",
-    "Australia/Adelaide",
-    "Australia/Lord_Howe",
-    "Pacific/Auckland",
-    "Pacific/Chatham",
-    "Antarctica/Troll",
-    "UTC",
-)
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
 def make(mode: str, hour: int, zone: str, **kw: object) -> Schedule:
     return Schedule(mode=mode, hour=hour, zone=ZoneInfo(zone), **kw)  # type: ignore[arg-type]
-
-
-def occurrences_between(schedule: Schedule, start: datetime, end: datetime) -> List[datetime]:
-    out = []
-    for instant in schedule.occurrences(start):
-        if instant > end:
-            break
-        out.append(instant)
-    return out
 
 
 def cron_firings(expr: str, host: ZoneInfo, start: datetime, end: datetime) -> List[datetime]:
@@ -697,23 +650,7 @@ class TestLateness:
 # ---------------------------------------------------------------------------
 
 
-@st.composite
-def schedules(draw: st.DrawFn) -> Schedule:
-    mode = draw(st.sampled_from(MODES))
-    hour = draw(st.integers(0, 23))
-    zone = ZoneInfo(draw(st.sampled_from(ZONES)))
-    if mode == "monthly":
-        day = draw(st.one_of(st.integers(1, 31), st.just("last")))
-        return Schedule(mode=mode, hour=hour, zone=zone, day=day)
-    if mode == "weekly":
-        return Schedule(mode=mode, hour=hour, zone=zone, weekday=draw(st.integers(0, 6)))
-    return Schedule(mode=mode, hour=hour, zone=zone)
-
-
 hosts = st.sampled_from(ZONES).map(ZoneInfo)
-nows = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2032, 12, 31, 23, 59, 59)).map(
-    lambda d: d.replace(tzinfo=UTC)
-)
 
 # Interesting fixed cases, always run in addition to the random ones.
 EXAMPLES = [

@@ -7,7 +7,6 @@ from trustme. Nothing leaves the machine.
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import stat
 import subprocess

@@ -11,10 +11,8 @@ from __future__ import annotations
 import email
 import json
 import os
-import socket
 from email import policy
-from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Iterator
 
 import pytest
 import tomli_w

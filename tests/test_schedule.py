@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import List, Optional
 from zoneinfo import ZoneInfo
 
@@ -34,51 +34,12 @@ from psabill.schedule import (
     parse_weekday,
 )
 
-UTC = timezone.utc
+from zones import TWO_YEARS, UTC, nows, occurrences_between, schedules, utc
 
 NEW_YORK = ZoneInfo("America/New_York")
 AUCKLAND = ZoneInfo("Pacific/Auckland")
 SANTIAGO = ZoneInfo("America/Santiago")
 
-# Interesting IANA zones for the properties: whole-hour, :30 and :45 offsets,
-# northern and southern DST, DST at midnight (Havana, Santiago), a 30-minute
-# shift (Lord_Howe), a 2-hour shift (Troll), "negative" DST (Dublin,
-# Casablanca), and zones that dropped DST (Sao_Paulo, Tehran).
-ZONES = (
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Phoenix",
-    "America/Los_Angeles",
-    "America/Anchorage",
-    "Pacific/Honolulu",
-    "America/St_Johns",
-    "America/Havana",
-    "America/Santiago",
-    "America/Sao_Paulo",
-    "Europe/London",
-    "Europe/Dublin",
-    "Europe/Berlin",
-    "Europe/Moscow",
-    "Africa/Casablanca",
-    "Asia/Tehran",
-    "Asia/Kolkata",
-    "Asia/Kathmandu",
-    "Asia/Tokyo",
-    "Asia/Shanghai",
-    "Australia/Sydney",
-    "Australia/Adelaide",
-    "Australia/Lord_Howe",
-    "Pacific/Auckland",
-    "Pacific/Chatham",
-    "Antarctica/Troll",
-    "UTC",
-)
-
-
-def utc(text: str) -> datetime:
-    """An aware UTC datetime from 'YYYY-MM-DDTHH:MM[:SS]'."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def monthly(day: object, hour: int = 9, zone: str = "America/New_York", **kw: object) -> Schedule:
@@ -100,15 +61,6 @@ def first(schedule: Schedule, after: datetime, n: int = 1) -> List[str]:
         out.append(instant.isoformat())
         if len(out) == n:
             break
-    return out
-
-
-def between(schedule: Schedule, start: datetime, end: datetime) -> List[datetime]:
-    out = []
-    for instant in schedule.occurrences(start):
-        if instant > end:
-            break
-        out.append(instant)
     return out
 
 
@@ -294,7 +246,7 @@ class TestModes:
         assert first(weekly(0, zone="Pacific/Auckland"), utc("2024-01-05T00:00")) == ["2024-01-07T20:00:00+00:00"]
 
     def test_every_instant_returned_is_utc(self) -> None:
-        for instant in between(monthly("last", zone="Asia/Kathmandu"), utc("2024-01-01T00:00"), utc("2025-01-01T00:00")):
+        for instant in occurrences_between(monthly("last", zone="Asia/Kathmandu"), utc("2024-01-01T00:00"), utc("2025-01-01T00:00")):
             assert instant.tzinfo is UTC
             assert instant.isoformat().endswith("+00:00")
 
@@ -371,7 +323,7 @@ class TestMonthEnds:
         assert monthly("last").day_in(year, 2) == expected
 
     def test_day_31_fires_exactly_once_in_every_month(self) -> None:
-        got = between(monthly(31), utc("2024-01-01T00:00"), utc("2025-12-31T23:59"))
+        got = occurrences_between(monthly(31), utc("2024-01-01T00:00"), utc("2025-12-31T23:59"))
         local = [i.astimezone(NEW_YORK).date().isoformat() for i in got]
         assert local == [
             "2024-01-31", "2024-02-29", "2024-03-31", "2024-04-30", "2024-05-31", "2024-06-30",
@@ -551,7 +503,7 @@ class TestDstAccountZone:
         assert schedule.resolve(d).astimezone(ZoneInfo(zone)).isoformat() == expected_local
         # It is also what occurrences() yields for that day, once.
         day_start = utc(expected_utc) - timedelta(hours=12)
-        got = [i.isoformat() for i in between(schedule, day_start, utc(expected_utc) + timedelta(hours=12))]
+        got = [i.isoformat() for i in occurrences_between(schedule, day_start, utc(expected_utc) + timedelta(hours=12))]
         assert got == [expected_utc]
 
     def test_spring_forward_gap_shifts_forward_by_the_gap(self) -> None:
@@ -578,7 +530,7 @@ class TestDstAccountZone:
 
     def test_repeated_hour_runs_once_at_first_pass(self) -> None:
         # 2024-11-03 06:00Z: 02:00 EDT -> 01:00 EST; 01:00 happens at 05:00Z and 06:00Z.
-        got = [i.isoformat() for i in between(daily(1), utc("2024-11-02T00:00"), utc("2024-11-04T23:59"))]
+        got = [i.isoformat() for i in occurrences_between(daily(1), utc("2024-11-02T00:00"), utc("2024-11-04T23:59"))]
         assert got == [
             "2024-11-02T05:00:00+00:00",  # 01:00 EDT
             "2024-11-03T05:00:00+00:00",  # first pass, 01:00 EDT
@@ -746,7 +698,7 @@ class TestOccurrences:
         assert first(daily(0, "Pacific/Auckland"), after) == ["2024-06-02T12:00:00+00:00"]
 
     def test_occurrences_are_strictly_ascending(self) -> None:
-        got = between(daily(2, "Antarctica/Troll"), utc("2024-01-01T00:00"), utc("2026-01-01T00:00"))
+        got = occurrences_between(daily(2, "Antarctica/Troll"), utc("2024-01-01T00:00"), utc("2026-01-01T00:00"))
         assert all(a < b for a, b in zip(got, got[1:]))
         assert len(got) == 731
 
@@ -805,27 +757,6 @@ class TestClampNote:
 # Properties: an independent calendar engine (dateutil.rrule)
 # ---------------------------------------------------------------------------
 
-TWO_YEARS = timedelta(days=731)
-
-
-@st.composite
-def schedules(draw: st.DrawFn) -> Schedule:
-    mode = draw(st.sampled_from(MODES))
-    hour = draw(st.integers(0, 23))
-    zone = ZoneInfo(draw(st.sampled_from(ZONES)))
-    if mode == "monthly":
-        day = draw(st.one_of(st.integers(1, 31), st.just("last")))
-        return Schedule(mode=mode, hour=hour, zone=zone, day=day)
-    if mode == "weekly":
-        return Schedule(mode=mode, hour=hour, zone=zone, weekday=draw(st.integers(0, 6)))
-    return Schedule(mode=mode, hour=hour, zone=zone)
-
-
-nows = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2032, 12, 31, 23, 59, 59)).map(
-    lambda d: d.replace(tzinfo=UTC)
-)
-
-
 def rrule_occurrences(schedule: Schedule, start: datetime, end: datetime) -> List[datetime]:
     """Occurrences in [start, end] from dateutil.rrule, localized with fold=0."""
     zone = schedule.zone
@@ -864,7 +795,7 @@ class TestCalendarProperties:
     def test_occurrences_agree_with_dateutil_rrule_over_two_years(self, schedule: Schedule, now: datetime) -> None:
         end = now + TWO_YEARS
         expected = [i.isoformat() for i in rrule_occurrences(schedule, now, end)]
-        got = [i.isoformat() for i in between(schedule, now, end)]
+        got = [i.isoformat() for i in occurrences_between(schedule, now, end)]
         assert got == expected
 
     @given(schedules(), nows, st.lists(st.floats(0, 1), min_size=1, max_size=20))
@@ -907,10 +838,10 @@ class TestCalendarProperties:
         )  # fmt: skip
         end = now + timedelta(days=500)
         expected = [
-            i for i in between(base, now, end)
+            i for i in occurrences_between(base, now, end)
             if i.astimezone(base.zone).date() >= start and (saved is None or i >= saved)
         ]  # fmt: skip
-        assert between(bounded, now, end) == expected
+        assert occurrences_between(bounded, now, end) == expected
         # previous() respects the same bounds.
         for t in (now + timedelta(days=k) for k in (0, 30, 200, 450)):
             allowed = [i for i in expected if i <= t]

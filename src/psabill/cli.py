@@ -6,14 +6,13 @@ the shared options and the one place where a domain error becomes an exit code.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Callable, Optional, TypeVar
 
 import click
 
 from psabill import __version__
-from psabill.errors import ExitCode, PsabillError
+from psabill.errors import PsabillError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,9 +65,7 @@ def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str]
     """
     from psabill.context import Context
 
-    if state_dir:
-        os.environ["PSABILL_STATE_DIR"] = os.path.abspath(state_dir)
-    ctx.obj = Context.from_env(config_path, verbose=verbose)
+    ctx.obj = Context.from_env(config_path, state_dir, verbose=verbose)
 
 
 def _register() -> None:
@@ -89,5 +86,3 @@ def main() -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
 
-
-__all__ = ["cli", "main", "Fail", "ExitCode", "json_option", "emit_json", "get_ctx"]

@@ -108,6 +108,14 @@ def _duration(value: Any) -> Optional[str]:
     return None
 
 
+def check_catch_up(value: Any) -> Optional[str]:
+    """A catch-up window shorter than the 3 h an occurrence may run late would lose it."""
+    problem = _duration(value)
+    if problem is None and parse_duration(value) < timedelta(hours=3):
+        problem = "must be at least 3h (an occurrence can run up to 3 hours late)"
+    return problem
+
+
 def _zone(value: Any) -> Optional[str]:
     from psabill.clock import load_zone
 
@@ -150,7 +158,7 @@ SCHEMA: Dict[str, Dict[str, Any]] = {
         "hour": _range(0, 23),
         "start": _type(date),
         "saved_at": _aware,
-        "catch_up": _duration,
+        "catch_up": check_catch_up,
     },
     "notify": {
         "emails": _str_list,

@@ -25,11 +25,12 @@ class Context:
     verbose: bool = False
 
     @classmethod
-    def from_env(cls, config_option: Optional[str] = None, verbose: bool = False) -> "Context":
+    def from_env(cls, config_option: Optional[str] = None, state_dir_option: Optional[str] = None,
+                 verbose: bool = False) -> "Context":
         crontab = os.environ.get(ENV_CRONTAB)
         return cls(
             config_path=config_mod.resolve_path(config_option),
-            state_dir=state_mod.resolve_dir(),
+            state_dir=state_mod.resolve_dir(state_dir_option),
             crontab_file=Path(os.path.abspath(Path(crontab).expanduser())) if crontab else None,
             verbose=verbose,
         )

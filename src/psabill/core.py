@@ -6,6 +6,7 @@ zone as arguments and returns plain data; ``cli.py`` renders it.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from psabill.clock import load_zone
 from psabill.config import Config
 from psabill.context import Context
 from psabill.errors import ConfigError, UsageError
+from psabill.report import RunReport
 from psabill.schedule import WEEKDAYS, Schedule, ScheduleError, parse_weekday
 
 UTC = timezone.utc
@@ -59,6 +61,25 @@ def schedule_enabled(cfg: Config) -> bool:
     return bool(cfg.get("schedule.enabled", True))
 
 
+def describe_run(cfg: Config, report: RunReport, now: datetime) -> RunReport:
+    """Fill what a report shows about the account and schedule, where still unset.
+
+    A report rebuilt from the history (for ``email resend``/``preview``) gets
+    the *current* schedule and next run.
+    """
+    report.account_name = report.account_name or cfg.get("account.name", "") or ""
+    report.account_zone = cfg.get("account.timezone") or report.account_zone
+    try:
+        schedule = schedule_from(cfg)
+    except ConfigError:
+        schedule = None  # a broken [schedule] must not hold back a run's report
+    if schedule is not None:
+        report.schedule_text = report.schedule_text or schedule.describe()
+        if report.next_run is None and schedule_enabled(cfg):
+            report.next_run = schedule.next_after(now)
+    return report
+
+
 @dataclass
 class ScheduleRequest:
     """What ``schedule set`` was asked for, already parsed."""
@@ -83,7 +104,7 @@ class SavedSchedule:
 
 def build_schedule(cfg: Config, request: ScheduleRequest, now: datetime, host: tzinfo) -> SavedSchedule:
     """The new config document for ``request``; nothing is written here."""
-    data: Dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.data.items()}
+    data = copy.deepcopy(cfg.data)
     account = data.setdefault("account", {})
     zone_from_host = False
     if request.timezone:
@@ -109,10 +130,9 @@ def build_schedule(cfg: Config, request: ScheduleRequest, now: datetime, host: t
     if request.start is not None:
         section["start"] = request.start
     if request.catch_up is not None:
-        try:
-            lateness_ok(config_mod.parse_duration(request.catch_up))
-        except ValueError as exc:
-            raise UsageError(f"--catch-up {request.catch_up!r}: {exc}") from None
+        problem = config_mod.check_catch_up(request.catch_up)
+        if problem:
+            raise UsageError(f"--catch-up {request.catch_up!r}: {problem}")
     data["schedule"] = section
     if request.emails is not None:
         data.setdefault("notify", {})["emails"] = request.emails
@@ -122,16 +142,10 @@ def build_schedule(cfg: Config, request: ScheduleRequest, now: datetime, host: t
     return SavedSchedule(schedule, zone_from_host, data)
 
 
-def lateness_ok(catch_up: timedelta) -> None:
-    """A catch-up window shorter than the 3 h an occurrence may run late would lose it."""
-    if catch_up < timedelta(hours=3):
-        raise ValueError("must be at least 3h (an occurrence can run up to 3 hours late)")
-
-
 def set_enabled(cfg: Config, enabled: bool) -> Dict[str, Any]:
     if schedule_from(cfg) is None:
         raise ConfigError(f"no schedule saved in {cfg.path}: run 'psabill schedule set' first")
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.data.items()}
+    data = copy.deepcopy(cfg.data)
     data["schedule"]["enabled"] = enabled
     return data
 
@@ -172,6 +186,25 @@ def sync_cron(ctx: Context, cfg: Config, now: datetime, host: tzinfo) -> List[st
 
     lines = desired_cron_lines(ctx, cfg, now, host)
     cron.Crontab(ctx.crontab_file).replace(lines)
+    return lines
+
+
+def apply(ctx: Context, old: Config, data: Dict[str, Any], now: datetime, host: tzinfo, *,
+          install_cron: bool = True) -> List[str]:
+    """Save ``data`` as the config and put the crontab in step with it.
+
+    The crontab goes first: if it cannot be written, nothing changed. If the
+    config then cannot be written, the crontab is put back in step with the
+    old config, so the two never disagree.
+    """
+    new = Config(old.path, data)
+    lines = sync_cron(ctx, new, now, host) if install_cron else desired_cron_lines(ctx, new, now, host)
+    try:
+        config_mod.save(old.path, data)
+    except Exception:
+        if install_cron:
+            sync_cron(ctx, old, now, host)
+        raise
     return lines
 
 

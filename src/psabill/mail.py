@@ -736,56 +736,9 @@ def send_test(cfg: "Config", *, outbox: Optional[Path] = None, now: Optional[dat
 # -- filling in what the history does not store ----------------------------------------------
 
 
-def complete_from_config(cfg: "Config", report: RunReport, now: datetime) -> RunReport:
-    """Add account name, zone, schedule sentence and next run to a report rebuilt from history.
-
-    :meth:`State.report` restores only what the ``runs`` table holds; a resent
-    or previewed email shows the *current* schedule and next run.
-    """
-    if not report.account_name:
-        report.account_name = str(cfg.get("account.name") or "")
-    zone_name = cfg.get("account.timezone")
-    if zone_name and report.account_zone in ("", "UTC"):
-        report.account_zone = str(zone_name)
-    if report.schedule_text is None or report.next_run is None:
-        schedule = _schedule(cfg, report.account_zone)
-        if schedule is not None:
-            if report.schedule_text is None:
-                report.schedule_text = schedule.describe()
-            if report.next_run is None:
-                try:
-                    report.next_run = schedule.next_after(now)
-                except (StopIteration, ValueError):
-                    pass  # a start date far away or an exhausted schedule: just omit it
-    return report
-
-
-def _schedule(cfg: "Config", zone_name: str) -> Any:
-    """The configured Schedule, or None when there is none (or it is disabled/invalid)."""
-    from psabill.schedule import Schedule, ScheduleError, parse_weekday
-
-    section = cfg.section("schedule")
-    if not section or not section.get("enabled", True) or "mode" not in section:
-        return None
-    try:
-        weekday = section.get("weekday")
-        return Schedule(
-            mode=section["mode"],
-            hour=int(section.get("hour", 0)),
-            zone=_zone(zone_name or "UTC"),
-            day=section.get("day"),
-            weekday=parse_weekday(weekday) if isinstance(weekday, str) else weekday,
-            start=section.get("start"),
-            saved_at=section.get("saved_at"),
-        )
-    except (ScheduleError, KeyError, TypeError, ValueError):
-        return None
-
-
 __all__ = [
     "Rendered",
     "build_message",
-    "complete_from_config",
     "deliver",
     "inline",
     "render",

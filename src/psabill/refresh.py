@@ -276,7 +276,7 @@ def _match_company(work: _Work, index: _CompanyIndex, terms: _Terms) -> None:
                   "pin the company's identifier in the mapping file or the source's psa_company column")
     elif work.pin:
         work.fail(f"PSA company {value!r} (from {work.pin_origin}) not found in {terms.psa}",
-                  f"correct it to a company identifier or exact name; psabill never creates companies")
+                  "correct it to a company identifier or exact name; psabill never creates companies")
     else:
         work.fail(f"no {terms.psa} company has identifier or name {value!r}",
                   "add the customer to the mapping file, or set psa_company in the source",

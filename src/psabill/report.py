@@ -43,6 +43,9 @@ class ItemResult:
             return None
         return self.new - self.old
 
+    def to_json(self) -> Dict[str, Any]:
+        return {**asdict(self), "delta": self.delta}
+
 
 @dataclass
 class RunReport:
@@ -108,7 +111,5 @@ class RunReport:
             "api_requests": self.api_requests,
             "counts": self.counts,
             "email": {"status": self.email_status, "message": self.email_message},
-            "items": [
-                {**asdict(item), "delta": item.delta} for item in self.items
-            ],
+            "items": [item.to_json() for item in self.items],
         }

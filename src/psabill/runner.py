@@ -84,17 +84,9 @@ def _lock_timeout(cfg: Config) -> float:
 
 
 def _new_report(cfg: Config, trigger: str, at: datetime, **kwargs: object) -> RunReport:
-    from psabill.core import schedule_enabled, schedule_from
+    from psabill.core import describe_run
 
-    schedule = schedule_from(cfg)
-    report = RunReport(trigger=trigger, started_at=at, **kwargs)  # type: ignore[arg-type]
-    report.account_name = cfg.get("account.name", "") or ""
-    report.account_zone = cfg.get("account.timezone", "UTC") or "UTC"
-    if schedule is not None:
-        report.schedule_text = schedule.describe()
-        if schedule_enabled(cfg):
-            report.next_run = schedule.next_after(at)
-    return report
+    return describe_run(cfg, RunReport(trigger=trigger, started_at=at, **kwargs), at)  # type: ignore[arg-type]
 
 
 def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now: Callable[[], datetime],
@@ -115,16 +107,14 @@ def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now
         state.add_item(report.run_id, seq, item)
 
     error: Optional[str] = None
+    error_code: Optional[ExitCode] = None
     try:
         _refresh(cfg, report, dry_run=dry_run, record=record, progress=progress)
-    except AbortError as exc:
-        report.status = rpt.ABORTED
-        report.message = exc.message
-        error = exc.message
     except PsabillError as exc:
-        report.status = rpt.FAILED_RUN
-        report.message = exc.message
-        error = exc.message
+        # The run stays in the history either way; the exit code says what went wrong.
+        report.status = rpt.ABORTED if isinstance(exc, AbortError) else rpt.FAILED_RUN
+        report.message = error = exc.message
+        error_code = exc.exit_code
     report.finished_at = now()
     report.settle()
     state.finish_run(report)
@@ -138,8 +128,8 @@ def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now
     pruned = state.prune(report.started_at - timedelta(days=int(cfg.get("history.retention_days", RETENTION_DAYS))))
     if pruned:
         logger.info("history: removed %d runs older than the retention period", pruned)
-    code = {rpt.ABORTED: ExitCode.ABORTED, rpt.FAILED_RUN: ExitCode.PARTIAL,
-            rpt.PARTIAL: ExitCode.PARTIAL}.get(report.status, ExitCode.OK)
+    code = error_code or {rpt.FAILED_RUN: ExitCode.PARTIAL, rpt.PARTIAL: ExitCode.PARTIAL}.get(
+        report.status, ExitCode.OK)
     if not dry_run:
         from psabill import mail  # decides itself: scheduled runs always, manual ones if [notify] on_manual
 
@@ -147,7 +137,7 @@ def _perform(ctx: Context, cfg: Config, report: RunReport, *, dry_run: bool, now
             mail.send_report(cfg, report, state)
         except EmailError as exc:
             logger.error("run %s: report email failed: %s", report.run_id, exc.message)
-            if code != ExitCode.ABORTED:
+            if code in (ExitCode.OK, ExitCode.PARTIAL):
                 code = ExitCode.EMAIL
             error = error or f"the run was recorded, but its report email failed: {exc.message} (retry with 'psabill email resend {report.run_id}')"
     return Outcome(report, code, error)

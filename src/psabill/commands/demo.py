@@ -52,7 +52,7 @@ def demo(directory: Optional[str]) -> None:
         key_file.write_text(sandbox.private_key + "\n")
         os.chmod(key_file, 0o600)
         usage = base / "usage.csv"
-        _write_usage(usage, sandbox)
+        _write_usage(usage)
         config_mod.save(ctx.config_path, {
             "account": {"name": "Demo MSP", "timezone": "America/New_York"},
             "notify": {
@@ -101,7 +101,7 @@ def demo(directory: Optional[str]) -> None:
         raise click.ClickException(outcome.error or f"demo run ended with {report.status}")
 
 
-def _write_usage(path: Path, sandbox: object) -> None:
+def _write_usage(path: Path) -> None:
     """Seat counts that differ from the sandbox for about half the lines, plus
     one customer the PSA does not know and one whose name needs escaping."""
     rows = []

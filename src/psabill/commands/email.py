@@ -38,7 +38,7 @@ def resend(ctx: click.Context, run: int) -> None:
     Example:
       psabill email resend 42
     """
-    from psabill import clock, mail
+    from psabill import clock, core, mail
 
     cfg = ctx.obj.load_config()
     if not cfg.emails:
@@ -47,7 +47,7 @@ def resend(ctx: click.Context, run: int) -> None:
     report = state.report(run)
     if report is None:
         raise UsageError(f"no run {run} in the history: 'psabill history' lists the runs")
-    mail.complete_from_config(cfg, report, clock.now())
+    core.describe_run(cfg, report, clock.now())
     mail.send_report(cfg, report, state, force=True)
     click.echo(f"Run {run}: report {report.email_message}")
 
@@ -67,7 +67,7 @@ def preview(ctx: click.Context, run: Optional[int], as_html: bool) -> None:
       psabill email preview
       psabill email preview 42 --html > report.html
     """
-    from psabill import clock, mail
+    from psabill import clock, core, mail
 
     cfg = ctx.obj.load_config(check_addresses=False)
     state = ctx.obj.state()
@@ -79,7 +79,7 @@ def preview(ctx: click.Context, run: Optional[int], as_html: bool) -> None:
     report = state.report(run)
     if report is None:
         raise UsageError(f"no run {run} in the history: 'psabill history' lists the runs")
-    mail.complete_from_config(cfg, report, clock.now())
+    core.describe_run(cfg, report, clock.now())
     rendered = mail.render_for(cfg, report)
     if as_html:
         click.echo(rendered.html, nl=not rendered.html.endswith("\n"))

@@ -60,7 +60,7 @@ def show(run_id: int, as_json: bool) -> None:
         raise UsageError(f"no run {run_id} in the history")
     items = state.items(run_id)
     if as_json:
-        emit_json({**row.to_json(), "items": [{**item.__dict__, "delta": item.delta} for item in items]})
+        emit_json({**row.to_json(), "items": [item.to_json() for item in items]})
         return
     click.echo(f"Run {row.id}: {row.status} ({row.trigger}), started {row.started_at}, finished {row.finished_at or '-'}")
     if row.occurrence:

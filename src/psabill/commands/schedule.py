@@ -58,7 +58,7 @@ def set_(monthly: Optional[str], weekly: Optional[str], daily: bool, hour: str, 
       psabill schedule set --monthly last --hour 23
       psabill schedule set --daily --hour 6
     """
-    from psabill import clock, config as config_mod, core
+    from psabill import clock, core
     from psabill.addresses import parse_list
     from psabill.schedule import ScheduleError, clamp_note, parse_hour, parse_weekday
 
@@ -92,19 +92,7 @@ def set_(monthly: Optional[str], weekly: Optional[str], daily: bool, hour: str, 
     host = clock.host_zone()
     cfg = ctx.load_config()
     saved = core.build_schedule(cfg, request, now, host)
-    new_cfg = config_mod.Config(ctx.config_path, saved.data)
-    lines = [] if no_cron else core.desired_cron_lines(ctx, new_cfg, now, host)
-    # Crontab first: if it cannot be written, the old config still matches the old crontab.
-    if not no_cron:
-        from psabill import cron
-
-        cron.Crontab(ctx.crontab_file).replace(lines)
-    try:
-        config_mod.save(ctx.config_path, saved.data)
-    except Exception:
-        if not no_cron:  # put the crontab back in step with the config we kept
-            core.sync_cron(ctx, cfg, now, host)
-        raise
+    lines = core.apply(ctx, cfg, saved.data, now, host, install_cron=not no_cron)
     upcoming = core.next_occurrences(saved.schedule, now, host, 1)
     if as_json:
         emit_json({
@@ -187,19 +175,11 @@ def next_(count: int, as_json: bool) -> None:
 
 
 def _toggle(enabled: bool) -> None:
-    from psabill import clock, config as config_mod, core
+    from psabill import clock, core
 
     ctx = get_ctx()
     cfg = ctx.load_config(must_exist=True)
-    data = core.set_enabled(cfg, enabled)
-    new_cfg = config_mod.Config(ctx.config_path, data)
-    now, host = clock.now(), clock.host_zone()
-    core.sync_cron(ctx, new_cfg, now, host)
-    try:
-        config_mod.save(ctx.config_path, data)
-    except Exception:
-        core.sync_cron(ctx, cfg, now, host)
-        raise
+    core.apply(ctx, cfg, core.set_enabled(cfg, enabled), clock.now(), clock.host_zone())
 
 
 @schedule.command()

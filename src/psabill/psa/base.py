@@ -9,7 +9,7 @@ contract services with their current units); and it sets one line's quantity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Protocol, Sequence
+from typing import List, Protocol, Sequence
 
 
 class PsaError(Exception):
