@@ -217,10 +217,10 @@ def autotask(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
     notes = [f"per endpoint: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; max in flight "
              f"{max(max_inflight.values()) if max_inflight else 0}; report says {report.get('api_requests')} "
              f"API requests; {_counts(report)}; exit {code}; peak RSS {rss:.1f} MB",
-             f"the design's minimum: {math.ceil(customers / 500)} Companies + {math.ceil(customers / 500)} Contracts "
-             f"pages (500/page) + {customers} ContractServices + {customers} ContractServiceUnits reads + 2 × "
-             f"{changed} writes (re-read the period's units, then post the adjustment) + 1 ThresholdInformation "
-             f"= {4 * math.ceil(customers / 500) // 2 + 2 * customers + 2 * changed + 1}"]
+             f"reads in bulk, 500 ids a query: {counts.get('Companies', 0)} Companies + {counts.get('Contracts', 0)} "
+             f"Contracts + {counts.get('ContractServices', 0)} ContractServices + "
+             f"{counts.get('ContractServiceUnits', 0) - changed} ContractServiceUnits pages; then 2 × {changed} "
+             f"writes (re-read the period's units, then post the adjustment) + 1 ThresholdInformation"]
     if code != 0:
         notes.append(f"run exited {code}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}")
     return [Row(label, f"wall ≤ {WALL_SLACK} × calls × 20 ms ÷ {concurrency} = {bound:.1f} s",

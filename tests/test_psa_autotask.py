@@ -108,6 +108,18 @@ class TestReads:
         lines = make(at).lines(Agreement(str(contract), "1", "x"))
         assert lines == [Line(str(csid), str(contract), "501", 7)]
 
+    def test_lines_of_many_contracts_are_read_in_bulk_500_ids_a_query(self, at: AutotaskStandin) -> None:
+        seed(at, 600)  # 600 contracts, 1,200 services, 3,600 unit periods
+        client = make(at, section={"url": at.url + "/ATServicesRest/"})
+        contracts = client.agreements([str(cid) for cid in at.tables["Companies"]])
+        at.clear_log()
+        lines = client.lines_for(contracts)
+        assert sum(len(found) for found in lines.values()) == 1200
+        assert all(len(found) == 2 for found in lines.values())
+        # Two id batches (500 + 100 contracts). Services: 1,000 rows (2 pages) + 200 (1 page).
+        # Units still in force (March and April): 2,000 rows (4 pages) + 400 (1 page).
+        assert at.counts == {"ContractServices": 3, "ContractServiceUnits": 5}
+
 
 class TestWrites:
     def setup_line(self, at: AutotaskStandin, units: int = 10) -> Line:

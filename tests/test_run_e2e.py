@@ -142,3 +142,29 @@ def test_a_manual_run_without_a_terminal_refuses_without_yes(env: Env, sandbox: 
     assert result.exit_code == 2
     assert last_line(result.output) == "Error: refusing to change billing without a terminal: pass --yes (or --dry-run)"
     assert sandbox.patches() == []
+
+
+def test_on_a_terminal_a_progress_bar_shows_requests_and_rate(env: Env, sandbox: Sandbox) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    configure(env, sandbox, free_port())
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "psabill", "run", "--yes"], stdin=follower, stdout=follower,
+                            stderr=follower, env={**os.environ, "PSABILL_NOW": SCHEDULED_NOW})
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the child has exited
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 1  # GLOBEX fails: two candidate agreements
+    text = output.decode()
+    assert "Updating (" in text and "API requests" in text and "/s)" in text
+    assert "Run 1: partial" in text

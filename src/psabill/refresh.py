@@ -175,10 +175,7 @@ def refresh(
                     _compare(work, dry_run)
             writes = [work for work in works if not work.done]
             _ensure_budget(client, len(writes), where)
-            for work in works:
-                if work.done:
-                    emit(work)
-            _write_all(client, writes, terms, pool, emit)
+            _write_all(client, writes, terms, pool, emit, settled=[work for work in works if work.done])
     finally:
         report.api_requests = client.request_count
     order = {id(work.item): work.index for work in works}
@@ -309,6 +306,14 @@ def _read_lines(client: PsaClient, agreements: List[Agreement], pool: ThreadPool
                 ) -> Tuple[Dict[str, List[Line]], Dict[str, Exception]]:
     lines: Dict[str, List[Line]] = {}
     errors: Dict[str, Exception] = {}
+    bulk = getattr(client, "lines_for", None)
+    if bulk is not None:
+        try:
+            return bulk(agreements), errors
+        except (PsaUnreachable, PsaAuthError):
+            raise
+        except Exception as exc:  # the bulk read failed: every agreement it covered failed with it
+            return lines, {agreement.id: exc for agreement in agreements}
     futures = {pool.submit(client.lines, agreement): agreement for agreement in agreements}
     try:
         for future, agreement in _completed(futures):
@@ -395,7 +400,8 @@ def _compare(work: _Work, dry_run: bool) -> None:
 
 
 def _write_all(client: PsaClient, writes: List[_Work], terms: _Terms, pool: ThreadPoolExecutor,
-               emit: Callable[[_Work], None]) -> None:
+               emit: Callable[[_Work], None], settled: Sequence[_Work]) -> None:
+    """Run the writes; record ``settled`` (items needing no write) while they are on the wire."""
     stop = threading.Event()
 
     def write(work: _Work) -> int:
@@ -410,6 +416,8 @@ def _write_all(client: PsaClient, writes: List[_Work], terms: _Terms, pool: Thre
 
     futures = {pool.submit(write, work): work for work in writes}
     try:
+        for work in settled:
+            emit(work)
         for future, work in _completed(futures):
             try:
                 before = future.result()

@@ -46,7 +46,7 @@ def due_occurrence(ctx: Context, cfg: Config, now: datetime, *, readonly: bool) 
     return None if done else occurrence
 
 
-Progress = Optional[Callable[[int, int], None]]
+Progress = Optional[Callable[[int, int, int], None]]  # (items done, items in all, API requests so far)
 
 
 def run_scheduled(ctx: Context, now: Callable[[], datetime]) -> Outcome:
@@ -155,7 +155,9 @@ def _refresh(cfg: Config, report: RunReport, *, dry_run: bool, record: Callable[
     rows = sources.read(cfg)
     client = make_client(cfg)
     try:
-        refresh.refresh(cfg, client, rows, report, dry_run=dry_run, record=record, progress=progress)
+        refresh.refresh(cfg, client, rows, report, dry_run=dry_run, record=record,
+                        progress=None if progress is None else
+                        (lambda done, total: progress(done, total, client.request_count)))
     finally:
         report.api_requests = client.request_count
         client.close()

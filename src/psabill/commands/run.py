@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -39,8 +40,11 @@ def run(scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
                 raise UsageError("refusing to change billing without a terminal: pass --yes (or --dry-run)")
             click.confirm("This changes billing quantities in your PSA and cannot be undone. Continue?", abort=True)
         if sys.stdout.isatty() and not as_json:
+            started = time.monotonic()
             with click.progressbar(length=1, label="Updating", show_pos=True) as bar:
-                def progress(done: int, total: int) -> None:
+                def progress(done: int, total: int, requests: int) -> None:
+                    rate = requests / max(time.monotonic() - started, 1e-3)
+                    bar.label = f"Updating ({requests} API requests, {rate:.0f}/s)"
                     bar.length = total
                     bar.update(done - bar.pos)
 

@@ -67,7 +67,12 @@ class PsaClient(Protocol):
         """Active, non-cancelled agreements/contracts of these companies."""
 
     def lines(self, agreement: Agreement) -> List[Line]:
-        """The billable lines on one agreement, with current quantities."""
+        """The billable lines on one agreement, with current quantities.
+
+        A client whose API can list lines across agreements (Autotask) also
+        offers ``lines_for(agreements) -> {agreement id: [Line]}``, which the
+        engine prefers; ConnectWise has no cross-agreement additions endpoint.
+        """
 
     def set_quantity(self, line: Line, quantity: int) -> int:
         """Make the line's quantity ``quantity``; return the quantity found just before.
