@@ -168,3 +168,15 @@ def test_on_a_terminal_a_progress_bar_shows_requests_and_rate(env: Env, sandbox:
     text = output.decode()
     assert "Updating (" in text and "API requests" in text and "/s)" in text
     assert "Run 1: partial" in text
+
+
+def test_the_history_keeps_the_request_count_and_rate(env: Env, sandbox: Sandbox) -> None:
+    from datetime import datetime
+
+    configure(env, sandbox, free_port())
+    env.run("run", "--yes")  # the real clock, so the run has a duration
+    run = json.loads(env.run("history", "--json").output)[0]
+    assert run["api_requests"] == sandbox.total
+    seconds = (datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])).total_seconds()
+    assert run["requests_per_second"] == round(run["api_requests"] / seconds, 1)
+    assert f"{run['api_requests']} API requests ({run['requests_per_second']}/s)" in env.run("history", "show", "1").output

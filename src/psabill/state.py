@@ -112,6 +112,14 @@ class RunRow:
     email_status: Optional[str]
     email_message: str
 
+    @property
+    def request_rate(self) -> Optional[float]:
+        """API requests per second over the run, once it has finished."""
+        if not self.finished_at:
+            return None
+        seconds = (datetime.fromisoformat(self.finished_at) - datetime.fromisoformat(self.started_at)).total_seconds()
+        return round(self.api_requests / seconds, 1) if seconds > 0 else None
+
     def to_json(self) -> Dict[str, Any]:
         return {
             "id": self.id,
@@ -124,6 +132,7 @@ class RunRow:
             "message": self.message,
             "psa": self.psa_kind,
             "api_requests": self.api_requests,
+            "requests_per_second": self.request_rate,
             "counts": {
                 "updated": self.updated,
                 "unchanged": self.unchanged,

@@ -67,7 +67,8 @@ def show(run_id: int, as_json: bool) -> None:
         click.echo(f"Occurrence: {row.occurrence}" + (f" (ran {row.late_seconds}s late)" if row.late_seconds else ""))
     if row.message:
         click.echo(f"Message: {row.message}")
-    click.echo(f"Counts: updated {row.updated}, unchanged {row.unchanged}, failed {row.failed}, unmapped {row.unmapped}; {row.api_requests} API requests")
+    click.echo(f"Counts: updated {row.updated}, unchanged {row.unchanged}, failed {row.failed}, unmapped {row.unmapped}; {row.api_requests} API requests"
+               + (f" ({row.request_rate}/s)" if row.request_rate else ""))
     click.echo(f"Email: {row.email_status or 'not sent'}" + (f" ({row.email_message})" if row.email_message else ""))
     for item in items:
         change = f"{item.old} -> {item.new}" if item.old is not None or item.new is not None else ""
