@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+import os
 import socket
-from typing import Any, Dict, List, Optional
+import sys
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+import tomli_w
 from click.testing import CliRunner, Result
 
 from psabill.cli import cli
+from psabill.psa.sandbox import Sandbox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 class Env:
@@ -81,3 +90,42 @@ class Sink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.envelopes.append(envelope)
         return "250 OK"
+
+
+ADDRESSES = ["billing@msp.example", "ops@msp.example"]
+SCHEDULED_NOW = "2026-12-01T14:00:00Z"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox.sample(customers=6, seed=3) as sb:
+        twice = sb.add_company("GLOBEX", "Globex Corporation")
+        for name in ("A", "B"):
+            sb.add_addition(sb.add_agreement(twice, name), "SEATS-STD", 40)
+        acme = sb.add_company("ACME", "<b>Acme & Co</b>")
+        sb.add_addition(sb.add_agreement(acme, "Managed"), "SEATS-STD", 3)
+        yield sb
+
+
+def configure(env: Env, sandbox: Sandbox, smtp_port: int, **psa: Any) -> None:
+    """A config for the sandbox PSA (plus ``psa`` overrides), a usage CSV with every kind
+    of outcome, a weekly schedule and an SMTP server on ``smtp_port``."""
+    usage = env.config.parent / "usage.csv"
+    env.config.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["customer,sku,seats,psa_company"]
+    rows += [f"CUST{n:05d},LastPass,{20 + n}," for n in range(1, 7)]
+    rows += ["CUST00001,LastPass+MFA,1,", "GLOBEX,LastPass,41,", "<b>Acme & Co</b>,LastPass,9,ACME", "Nobody Inc,LastPass,4,"]
+    usage.write_text("\n".join(rows) + "\n")
+    key = env.config.parent / "cw-key"
+    key.write_text(sandbox.private_key)
+    env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
+            "--notify", ", ".join(ADDRESSES), now="2026-11-26T12:00:00Z")
+    data = tomllib.loads(env.config.read_text())
+    data["account"]["name"] = "Zürich Managed IT"
+    data["source"] = {"kind": "csv", "path": "usage.csv"}
+    data["products"] = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}
+    data["psa"] = {**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0, **psa}
+    data["notify"].update({"transport": "smtp",
+                           "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout": 5}})
+    env.config.write_text(tomli_w.dumps(data))
+    os.chmod(env.config, 0o600)

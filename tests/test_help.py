@@ -40,3 +40,19 @@ def test_every_command_is_in_the_readme(command: Tuple[str, ...]) -> None:
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert f"psabill {' '.join(command)}" in readme
+
+
+def test_every_test_the_readme_fault_matrix_names_exists() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    matrix = readme[readme.index("## Faults and what psabill does"):readme.index("## Performance")]
+    named = re.findall(r"`(test_\w+\.py)((?:::\w+)*)`", matrix)
+    assert len(named) >= 25
+    for filename, path in named:
+        source = (root / "tests" / filename).read_text()
+        for part in path.strip(":").split("::") if path else []:
+            kind = "class" if part[0].isupper() else "def"
+            assert re.search(rf"^\s*{kind} {part}\b", source, re.M), f"{filename}{path} is not a test"

@@ -12,55 +12,9 @@ import email
 import json
 import os
 from email import policy
-from typing import Iterator
 
-import pytest
-import tomli_w
-
-from conftest import Env, Sink, free_port, last_line
+from conftest import ADDRESSES, SCHEDULED_NOW, Env, Sink, configure, free_port, last_line
 from psabill.psa.sandbox import Sandbox
-
-ADDRESSES = ["billing@msp.example", "ops@msp.example"]
-SCHEDULED_NOW = "2026-12-01T14:00:00Z"
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox.sample(customers=6, seed=3) as sb:
-        twice = sb.add_company("GLOBEX", "Globex Corporation")
-        for name in ("A", "B"):
-            sb.add_addition(sb.add_agreement(twice, name), "SEATS-STD", 40)
-        acme = sb.add_company("ACME", "<b>Acme & Co</b>")
-        sb.add_addition(sb.add_agreement(acme, "Managed"), "SEATS-STD", 3)
-        yield sb
-
-
-def configure(env: Env, sandbox: Sandbox, smtp_port: int) -> None:
-    usage = env.config.parent / "usage.csv"
-    env.config.parent.mkdir(parents=True, exist_ok=True)
-    rows = ["customer,sku,seats,psa_company"]
-    rows += [f"CUST{n:05d},LastPass,{20 + n}," for n in range(1, 7)]
-    rows += ["CUST00001,LastPass+MFA,1,", "GLOBEX,LastPass,41,", "<b>Acme & Co</b>,LastPass,9,ACME", "Nobody Inc,LastPass,4,"]
-    usage.write_text("\n".join(rows) + "\n")
-    key = env.config.parent / "cw-key"
-    key.write_text(sandbox.private_key)
-    env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
-            "--notify", ", ".join(ADDRESSES), now="2026-11-26T12:00:00Z")
-    import sys
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        import tomli as tomllib
-    data = tomllib.loads(env.config.read_text())
-    data["account"]["name"] = "Zürich Managed IT"
-    data["source"] = {"kind": "csv", "path": "usage.csv"}
-    data["products"] = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}
-    data["psa"] = {**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0}
-    data["notify"].update({"transport": "smtp",
-                           "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout": 5}})
-    env.config.write_text(tomli_w.dumps(data))
-    os.chmod(env.config, 0o600)
-
 
 def test_a_scheduled_run_updates_the_psa_and_mails_both_addresses(env: Env, sandbox: Sandbox) -> None:
     from aiosmtpd.controller import Controller

@@ -46,12 +46,14 @@ def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
 @history.command("show")
 @click.argument("run_id", metavar="RUN", type=int)
 @json_option
-def show(run_id: int, as_json: bool) -> None:
+@click.option("--csv", "as_csv", is_flag=True, help="Print the items as CSV (safe to open in a spreadsheet).")
+def show(run_id: int, as_json: bool, as_csv: bool) -> None:
     """Show one run with every item (customer, SKU, old -> new, outcome).
 
     \b
-    Example:
+    Examples:
       psabill history show 12
+      psabill history show 12 --csv > run-12.csv
     """
     ctx = get_ctx()
     state = ctx.state()
@@ -59,6 +61,9 @@ def show(run_id: int, as_json: bool) -> None:
     if row is None:
         raise UsageError(f"no run {run_id} in the history")
     items = state.items(run_id)
+    if as_csv:
+        _write_csv(items)
+        return
     if as_json:
         emit_json({**row.to_json(), "items": [item.to_json() for item in items]})
         return
@@ -74,3 +79,24 @@ def show(run_id: int, as_json: bool) -> None:
         change = f"{item.old} -> {item.new}" if item.old is not None or item.new is not None else ""
         extra = f" {item.message}" if item.message else ""
         click.echo(f"  {item.outcome:<9} {item.customer} / {item.sku} {change}{extra}")
+
+
+CSV_COLUMNS = ("customer", "sku", "psa_company", "agreement", "line", "old", "new", "delta", "outcome", "message")
+
+
+def _write_csv(items: list) -> None:  # type: ignore[type-arg]
+    import csv
+    import sys
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for item in items:
+        row = item.to_json()
+        writer.writerow([_inert(row[column]) for column in CSV_COLUMNS])
+
+
+def _inert(value: object) -> object:
+    """Keep a spreadsheet from running a cell as a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
