@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import List
 
 import click
 
 from psabill.cli import emit_json, get_ctx, json_option
 from psabill.errors import UsageError
+from psabill.report import ItemResult
 
 
 @click.group(invoke_without_command=True)
@@ -84,7 +86,7 @@ def show(run_id: int, as_json: bool, as_csv: bool) -> None:
 CSV_COLUMNS = ("customer", "sku", "psa_company", "agreement", "line", "old", "new", "delta", "outcome", "message")
 
 
-def _write_csv(items: list) -> None:  # type: ignore[type-arg]
+def _write_csv(items: List[ItemResult]) -> None:
     import csv
     import sys
 
