@@ -1,6 +1,6 @@
 """Figure 5 of benchmarks/run.py: the refresh at scale, through the real CLI.
 
-The PSA (the ConnectWise sandbox, or the Autotask stand-in from tests/) runs in
+The PSA (the ConnectWise sandbox, or the Autotask sandbox) runs in
 this process on loopback with 20 ms latency per request; ``psabill run --yes
 --json`` runs in a child process against a temp config pointing at it. The
 child's peak RSS comes from ``os.wait4`` (that child alone), the call count
@@ -15,14 +15,11 @@ import math
 import os
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 LATENCY_MS = 20.0
 CUSTOMERS = 5000
@@ -82,7 +79,7 @@ def _counts(report: Dict[str, Any]) -> str:
 
 
 def connectwise(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803 - the Row class of run.py
-    from psabill.psa.sandbox import Sandbox
+    from psabill.sandbox.connectwise import Sandbox
 
     home = root / "cw"
     (home / "state").mkdir(parents=True)
@@ -168,10 +165,10 @@ _INDEX = None  # type: Any
 
 def autotask(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
     try:
-        from autotask_standin import AutotaskStandin  # tests/autotask_standin.py
+        from psabill.sandbox.autotask import AutotaskStandin
     except Exception as exc:  # noqa: BLE001 - report, never crash the harness
         return [Row("5b. refresh, Autotask stand-in", "calls, wall ≤ 1.25 × calls × 20 ms ÷ 3", "not measured", None,
-                    [f"tests/autotask_standin.py not usable: {exc!r}"])]
+                    [f"the Autotask sandbox is not usable: {exc!r}"])]
     from datetime import datetime, timezone
 
     today = datetime.now(timezone.utc).date()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import Env, last_line
+from support.env import Env, last_line
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from psabill import config
+from psabill import paths
+from psabill import settings as config
 from psabill.errors import ConfigError
 
 
@@ -21,16 +22,16 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
 class TestResolution:
     def test_the_option_wins_over_the_environment(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PSABILL_CONFIG", str(tmp_path / "env.toml"))
-        assert config.resolve_path(str(tmp_path / "opt.toml")) == tmp_path / "opt.toml"
+        assert paths.resolve_config(str(tmp_path / "opt.toml")) == tmp_path / "opt.toml"
 
     def test_the_environment_wins_over_the_default(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PSABILL_CONFIG", str(tmp_path / "env.toml"))
-        assert config.resolve_path(None) == tmp_path / "env.toml"
+        assert paths.resolve_config(None) == tmp_path / "env.toml"
 
     def test_the_default_is_the_user_config_dir(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("PSABILL_CONFIG")
         monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-        assert config.resolve_path(None) == tmp_path / "xdg" / "psabill" / "config.toml"
+        assert paths.resolve_config(None) == tmp_path / "xdg" / "psabill" / "config.toml"
 
 
 class TestValidation:
@@ -83,7 +84,7 @@ class TestValidation:
         assert f"chmod 600 {path}" in info.value.message
         assert "s3cr3t-value" not in info.value.message
         os.chmod(path, 0o600)
-        assert config.load(path).get("psa.private_key") == "s3cr3t-value"
+        assert config.load(path).psa.credential.literal == "s3cr3t-value"
 
 
 class TestSave:
@@ -92,5 +93,5 @@ class TestSave:
         config.save(path, {"account": {"timezone": "UTC"}, "products": {"LastPass": "LP-STD"}})
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         loaded = config.load(path)
-        assert loaded.data == {"version": 1, "account": {"timezone": "UTC"}, "products": {"LastPass": "LP-STD"}}
+        assert loaded.document == {"version": 1, "account": {"timezone": "UTC"}, "products": {"LastPass": "LP-STD"}}
         assert [p.name for p in path.parent.iterdir()] == ["config.toml"]  # no temp file left behind

@@ -28,9 +28,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from psabill.cronexpr import HORIZON, MAX_LATENESS, CronPlan, expression, is_second_pass, plan
+from psabill.cronplan import HORIZON, MAX_LATENESS, CronPlan, expression, is_second_pass, plan
 from psabill.schedule import MODES, Schedule
-from zones import TWO_YEARS, UTC, ZONES, nows, occurrences_between, schedules, utc
+from support.zones import TWO_YEARS, UTC, ZONES, nows, occurrences_between, schedules, utc
 
 try:  # cronsim >= 2.7 needs Python 3.10 at import time
     from cronsim import CronSim

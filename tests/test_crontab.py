@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env
-from psabill import cron
+from support.env import Env
+from psabill import crontab as cron
 from psabill.errors import CrontabError
 
 ADMIN_TAB = (

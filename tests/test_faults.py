@@ -25,12 +25,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autotask_standin import AutotaskStandin
-from conftest import SCHEDULED_NOW, Env, configure, free_port, last_line, tomllib
-from psabill import config
+from psabill.sandbox.autotask import AutotaskStandin
+from support.env import SCHEDULED_NOW, Env, configure, free_port, last_line, tomllib
+from psabill import settings as config
 from psabill.errors import PsabillError
-from psabill.psa.sandbox import Sandbox
-from psabill.state import State
+from psabill.sandbox.connectwise import Sandbox
+from psabill.history import History
+from psabill.lock import run_lock
 
 PSABILL = [sys.executable, "-m", "psabill"]
 
@@ -93,7 +94,7 @@ class TestConcurrency:
         configure(env, sandbox, free_port())
         edit_config(env, run={"lock_timeout": "1s"})
         before = env.snapshot()
-        with State(env.state_dir).run_lock(timeout=1):
+        with run_lock(env.state_dir / "run.lock", timeout=1):
             result = run(["run", "--yes"])
         assert result.returncode == 7
         assert result.stderr.strip() == (
@@ -126,7 +127,7 @@ class TestConcurrency:
 SAVER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from psabill import config
+    from psabill import settings as config
     path = Path(sys.argv[1])
     versions = [{"account": {"name": "old " * 500, "timezone": "UTC"}},
                 {"account": {"name": "new " * 2000, "timezone": "UTC"}, "products": {"LastPass": "LP"}}]
@@ -150,7 +151,7 @@ class TestCrashSafety:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             if path.exists():
-                assert config.load(path).get("account.name") in names
+                assert config.load(path).account.name in names
         assert path.exists()
 
     def test_kill_9_mid_run_leaves_an_interrupted_record_and_the_next_run_finishes(
@@ -222,13 +223,13 @@ class TestCrashSafety:
             result = env.run(*args, now=now)
             assert result.exit_code == 7
             assert last_line(result.output) == (
-                f"Error: history database {db} is unreadable (file is not a database); it was left unchanged: "
-                "move it aside to start a fresh history")
+                f"Error: history database {db} is corrupt (file is not a database); it was left unchanged. "
+                "Moving it aside starts a fresh history, but loses the record of which occurrences already ran")
         assert db.read_bytes() == before
 
     def test_a_locked_history_database_is_a_one_line_error_and_nothing_runs(self, env: Env, sandbox: Sandbox) -> None:
         configure(env, sandbox, free_port())
-        State(env.state_dir).conn.close()  # create it
+        History(env.state_dir / "state.db").conn.close()  # create it
         blocker = sqlite3.connect(str(env.state_dir / "state.db"))
         blocker.execute("BEGIN EXCLUSIVE")
         try:
@@ -370,7 +371,7 @@ def _load_or_clean_error(tmp_path: Path, data: bytes) -> None:
     except PsabillError as exc:
         assert "\n" not in exc.message and str(path) in exc.message
         return
-    from psabill.core import schedule_from
+    from psabill.scheduling import schedule_of as schedule_from
 
     try:  # a config that loads must also give a schedule or a clean error
         schedule_from(loaded)

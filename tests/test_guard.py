@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim
 
-from conftest import Env
-from psabill.cron import is_ours
+from support.env import Env
+from psabill.crontab import is_ours
 
 UTC = timezone.utc
 SAVED = "2026-11-26T12:00:00+00:00"
@@ -83,12 +83,12 @@ class TestGuard:
 
     def test_an_interrupted_run_is_marked_and_its_occurrence_runs_again(self, env: Env) -> None:
         from psabill.report import RunReport
-        from psabill.state import State
+        from psabill.history import History
 
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
         occurrence = datetime(2026, 11, 27, 6, tzinfo=UTC)
         # What a run killed with SIGKILL leaves behind: a row still marked running.
-        state = State(env.state_dir)
+        state = History(env.state_dir / "state.db")
         state.start_run(RunReport(trigger="scheduled", started_at=occurrence, occurrence=occurrence))
         state.close()
         env.run("run", "--scheduled", now="2026-11-27T06:05:00Z")

@@ -12,7 +12,10 @@ from psabill.cli import cli
 
 
 def walk(group: click.Group, prefix: Tuple[str, ...] = ()) -> Iterator[Tuple[str, ...]]:
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the root group loads its commands lazily
+        command = group.get_command(ctx, name)
+        assert command is not None
         yield prefix + (name,)
         if isinstance(command, click.Group):
             yield from walk(command, prefix + (name,))

@@ -20,7 +20,7 @@ from typing import List, Sequence, Tuple
 
 import pytest
 
-from conftest import Env
+from support.env import Env
 
 SAVED = "2025-01-01T00:00:00Z"
 RAN = "2025-01-07T14:00:30Z"  # the Tuesday 09:00 New York occurrence (14:00 UTC), run by cron
@@ -29,9 +29,14 @@ MID_WEEK = "2025-01-10T12:00:00Z"  # not due: the last occurrence is past catch-
 
 HEAVY = ("httpx", "jinja2")  # the PSA clients and the email report
 # Never on the not-due path: python-crontab (only cron install/sync needs it),
-# the run machinery and logging (set up only once a run starts).
-NOT_DUE_FORBIDDEN = HEAVY + ("crontab", "logging", "psabill.refresh", "psabill.sources", "psabill.psa",
-                             "psabill.mail", "psabill.log")
+# email-validator (only a due run checks addresses), the run machinery and
+# logging (set up only once a run starts), and every command module but run.
+OTHER_COMMANDS = tuple(f"psabill.cli.{name}" for name in
+                       ("check", "cron", "demo", "email", "history", "schedule", "status"))
+NOT_DUE_FORBIDDEN = HEAVY + OTHER_COMMANDS + (
+    "crontab", "email_validator", "logging", "psabill.crontab", "psabill.cronplan", "psabill.run.engine",
+    "psabill.run.mapping", "psabill.sources", "psabill.psa", "psabill.notify", "psabill.log",
+    "psabill.sandbox", "psabill.lock")
 
 PROBE = textwrap.dedent("""
     import runpy, sys
@@ -81,7 +86,7 @@ def test_the_not_due_cron_path_imports_no_psa_client_template_engine_or_python_c
         scheduled: Env, now: str) -> None:
     code, stdout, modules = modules_after(scheduled, ["run", "--scheduled"], now)
     assert (code, stdout) in ((0, ""), (None, "")), "the not-due path must be silent and exit 0"
-    assert "psabill.runner" in modules and "psabill.schedule" in modules  # the probe really ran the guard
+    assert "psabill.run.guard" in modules and "psabill.schedule" in modules  # the probe really ran the guard
     assert offending(modules, NOT_DUE_FORBIDDEN) == []
 
 

@@ -19,13 +19,15 @@ from typing import Any, Iterator, List, Optional
 
 import pytest
 
-from conftest import Sink, free_port
+from support.env import Sink, free_port
 
-from psabill import mail
-from psabill.config import Config
+from psabill import notify
+from psabill.notify import facts, message, templates, transports
+from psabill.settings import Settings as Config
+from support.env import settings_for
 from psabill.errors import EmailError
 from psabill.report import FAILED, PARTIAL, SUCCESS, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
-from psabill.state import State
+from psabill.history import History
 
 GOLDEN = Path(__file__).parent / "golden"
 ADDRESSES = ["alice@example.com", "bob@example.org"]
@@ -79,17 +81,17 @@ def make_config(tmp_path: Path, notify: Optional[dict] = None, **extra: Any) -> 
     }
     data["notify"].update(notify or {})
     data.update(extra)
-    return Config(tmp_path / "config.toml", data)
+    return settings_for(tmp_path / "config.toml", data)
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[State]:
-    st = State(tmp_path / "state")
+def state(tmp_path: Path) -> Iterator[History]:
+    st = History(tmp_path / "state" / "state.db")
     yield st
     st.close()
 
 
-def recorded(state: State, report: RunReport) -> RunReport:
+def recorded(state: History, report: RunReport) -> RunReport:
     """Store the report as the runner would, so set_email has a row to update."""
     state.start_run(report)
     for seq, item in enumerate(report.items):
@@ -158,7 +160,7 @@ class TestSmtp:
     def test_every_address_receives_a_proper_multipart_message(self, tmp_path, state, smtp_server):
         server = smtp_server()
         report = recorded(state, fixed_report())
-        mail.send_report(smtp_config(tmp_path, server.port, security="none"), report, state)
+        notify.send_report(smtp_config(tmp_path, server.port, security="none").notify, report, state, outbox=state.dir / "outbox")
 
         assert len(server.sink.envelopes) == 1
         envelope = server.sink.envelopes[0]
@@ -187,7 +189,7 @@ class TestSmtp:
         server = smtp_server(tls_context=server_ctx, require_starttls=True)
         report = recorded(state, fixed_report())
         cfg = smtp_config(tmp_path, server.port, security="starttls", ca_file=str(ca_file))
-        mail.send_report(cfg, report, state)
+        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
         assert server.sink.envelopes[0].rcpt_tos == ADDRESSES
         assert "STARTTLS" in state.run(report.run_id).email_message
 
@@ -196,7 +198,7 @@ class TestSmtp:
         server = smtp_server(tls_context=server_ctx, require_starttls=True)
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError, match="ca_file"):
-            mail.send_report(smtp_config(tmp_path, server.port, security="starttls"), report, state)
+            notify.send_report(smtp_config(tmp_path, server.port, security="starttls").notify, report, state, outbox=state.dir / "outbox")
         assert state.run(report.run_id).email_status == "failed"
 
     def test_ssl_mode_with_login_reads_the_password_file(self, tmp_path, state, smtp_server, tls):
@@ -217,7 +219,7 @@ class TestSmtp:
             username="billing", password_file=str(secret),
         )
         report = recorded(state, fixed_report())
-        mail.send_report(cfg, report, state)
+        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
         assert seen == [(b"billing", PASSWORD.encode())]
         assert server.sink.envelopes[0].rcpt_tos == ADDRESSES
         assert "(SSL)" in state.run(report.run_id).email_message
@@ -237,7 +239,7 @@ class TestSmtp:
         )
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError) as caught:
-            mail.send_report(cfg, report, state)
+            notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
         message = caught.value.message
         assert "rejected the login for 'billing'" in message
         assert "\n" not in message
@@ -251,7 +253,7 @@ class TestSmtp:
         cfg = smtp_config(tmp_path, free_port(), security="none", username="u", password=PASSWORD)
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError, match=r"cannot connect to SMTP server 127\.0\.0\.1:\d+") as caught:
-            mail.send_report(cfg, report, state)
+            notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
         assert PASSWORD not in caught.value.message
         row = state.run(report.run_id)
         assert row.email_status == "failed" and "cannot connect" in row.email_message
@@ -261,13 +263,13 @@ class TestSmtp:
         monkeypatch.delenv("PSABILL_NO_SUCH_VAR", raising=False)
         cfg = smtp_config(tmp_path, 25, username="u", password_env="PSABILL_NO_SUCH_VAR")
         with pytest.raises(EmailError, match="PSABILL_NO_SUCH_VAR"):
-            mail.smtp_password(cfg)
+            transports.smtp_password(cfg.notify.smtp)
 
     def test_redact_removes_plain_and_base64_forms(self):
         import base64
 
         b64 = base64.b64encode(PASSWORD.encode()).decode()
-        assert mail.redact(f"x {PASSWORD} y {b64}", PASSWORD) == "x *** y ***"
+        assert transports.redact(f"x {PASSWORD} y {b64}", PASSWORD) == "x *** y ***"
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -275,7 +277,7 @@ class TestSmtp:
 
 class TestRender:
     def test_plain_text_body_matches_the_golden_file(self):
-        text = mail.render(fixed_report()).text
+        text = templates.render(fixed_report()).text
         golden = GOLDEN / "report.txt"
         if os.environ.get("PSABILL_UPDATE_GOLDEN"):
             golden.write_text(text, encoding="utf-8")
@@ -284,7 +286,7 @@ class TestRender:
     def test_text_and_html_state_the_same_facts(self):
         from markupsafe import escape
 
-        rendered = mail.render(fixed_report(), history_url="https://billing.example.com/runs/{run_id}")
+        rendered = templates.render(fixed_report(), history_url="https://billing.example.com/runs/{run_id}")
 
         facts = [
             "Zürich Managed IT",
@@ -304,7 +306,7 @@ class TestRender:
             assert str(escape(fact)) in rendered.html, fact
 
     def test_hostile_names_are_inert(self):
-        rendered = mail.render(fixed_report())
+        rendered = templates.render(fixed_report())
         # Literal in text, escaped in HTML.
         assert ACME in rendered.text
         assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in rendered.html
@@ -315,8 +317,8 @@ class TestRender:
         assert "=HYPERLINK(&#34;x&#34;)\\nFAKE: all good" in rendered.html
 
     def test_hostile_names_survive_mime_encoding(self):
-        rendered = mail.render(fixed_report())
-        msg = parse(mail.build_message(rendered, ADDRESSES).as_bytes())
+        rendered = templates.render(fixed_report())
+        msg = parse(message.build_message(rendered, ADDRESSES).as_bytes())
         text, html = parts(msg)
         # SMTP policy sends CRLF line ends; the content is otherwise byte-for-byte the same.
         assert text.replace("\r\n", "\n") == rendered.text
@@ -325,18 +327,18 @@ class TestRender:
     def test_subject_is_one_line_even_for_a_hostile_account_name(self):
         report = fixed_report()
         report.account_name = "Evil\r\nBcc: victim@example.com"
-        rendered = mail.render(report)
+        rendered = templates.render(report)
         assert "\n" not in rendered.subject and "\r" not in rendered.subject
-        msg = parse(mail.build_message(rendered, ADDRESSES).as_bytes())
+        msg = parse(message.build_message(rendered, ADDRESSES).as_bytes())
         assert msg["Bcc"] is None
         assert "Evil\\r\\nBcc: victim@example.com" in msg["Subject"]
 
     def test_a_line_break_in_a_header_value_is_refused(self):
-        rendered = mail.Rendered("ok", "t", "<p>h</p>")
+        rendered = templates.Rendered("ok", "t", "<p>h</p>")
         with pytest.raises(EmailError, match="line break"):
-            mail.build_message(rendered, ADDRESSES, sender="a@example.com\nBcc: x@example.com")
+            message.build_message(rendered, ADDRESSES, sender="a@example.com\nBcc: x@example.com")
         with pytest.raises(EmailError, match="line break"):
-            mail.build_message(mail.Rendered("a\nBcc: x@example.com", "t", "h"), ADDRESSES)
+            message.build_message(templates.Rendered("a\nBcc: x@example.com", "t", "h"), ADDRESSES)
 
     @pytest.mark.parametrize(
         "status, items, words",
@@ -352,23 +354,23 @@ class TestRender:
     def test_outcome_in_words(self, status, items, words):
         report = fixed_report()
         report.status, report.items = status, items
-        assert mail.outcome_text(report) == words
-        assert words in mail.render(report).subject
+        assert facts.outcome_text(report) == words
+        assert words in templates.render(report).subject
 
     def test_history_url_takes_the_run_id_else_the_command_is_shown(self):
         report = fixed_report()
         report.run_id = 42
-        with_url = mail.render(report, history_url="https://billing.example.com/runs/{run_id}")
+        with_url = templates.render(report, history_url="https://billing.example.com/runs/{run_id}")
         assert "Details: https://billing.example.com/runs/42" in with_url.text
         assert 'href="https://billing.example.com/runs/42"' in with_url.html
-        without = mail.render(report)
+        without = templates.render(report)
         assert "Details: psabill history show 42" in without.text
         assert "psabill history show 42" in without.html
 
     def test_a_run_on_time_has_no_late_line_and_no_schedule_says_so(self):
         report = fixed_report()
         report.late_seconds, report.schedule_text, report.next_run = 4, None, None
-        text = mail.render(report).text
+        text = templates.render(report).text
         assert "Late:" not in text
         assert "no recurring update is scheduled" in text and "none scheduled" in text
 
@@ -378,7 +380,7 @@ class TestRender:
         report = fixed_report()
         report.trigger, report.status, report.account_name = "dry-run", "aborted", ""
         report.message = "PSA login failed: 401\nUnauthorized"
-        rendered = mail.render(report)
+        rendered = templates.render(report)
         assert rendered.subject == "psabill: billing update: failed (2026-03-10, dry run)"
         for fact in ["DRY RUN: nothing was written", "Problem:", "PSA login failed: 401\\nUnauthorized"]:
             assert fact in rendered.text, fact
@@ -393,7 +395,7 @@ class TestRender:
         cfg = make_config(tmp_path, {"template_dir": "tpl"})  # relative to the config file
         report = fixed_report()
         report.account_name = "A & B"
-        rendered = mail.render_for(cfg, report)
+        rendered = templates.render_for(cfg.notify, report)
         assert rendered.subject == "Billing 1 company not updated for A & B"
         assert rendered.html == "<p>A &amp; B: 2 changes</p>"  # custom HTML is autoescaped too
         assert rendered.text.startswith("psabill billing update for A & B")  # built-in fallback
@@ -403,16 +405,16 @@ class TestRender:
         custom.mkdir()
         (custom / "body.txt").write_text("{{ no_such_variable }}\n")
         with pytest.raises(EmailError, match="body.txt.*no_such_variable"):
-            mail.render(fixed_report(), template_dir=custom)
+            templates.render(fixed_report(), template_dir=custom)
 
     def test_builtin_templates_are_found_in_the_checkout(self):
-        directory = mail.builtin_template_dir()
+        directory = templates.builtin_template_dir()
         assert directory is not None
-        assert {p.name for p in directory.iterdir()} >= set(mail.TEMPLATE_NAMES)
+        assert {p.name for p in directory.iterdir()} >= set(templates.TEMPLATE_NAMES)
 
-    def test_importing_mail_does_not_import_jinja2(self):
-        src = Path(mail.__file__).parents[1]
-        code = "import sys, psabill.mail; sys.exit(1 if 'jinja2' in sys.modules else 0)"
+    def test_importing_notify_does_not_import_jinja2(self):
+        src = Path(notify.__file__).parents[2]
+        code = "import sys, psabill.notify; sys.exit(1 if 'jinja2' in sys.modules else 0)"
         done = subprocess.run(
             [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(src)}, check=False
         )
@@ -428,9 +430,9 @@ class TestTransports:
         cfg = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
         first = recorded(state, fixed_report())
         second = recorded(state, fixed_report())
-        mail.send_report(cfg, first, state)
-        mail.send_report(cfg, second, state)
-        mail.send_report(cfg, first, state, force=True)  # a resend replaces, never duplicates
+        notify.send_report(cfg.notify, first, state, outbox=state.dir / 'outbox')
+        notify.send_report(cfg.notify, second, state, outbox=state.dir / 'outbox')
+        notify.send_report(cfg.notify, first, state, outbox=state.dir / 'outbox', force=True)  # a resend replaces, never duplicates
         names = sorted(p.name for p in outbox.iterdir())
         assert names == [f"run-{first.run_id:06d}.eml", f"run-{second.run_id:06d}.eml"]
         msg = parse((outbox / names[0]).read_bytes())
@@ -441,7 +443,7 @@ class TestTransports:
     def test_file_transport_defaults_to_the_state_outbox(self, tmp_path, state):
         cfg = make_config(tmp_path, {"transport": "file"})
         report = recorded(state, fixed_report())
-        mail.send_report(cfg, report, state)
+        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
         assert (state.dir / "outbox" / f"run-{report.run_id:06d}.eml").exists()
 
     def test_sendmail_transport_pipes_the_message_to_the_command(self, tmp_path, state):
@@ -451,7 +453,7 @@ class TestTransports:
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script), "-t", "-oi"]}})
         report = recorded(state, fixed_report())
-        mail.send_report(cfg, report, state)
+        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
         msg = parse(captured.read_bytes())
         assert [a.addr_spec for a in msg["To"].addresses] == ADDRESSES
         assert (tmp_path / "args").read_text().strip() == "-t -oi"
@@ -464,18 +466,18 @@ class TestTransports:
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script)]}})
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError, match="exited with status 75: queue dir not writable$"):
-            mail.send_report(cfg, report, state)
+            notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
         assert state.run(report.run_id).email_status == "failed"
 
     def test_a_missing_sendmail_is_named(self, tmp_path):
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(tmp_path / "nope")]}})
         with pytest.raises(EmailError, match="not found"):
-            mail.deliver(cfg, mail.build_message(mail.Rendered("s", "t", "h"), ADDRESSES), ADDRESSES)
+            transports.deliver(cfg.notify, message.build_message(templates.Rendered("s", "t", "h"), ADDRESSES), ADDRESSES)
 
     def test_no_addresses_is_skipped_and_says_no_report_is_sent(self, tmp_path, state):
         cfg = make_config(tmp_path, {"emails": [], "transport": "file"})
         report = recorded(state, fixed_report())
-        mail.send_report(cfg, report, state)
+        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
         row = state.run(report.run_id)
         assert row.email_status == "skipped" and "no report is sent" in row.email_message
 
@@ -485,10 +487,10 @@ class TestTransports:
         report.trigger = "manual"
         recorded(state, report)
         off = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
-        mail.send_report(off, report, state)
+        notify.send_report(off.notify, report, state, outbox=state.dir / 'outbox')
         assert state.run(report.run_id).email_status == "skipped" and not outbox.exists()
         on = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}, "on_manual": True})
-        mail.send_report(on, report, state)
+        notify.send_report(on.notify, report, state, outbox=state.dir / 'outbox')
         assert state.run(report.run_id).email_status == "sent"
 
 
@@ -496,10 +498,11 @@ class TestTransports:
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, state: State) -> Any:
+def cli_env(tmp_path: Path, state: History) -> Any:
     import tomli_w
 
-    from psabill.context import Context
+    from psabill.cli.options import App
+    from psabill.paths import Paths
 
     outbox = tmp_path / "outbox"
     config_path = tmp_path / "config.toml"
@@ -511,16 +514,16 @@ def cli_env(tmp_path: Path, state: State) -> Any:
     }))
     config_path.chmod(0o600)
     report = fixed_report()
-    report.account_name, report.schedule_text, report.next_run = "", None, None  # as State.report() rebuilds it
+    report.account_name, report.schedule_text, report.next_run = "", None, None  # as History.report() rebuilds it
     recorded(state, report)
-    ctx = Context(config_path=config_path, state_dir=state.dir, crontab_file=None)
+    ctx = App(Paths(config=config_path, state_dir=state.dir, crontab_file=None))
     return ctx, report, outbox
 
 
 def invoke(ctx: Any, *args: str) -> Any:
     from click.testing import CliRunner
 
-    from psabill.commands.email import email_group
+    from psabill.cli.email import email_group
 
     return CliRunner().invoke(email_group, list(args), obj=ctx, env={"PSABILL_NOW": "2026-03-12T12:00:00Z"})
 
@@ -568,7 +571,7 @@ class TestCommands:
         assert msg["Subject"] == "psabill test message (Zürich Managed IT)"
 
     def test_every_command_has_help_with_an_example(self):
-        from psabill.commands.email import email_group
+        from psabill.cli.email import email_group
 
         for name, command in [("email", email_group), *email_group.commands.items()]:
             assert command.help and "Example" in command.help, name

@@ -8,7 +8,8 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from autotask_standin import AutotaskStandin
+from support.env import psa_settings
+from psabill.sandbox.autotask import AutotaskStandin
 from psabill.errors import ConfigError
 from psabill.psa.autotask import AutotaskClient, api_base
 from psabill.psa.base import Agreement, Line, PsaAuthError, PsaError, PsaUnreachable
@@ -28,7 +29,7 @@ def make(at: AutotaskStandin, *, secret: str = SECRET, **options: Any) -> Autota
                                "max_retries": 2, "timeout": 2}
     section.update(options.pop("section", {}))
     options.setdefault("zone_lookup", at.url)
-    return AutotaskClient(section, secret, today=lambda: TODAY, backoff=0.001, max_wait=0.01, **options)
+    return AutotaskClient(psa_settings(section), secret, today=lambda: TODAY, backoff=0.001, max_wait=0.01, **options)
 
 
 def seed(at: AutotaskStandin, customers: int, services: int = 2) -> None:
@@ -41,7 +42,7 @@ def seed(at: AutotaskStandin, customers: int, services: int = 2) -> None:
 class TestSetup:
     def test_it_needs_username_and_integration_code(self) -> None:
         with pytest.raises(ConfigError, match="username, integration_code"):
-            AutotaskClient({}, SECRET)
+            AutotaskClient(psa_settings({"kind": "autotask"}), SECRET)
 
     def test_zone_urls_become_the_api_base(self) -> None:
         assert api_base("https://webservices5.autotask.net/atservicesrest/") == \

@@ -10,10 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.env import psa_settings
 from psabill.errors import ConfigError
 from psabill.psa.base import Agreement, Line, PsaAuthError, PsaError, PsaUnreachable
 from psabill.psa.connectwise import ConnectWiseClient, api_base
-from psabill.psa.sandbox import BadRequest, Sandbox, parse_conditions
+from psabill.sandbox.connectwise import Sandbox, parse_conditions
+from psabill.sandbox.server import BadRequest
 
 KEY = "cw-private-key-123"
 
@@ -21,7 +23,7 @@ KEY = "cw-private-key-123"
 def make(sb: Sandbox, **overrides: Any) -> ConnectWiseClient:
     section: Dict[str, Any] = dict(sb.config_section(), max_retries=2, timeout=2)
     section.update(overrides)
-    return ConnectWiseClient(section, sb.private_key, backoff=0.001, max_wait=0.01)
+    return ConnectWiseClient(psa_settings(section), sb.private_key, backoff=0.001, max_wait=0.01)
 
 
 @pytest.fixture
@@ -37,12 +39,12 @@ class TestSetup:
 
     def test_it_names_missing_keys(self) -> None:
         with pytest.raises(ConfigError, match="company, public_key"):
-            ConnectWiseClient({"url": "https://x.test", "client_id": "c"}, KEY)
+            ConnectWiseClient(psa_settings({"url": "https://x.test", "client_id": "c"}), KEY)
 
     def test_it_refuses_plain_http_to_a_remote_host(self) -> None:
         with pytest.raises(PsaError, match="http://psa.example.com/v4_6_release/apis/3.0"):
-            ConnectWiseClient({"url": "http://psa.example.com", "company": "c", "public_key": "p",
-                               "client_id": "i"}, KEY)
+            ConnectWiseClient(psa_settings({"url": "http://psa.example.com", "company": "c", "public_key": "p",
+                               "client_id": "i"}), KEY)
 
     def test_check_reports_the_version(self, sb: Sandbox) -> None:
         assert "v2025.1.sandbox" in make(sb).check()
@@ -60,7 +62,7 @@ class TestSetup:
 class TestAuth:
     def test_a_wrong_private_key_is_an_auth_error_that_never_shows_the_key(self, sb: Sandbox) -> None:
         wrong = "not-the-key-987"
-        client = ConnectWiseClient(sb.config_section(), wrong)
+        client = ConnectWiseClient(psa_settings(sb.config_section()), wrong)
         token = base64.b64encode(f"{sb.company}+{sb.public_key}:{wrong}".encode()).decode()
         with pytest.raises(PsaAuthError) as caught:
             client.check()

@@ -11,7 +11,7 @@ import pytest
 
 from psabill.psa.base import PsaAuthError, PsaError, PsaUnreachable
 from psabill.psa.http import HttpClient, check_url, rebase
-from psabill.psa.sandbox import Sandbox
+from psabill.sandbox.connectwise import Sandbox
 
 SECRET = "s3cret-private-key"
 

@@ -13,15 +13,18 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
-from autotask_standin import AutotaskStandin
-from psabill.config import Config, validate
+from psabill.sandbox.autotask import AutotaskStandin
+from psabill.run import mapping
+from psabill.settings import Settings as Config
+from support.env import settings_for
 from psabill.errors import AbortError, ConfigError
 from psabill.psa.base import PsaClient
 from psabill.psa.factory import make_client
-from psabill.psa.sandbox import LoopbackServer, Request, Sandbox
-from psabill.refresh import refresh
+from psabill.sandbox.connectwise import Sandbox
+from psabill.sandbox.server import LoopbackServer, Request
+from psabill.run.engine import refresh
 from psabill.report import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
-from psabill.secrets import resolve_secret
+from psabill.secrets import resolve
 from psabill.sources import UsageRow
 
 CW_PRODUCTS = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}
@@ -37,8 +40,7 @@ def write_config(tmp_path: Path, psa: Dict[str, Any], products: Dict[str, str],
     if mapping is not None:
         (conf / "mapping.csv").write_text(mapping)
         data["mapping"] = {"file": "mapping.csv"}
-    validate(data, conf / "config.toml")
-    return Config(conf / "config.toml", data)
+    return settings_for(conf / "config.toml", data)
 
 
 def cw_config(tmp_path: Path, sb: Sandbox, mapping: Optional[str] = None, **psa: Any) -> Config:
@@ -62,8 +64,10 @@ class Run:
             self.threads.add(threading.current_thread().name)
             self.recorded.append(item)
 
-        refresh(cfg, client, rows, self.report, dry_run=dry_run, record=record,
-                progress=lambda done, total: self.progress.append((done, total)), concurrency=concurrency)
+        refresh(client, rows, self.report, products=cfg.product_map, pins=mapping.load(cfg.mapping_file),
+                dry_run=dry_run, record=record, url=cfg.psa.url,
+                progress=lambda done, total: self.progress.append((done, total)),
+                concurrency=concurrency or cfg.psa.concurrency)
 
     def by(self, customer: str, sku: str = "LastPass") -> ItemResult:
         return next(i for i in self.report.items if i.customer == customer and i.sku == sku)
@@ -153,7 +157,7 @@ def test_acceptance_every_mapped_quantity_ends_equal_to_its_seat_count(tmp_path:
         rows, failures, mapping = build_book(sb, 300)
         cfg = cw_config(tmp_path, sb, mapping=mapping)
         sb.clear_log()
-        client = make_client(cfg, **FAST)
+        client = make_client(cfg.psa, cfg.path, **FAST)
         run = Run(cfg, client, rows)
 
         report = run.report
@@ -206,7 +210,7 @@ def test_a_rerun_after_the_psa_died_mid_run_finishes_the_job(tmp_path: Path) -> 
         rng = random.Random(1)
         rows = [UsageRow(f"CUST{n:05d}", sku, rng.randint(300, 400)) for n in range(1, 61) for sku in CW_PRODUCTS]
         cfg = cw_config(tmp_path, sb)
-        client = make_client(cfg, **FAST)
+        client = make_client(cfg.psa, cfg.path, **FAST)
         reads = Run(cfg, client, rows, dry_run=True).report.api_requests
         assert sb.counts.get("PATCH finance/agreements/{id}/additions/{id}") is None
 
@@ -218,7 +222,7 @@ def test_a_rerun_after_the_psa_died_mid_run_finishes_the_job(tmp_path: Path) -> 
         assert all(i.hint and ("unreachable" in i.message or "update failed" in i.message) for i in failed)
 
         sb.revive()
-        second = Run(cfg, make_client(cfg, **FAST), rows)
+        second = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), rows)
         assert second.report.count(FAILED) == 0
         assert second.report.count(UPDATED) == len(failed)
         assert second.report.count(UNCHANGED) == first.report.count(UPDATED)
@@ -235,7 +239,7 @@ def test_dry_run_plans_changes_and_writes_nothing(tmp_path: Path) -> None:
                 UsageRow("CUST00003", "LastPass", int(addition(sb, active_agreement(sb, "CUST00003"),
                                                                 "SEATS-STD")[1]["quantity"]))]
         cfg = cw_config(tmp_path, sb)
-        run = Run(cfg, make_client(cfg, **FAST), rows, dry_run=True)
+        run = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), rows, dry_run=True)
         item = run.by("CUST00001")
         assert (item.outcome, item.old, item.new, item.line) == (PLANNED, current, current + 5, str(xid))
         assert run.by("CUST00002").outcome == PLANNED
@@ -248,7 +252,7 @@ def test_writes_run_concurrently_within_the_configured_bound(tmp_path: Path) -> 
     with Sandbox.sample(customers=40, seed=2, latency_ms=15) as sb:
         rows = [UsageRow(f"CUST{n:05d}", "LastPass", 1000 + n) for n in range(1, 41)]
         cfg = cw_config(tmp_path, sb, concurrency=4)
-        run = Run(cfg, make_client(cfg, **FAST), rows)
+        run = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), rows)
         assert run.report.count(UPDATED) == 40
         peak = sb.max_inflight["PATCH finance/agreements/{id}/additions/{id}"]
         assert 2 <= peak <= 4
@@ -269,7 +273,7 @@ class TestMapping:
         other = sandbox.add_company("Acme Corporation", "Acme Corporation")  # what the name alone would pick
         sandbox.add_addition(sandbox.add_agreement(other), "SEATS-STD", 1)
         cfg = cw_config(tmp_path, sandbox, mapping="customer,psa_company,agreement\nacme corporation,ACME,backup\n")
-        run = Run(cfg, make_client(cfg, **FAST), [UsageRow("Acme Corporation", "LastPass", 8, "ignored")])
+        run = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [UsageRow("Acme Corporation", "LastPass", 8, "ignored")])
         item = run.by("Acme Corporation")
         assert (item.outcome, item.psa_company, item.agreement, item.line) == (UPDATED, "ACME", str(backup),
                                                                                 str(target))
@@ -279,14 +283,14 @@ class TestMapping:
         cfg = cw_config(tmp_path, sandbox, mapping="customer,psa_company\nAcme,ACME\nACME,OTHER\n")
         with pytest.raises(AbortError, match=r"mapping file .*mapping.csv line 3: customer 'ACME' is already "
                                              r"mapped on line 2$"):
-            Run(cfg, make_client(cfg, **FAST), [UsageRow("Acme", "LastPass", 1)])
+            Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [UsageRow("Acme", "LastPass", 1)])
         assert sandbox.total == 0
 
     def test_a_pinned_agreement_that_is_not_active_fails_with_a_hint(self, tmp_path: Path, sandbox: Sandbox) -> None:
         acme = sandbox.add_company("ACME", "Acme")
         sandbox.add_addition(sandbox.add_agreement(acme), "SEATS-STD", 1)
         cfg = cw_config(tmp_path, sandbox, mapping="customer,psa_company,agreement\nAcme,ACME,999\n")
-        item = Run(cfg, make_client(cfg, **FAST), [UsageRow("Acme", "LastPass", 2)]).by("Acme")
+        item = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [UsageRow("Acme", "LastPass", 2)]).by("Acme")
         assert item.outcome == FAILED
         assert item.message == "pinned agreement '999' is not an active agreement of ACME"
         assert "mapping file" in item.hint
@@ -295,7 +299,7 @@ class TestMapping:
         for ident in ("ACME1", "ACME2"):
             sandbox.add_addition(sandbox.add_agreement(sandbox.add_company(ident, "Acme")), "SEATS-STD", 1)
         cfg = cw_config(tmp_path, sandbox)
-        item = Run(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "LastPass", 2)]).by("ACME")
+        item = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [UsageRow("ACME", "LastPass", 2)]).by("ACME")
         assert item.outcome == FAILED and item.message.startswith("2 ConnectWise companies match 'ACME': ACME1")
         assert "pin" in item.hint
 
@@ -304,7 +308,7 @@ class TestMapping:
         acme = sandbox.add_company("ACME", "Acme")
         sandbox.add_addition(sandbox.add_agreement(acme), "SEATS-STD", 1)
         cfg = cw_config(tmp_path, sandbox)
-        run = Run(cfg, make_client(cfg, **FAST), [UsageRow("Acme", "LastPass", 2),
+        run = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [UsageRow("Acme", "LastPass", 2),
                                                   UsageRow("Acme East", "LastPass", 3, "ACME")])
         assert run.outcomes() == {FAILED: 2}
         assert "is the target of 2 rows (Acme/LastPass, Acme East/LastPass)" in run.by("Acme East").message
@@ -314,13 +318,13 @@ class TestMapping:
         acme = sandbox.add_company("ACME", "Acme")
         sandbox.add_addition(sandbox.add_agreement(acme), "SEATS-STD", 1)
         cfg = cw_config(tmp_path, sandbox)
-        run = Run(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "Legacy", 2), UsageRow("ACME", "LastPass", 2)])
+        run = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [UsageRow("ACME", "Legacy", 2), UsageRow("ACME", "LastPass", 2)])
         assert run.by("ACME", "Legacy").message == "SKU 'Legacy' is not mapped in [products]"
         assert run.by("ACME").outcome == UPDATED
 
     def test_no_rows_means_no_requests(self, tmp_path: Path, sandbox: Sandbox) -> None:
         cfg = cw_config(tmp_path, sandbox)
-        run = Run(cfg, make_client(cfg, **FAST), [])
+        run = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [])
         assert run.report.items == [] and sandbox.total == 0
 
 
@@ -335,8 +339,8 @@ class TestApiErrors:
         recorded: List[ItemResult] = []
         report = RunReport(trigger="manual", started_at=datetime.now(timezone.utc))
         with pytest.raises(AbortError) as info:
-            refresh(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "LastPass", 1)], report,
-                    dry_run=False, record=recorded.append)
+            refresh(make_client(cfg.psa, cfg.path, **FAST), [UsageRow("ACME", "LastPass", 1)], report,
+                    products=cfg.product_map, pins={}, url=cfg.psa.url, dry_run=False, record=recorded.append)
         message = info.value.message
         assert message.startswith(f"ConnectWise at {sandbox.url} refused the credentials; nothing was written")
         assert "sandbox-private" not in message and "rotated-key" not in message
@@ -348,20 +352,20 @@ class TestApiErrors:
         cfg = cw_config(tmp_path, sb)
         sb.stop()
         with pytest.raises(AbortError, match=rf"^ConnectWise at {url} is unreachable; nothing was written: "):
-            Run(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "LastPass", 1)])
+            Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [UsageRow("ACME", "LastPass", 1)])
 
     def test_a_failing_company_list_aborts(self, tmp_path: Path, sandbox: Sandbox) -> None:
         cfg = cw_config(tmp_path, sandbox)
         sandbox.fail(400, endpoint="company/companies")
         with pytest.raises(AbortError, match=r"failed while reading companies and agreements; nothing was written"):
-            Run(cfg, make_client(cfg, **FAST), [UsageRow("ACME", "LastPass", 1)])
+            Run(cfg, make_client(cfg.psa, cfg.path, **FAST), [UsageRow("ACME", "LastPass", 1)])
 
     def test_an_unreadable_agreement_fails_only_its_customers(self, tmp_path: Path) -> None:
         with Sandbox.sample(customers=5) as sb:
             cfg = cw_config(tmp_path, sb)
             sb.fail(400, endpoint="additions", method="GET")
             rows = [UsageRow(f"CUST{n:05d}", "LastPass", 999) for n in range(1, 6)]
-            run = Run(cfg, make_client(cfg, **FAST), rows, concurrency=1)
+            run = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), rows, concurrency=1)
             assert run.outcomes() == {FAILED: 1, UPDATED: 4}
             failed = next(i for i in run.report.items if i.outcome == FAILED)
             assert failed.message.startswith(f"reading additions of agreement #{failed.agreement} failed: GET ")
@@ -372,7 +376,7 @@ class TestApiErrors:
             cfg = cw_config(tmp_path, sb)
             sb.fail(400, method="PATCH", body={"code": "InvalidObject", "message": "Addition is locked"})
             rows = [UsageRow(f"CUST{n:05d}", "LastPass", 999) for n in range(1, 7)]
-            run = Run(cfg, make_client(cfg, **FAST), rows)
+            run = Run(cfg, make_client(cfg.psa, cfg.path, **FAST), rows)
             assert run.outcomes() == {FAILED: 1, UPDATED: 5}
             failed = next(i for i in run.report.items if i.outcome == FAILED)
             assert "HTTP 400" in failed.message and "Addition is locked" in failed.message
@@ -392,7 +396,7 @@ def at_config(tmp_path: Path, standin: AutotaskStandin, monkeypatch: pytest.Monk
 
 
 def at_client(cfg: Config, standin: AutotaskStandin) -> PsaClient:
-    return make_client(cfg, zone_lookup=standin.url, today=lambda: TODAY, **FAST)
+    return make_client(cfg.psa, cfg.path, zone_lookup=standin.url, today=lambda: TODAY, **FAST)
 
 
 def at_book(standin: AutotaskStandin, customers: int) -> Tuple[List[UsageRow], Dict[str, int]]:
@@ -461,7 +465,7 @@ def test_autotask_request_budget_too_small_aborts_before_any_write(tmp_path: Pat
     with AutotaskStandin(today=TODAY) as standin:
         rows, _ = at_book(standin, 6)
         cfg = at_config(tmp_path, standin, monkeypatch)
-        client = make_client(cfg, zone_lookup=standin.url, today=lambda: TODAY, request_budget=16, **FAST)
+        client = make_client(cfg.psa, cfg.path, zone_lookup=standin.url, today=lambda: TODAY, request_budget=16, **FAST)
         with pytest.raises(AbortError, match=r"^Autotask: this run needs about \d+ more Autotask requests"):
             Run(cfg, client, rows)
         assert standin.adjustments == []
@@ -496,17 +500,17 @@ def test_autotask_unreachable_zone_lookup_aborts_naming_the_url(tmp_path: Path,
 
 
 class TestSecrets:
-    def cfg(self, tmp_path: Path, psa: Dict[str, Any]) -> Config:
-        return Config(tmp_path / "config.toml", {"psa": psa})
+    def secret(self, tmp_path: Path, psa: Dict[str, Any]) -> str:
+        return resolve(settings_for(tmp_path / "config.toml", {"psa": {"kind": "autotask", **psa}}).psa.credential)
 
     def test_literal_env_and_file_forms(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        assert resolve_secret(self.cfg(tmp_path, {"secret": "s3cret"}), "psa", "secret") == "s3cret"
+        assert self.secret(tmp_path, {"secret": "s3cret"}) == "s3cret"
         monkeypatch.setenv("AT_SECRET", "from-env")
-        assert resolve_secret(self.cfg(tmp_path, {"secret_env": "AT_SECRET"}), "psa", "secret") == "from-env"
+        assert self.secret(tmp_path, {"secret_env": "AT_SECRET"}) == "from-env"
         (tmp_path / "keys").mkdir()
         (tmp_path / "keys" / "at").write_text("from-file\r\n")
-        assert resolve_secret(self.cfg(tmp_path, {"secret_file": "keys/at"}), "psa", "secret") == "from-file"
-        assert resolve_secret(self.cfg(tmp_path, {}), "psa", "secret", required=False) is None
+        assert self.secret(tmp_path, {"secret_file": "keys/at"}) == "from-file"
+        assert not settings_for(tmp_path / "config.toml", {"psa": {"kind": "autotask"}}).psa.credential.configured
 
     @pytest.mark.parametrize("psa, expected", [
         ({"secret": "hunter22", "secret_env": "X"}, r"sets secret and secret_env: keep only one"),
@@ -516,21 +520,21 @@ class TestSecrets:
     ])
     def test_errors_name_the_key_never_the_value(self, tmp_path: Path, psa: Dict[str, Any], expected: str) -> None:
         with pytest.raises(ConfigError, match=expected) as info:
-            resolve_secret(self.cfg(tmp_path, psa), "psa", "secret")
+            self.secret(tmp_path, psa)
         assert "hunter22" not in info.value.message
 
     def test_an_empty_file_is_refused(self, tmp_path: Path) -> None:
         (tmp_path / "empty.key").write_text("\n")
         with pytest.raises(ConfigError, match=r"secret_file: .*empty.key is empty$"):
-            resolve_secret(self.cfg(tmp_path, {"secret_file": "empty.key"}), "psa", "secret")
+            self.secret(tmp_path, {"secret_file": "empty.key"})
 
 
 def test_the_factory_needs_a_kind_and_a_credential(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[psa\] kind is not set"):
-        make_client(Config(tmp_path / "c.toml", {"psa": {"url": "https://x"}}))
+        make_client(settings_for(tmp_path / "c.toml", {"psa": {"url": "https://x"}}).psa, tmp_path / "c.toml")
     with pytest.raises(ConfigError, match=r"needs private_key_env, private_key_file or private_key"):
-        make_client(Config(tmp_path / "c.toml", {"psa": {"kind": "connectwise", "url": "https://x"}}))
+        make_client(settings_for(tmp_path / "c.toml", {"psa": {"kind": "connectwise", "url": "https://x"}}).psa, tmp_path / "c.toml")
     with pytest.raises(ConfigError, match=r"refusing plain-HTTP PSA URL http://psa.example.com"):
-        make_client(Config(tmp_path / "c.toml", {"psa": {"kind": "autotask", "url": "http://psa.example.com",
-                                                         "username": "u", "integration_code": "c",
-                                                         "secret": "s"}}))
+        make_client(settings_for(tmp_path / "c.toml", {"psa": {"kind": "autotask", "url": "http://psa.example.com",
+                                                                "username": "u", "integration_code": "c",
+                                                                "secret": "s"}}).psa, tmp_path / "c.toml")

@@ -13,8 +13,8 @@ import json
 import os
 from email import policy
 
-from conftest import ADDRESSES, SCHEDULED_NOW, Env, Sink, configure, free_port, last_line
-from psabill.psa.sandbox import Sandbox
+from support.env import ADDRESSES, SCHEDULED_NOW, Env, Sink, configure, free_port, last_line
+from psabill.sandbox.connectwise import Sandbox
 
 def test_a_scheduled_run_updates_the_psa_and_mails_both_addresses(env: Env, sandbox: Sandbox) -> None:
     from aiosmtpd.controller import Controller

@@ -34,7 +34,7 @@ from psabill.schedule import (
     parse_weekday,
 )
 
-from zones import TWO_YEARS, UTC, nows, occurrences_between, schedules, utc
+from support.zones import TWO_YEARS, UTC, nows, occurrences_between, schedules, utc
 
 NEW_YORK = ZoneInfo("America/New_York")
 AUCKLAND = ZoneInfo("Pacific/Auckland")

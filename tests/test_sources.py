@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psabill import sources
-from psabill.config import Config, validate
+from psabill.settings import Settings as Config
+from support.env import read_source, settings_for
 from psabill.errors import AbortError, ConfigError
 from psabill.sources import UsageRow
 
@@ -29,8 +30,7 @@ def make_cfg(tmp_path: Path, source: Dict[str, Any], products: Optional[Dict[str
     data = {"source": source, "products": PRODUCTS if products is None else products}
     path = tmp_path / "conf" / "config.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    validate(data, path)  # the keys these tests use must be real config keys
-    return Config(path, data)
+    return settings_for(path, data)
 
 
 def csv_cfg(tmp_path: Path, content: bytes, name: str = "usage.csv") -> Config:
@@ -42,7 +42,7 @@ def csv_cfg(tmp_path: Path, content: bytes, name: str = "usage.csv") -> Config:
 def abort_message(tmp_path: Path, content: bytes) -> str:
     cfg = csv_cfg(tmp_path, content)
     with pytest.raises(AbortError) as info:
-        sources.read(cfg)
+        read_source(cfg)
     message = info.value.message
     assert "\n" not in message
     return message.replace(str(cfg.path.parent / "usage.csv"), "FILE")
@@ -52,24 +52,24 @@ class TestCsv:
     def test_it_reads_rows_with_and_without_psa_company(self, tmp_path: Path) -> None:
         cfg = csv_cfg(tmp_path, b"customer,sku,seats,psa_company\nAcme,LastPass,12,ACME\n"
                                 b"Globex,LastPass+MFA,0,\n")
-        assert sources.read(cfg) == [UsageRow("Acme", "LastPass", 12, "ACME"),
+        assert read_source(cfg) == [UsageRow("Acme", "LastPass", 12, "ACME"),
                                      UsageRow("Globex", "LastPass+MFA", 0, None)]
 
     def test_it_ignores_extra_columns_header_case_blank_lines_and_padding(self, tmp_path: Path) -> None:
         cfg = csv_cfg(tmp_path, b"Notes, SKU ,Customer,SEATS\nx, LastPass , Acme Inc ,  007 \n\n,LastPass,Globex,+3\n")
-        assert sources.read(cfg) == [UsageRow("Acme Inc", "LastPass", 7), UsageRow("Globex", "LastPass", 3)]
+        assert read_source(cfg) == [UsageRow("Acme Inc", "LastPass", 7), UsageRow("Globex", "LastPass", 3)]
 
     def test_a_quoted_field_may_hold_a_comma(self, tmp_path: Path) -> None:
         cfg = csv_cfg(tmp_path, b'customer,sku,seats\n"Smith, Jones & Co",LastPass,4\n')
-        assert sources.read(cfg) == [UsageRow("Smith, Jones & Co", "LastPass", 4)]
+        assert read_source(cfg) == [UsageRow("Smith, Jones & Co", "LastPass", 4)]
 
     def test_the_path_is_relative_to_the_config_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         cfg = csv_cfg(tmp_path, b"customer,sku,seats\nAcme,LastPass,1\n", name="data.csv")
         monkeypatch.chdir(tmp_path)  # not the config dir
-        assert len(sources.read(cfg)) == 1
+        assert len(read_source(cfg)) == 1
 
     def test_a_header_only_file_has_no_rows(self, tmp_path: Path) -> None:
-        assert sources.read(csv_cfg(tmp_path, b"customer,sku,seats\n")) == []
+        assert read_source(csv_cfg(tmp_path, b"customer,sku,seats\n")) == []
 
     @pytest.mark.parametrize("content, expected", [
         pytest.param(b"\xef\xbb\xbfcustomer,sku,seats\nAcme,LastPass,1\n",
@@ -121,32 +121,32 @@ class TestCsv:
     def test_a_missing_file_is_named(self, tmp_path: Path) -> None:
         cfg = make_cfg(tmp_path, {"kind": "csv", "path": "nope.csv"})
         with pytest.raises(AbortError, match=r"^usage source .*/conf/nope.csv not found$"):
-            sources.read(cfg)
+            read_source(cfg)
 
     def test_a_file_over_the_cap_is_refused_without_reading_it_all(self, tmp_path: Path) -> None:
         cfg = make_cfg(tmp_path, {"kind": "csv", "path": "big.csv"})
         with open(cfg.path.parent / "big.csv", "wb") as handle:
             handle.truncate(sources.MAX_BYTES + 1)  # sparse: costs no disk
         with pytest.raises(AbortError, match=r"big.csv is over the 50 MB limit$"):
-            sources.read(cfg)
+            read_source(cfg)
 
     def test_a_huge_file_parses_in_bounded_time(self, tmp_path: Path) -> None:
         lines = ["customer,sku,seats"] + [f"Customer {n},{'LastPass' if n % 2 else 'LastPass+MFA'},{n % 500}"
                                           for n in range(200_000)]
         cfg = csv_cfg(tmp_path, ("\n".join(lines) + "\n").encode())
         started = time.monotonic()
-        rows = sources.read(cfg)
+        rows = read_source(cfg)
         assert time.monotonic() - started < 10
         assert len(rows) == 200_000
         assert rows[-1] == UsageRow("Customer 199999", "LastPass", 199_999 % 500)
 
     def test_config_gaps_are_config_errors(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"\[source\] kind is not set"):
-            sources.read(make_cfg(tmp_path, {}))
+            read_source(make_cfg(tmp_path, {}))
         with pytest.raises(ConfigError, match=r"\[products\] is empty"):
-            sources.read(make_cfg(tmp_path, {"kind": "csv", "path": "x.csv"}, products={}))
+            read_source(make_cfg(tmp_path, {"kind": "csv", "path": "x.csv"}, products={}))
         with pytest.raises(ConfigError, match=r"needs path"):
-            sources.read(make_cfg(tmp_path, {"kind": "csv"}))
+            read_source(make_cfg(tmp_path, {"kind": "csv"}))
 
 
 class TestJson:
@@ -160,11 +160,11 @@ class TestJson:
         cfg = self.json_cfg(tmp_path, [{"customer": "Acme", "sku": "LastPass", "seats": 5},
                                        {"customer": "Globex", "sku": "LastPass", "seats": "6",
                                         "psa_company": "GLOBEX", "note": "ignored"}])
-        assert sources.read(cfg) == [UsageRow("Acme", "LastPass", 5), UsageRow("Globex", "LastPass", 6, "GLOBEX")]
+        assert read_source(cfg) == [UsageRow("Acme", "LastPass", 5), UsageRow("Globex", "LastPass", 6, "GLOBEX")]
 
     def test_crlf_whitespace_is_harmless_in_json(self, tmp_path: Path) -> None:
         cfg = self.json_cfg(tmp_path, b'[\r\n {"customer": "Acme", "sku": "LastPass", "seats": 1}\r\n]\r\n')
-        assert sources.read(cfg) == [UsageRow("Acme", "LastPass", 1)]
+        assert read_source(cfg) == [UsageRow("Acme", "LastPass", 1)]
 
     @pytest.mark.parametrize("document, expected", [
         pytest.param({"customer": "Acme"}, "expected a JSON list of {customer, sku, seats} objects", id="object"),
@@ -184,7 +184,7 @@ class TestJson:
     ])
     def test_it_refuses_bad_json_naming_the_item(self, tmp_path: Path, document: Any, expected: str) -> None:
         with pytest.raises(AbortError) as info:
-            sources.read(self.json_cfg(tmp_path, document))
+            read_source(self.json_cfg(tmp_path, document))
         assert expected in info.value.message
 
 
@@ -198,35 +198,35 @@ class TestCommand:
 
     def test_csv_output_is_sniffed(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, py("print('customer,sku,seats'); print('Acme,LastPass,3')"))
-        assert sources.read(cfg) == [UsageRow("Acme", "LastPass", 3)]
+        assert read_source(cfg) == [UsageRow("Acme", "LastPass", 3)]
 
     def test_json_output_is_sniffed(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, py("import json; print(json.dumps([dict(customer='A', sku='LastPass', seats=2)]))"))
-        assert sources.read(cfg) == [UsageRow("A", "LastPass", 2)]
+        assert read_source(cfg) == [UsageRow("A", "LastPass", 2)]
 
     def test_format_overrides_the_sniff(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, py("print('[')"), format="csv")
         with pytest.raises(AbortError, match=r"header lacks column\(s\) customer, sku, seats"):
-            sources.read(cfg)
+            read_source(cfg)
 
     def test_it_runs_in_the_config_directory_without_a_shell(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, py("import os,sys; print('customer,sku,seats'); "
                                         "print(os.path.basename(os.getcwd()) + ',LastPass,' + str(len(sys.argv)))")
                            + ["$HOME;", "|"])
-        assert sources.read(cfg) == [UsageRow("conf", "LastPass", 3)]
+        assert read_source(cfg) == [UsageRow("conf", "LastPass", 3)]
 
     def test_a_failing_command_names_its_status_and_first_stderr_line(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, py("import sys; sys.stderr.write('\\n  login failed: token expired\\nmore\\n');"
                                         " sys.exit(3)"))
         with pytest.raises(AbortError) as info:
-            sources.read(cfg)
+            read_source(cfg)
         assert info.value.message.endswith("exited with status 3: 'login failed: token expired'")
 
     def test_a_hanging_command_times_out(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, py("import time; time.sleep(30)"), timeout=0.5)
         started = time.monotonic()
         with pytest.raises(AbortError, match=r"timed out after 0.5 s$"):
-            sources.read(cfg)
+            read_source(cfg)
         assert time.monotonic() - started < 5
 
     def test_a_background_child_holding_stdout_cannot_hang_the_run(self, tmp_path: Path) -> None:
@@ -235,26 +235,26 @@ class TestCommand:
         cfg = self.cmd_cfg(tmp_path, py(code), timeout=1)
         started = time.monotonic()
         with pytest.raises(AbortError, match=r"timed out after 1 s$"):
-            sources.read(cfg)
+            read_source(cfg)
         assert time.monotonic() - started < 6
 
     def test_a_missing_command_is_named(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, ["/nonexistent/export-seats", "--all"])
         with pytest.raises(AbortError, match=r"^source command '/nonexistent/export-seats --all' not found$"):
-            sources.read(cfg)
+            read_source(cfg)
 
     def test_runaway_output_is_capped(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(sources, "MAX_BYTES", 1024 * 1024)
         cfg = self.cmd_cfg(tmp_path, py("import sys\nwhile True: sys.stdout.write('x' * 65536)"), timeout=20)
         started = time.monotonic()
         with pytest.raises(AbortError, match=r"wrote over the 1 MB limit$"):
-            sources.read(cfg)
+            read_source(cfg)
         assert time.monotonic() - started < 10
 
     def test_bad_output_is_reported_like_a_bad_file(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, py("print('customer,sku,seats'); print('Acme,LastPass,-1')"))
         with pytest.raises(AbortError, match=r"^output of source command .* line 2: seats '-1' is negative$"):
-            sources.read(cfg)
+            read_source(cfg)
 
 
 class TestFuzz:
@@ -286,7 +286,7 @@ class TestFuzz:
 
 
 def test_reading_a_source_does_not_import_httpx() -> None:
-    code = "import sys, psabill.sources, psabill.refresh; print('httpx' in sys.modules)"
+    code = "import sys, psabill.sources, psabill.run.engine, psabill.run.mapping; print('httpx' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     import subprocess
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Env
+from support.env import Env
 
 SAVED = "2026-11-26T12:00:00+00:00"
 

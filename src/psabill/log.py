@@ -8,34 +8,27 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+from pathlib import Path
 
-from psabill.context import Context
+from psabill.errors import StateError
+from psabill.fsutil import make_private_dir
 
 NAME = "psabill"
-LOG_FILE = "psabill.log"
 
 
-def setup(ctx: Context) -> logging.Logger:
+def setup(target: Path, *, verbose: bool = False, max_bytes: int = 1_000_000, backups: int = 5) -> logging.Logger:
+    """The psabill logger, writing to ``target`` (and stderr when ``verbose``)."""
     logger = logging.getLogger(NAME)
-    target = ctx.state_dir / LOG_FILE
     if getattr(logger, "_psabill_target", None) == target:
         return logger
     for old in list(logger.handlers):  # a new state dir (tests, or the demo) gets its own log
         logger.removeHandler(old)
         old.close()
-    from psabill.config import load
-
-    cfg = load(ctx.config_path, check_addresses=False)
-    ctx.state().ensure_dir()
-    handler = logging.handlers.RotatingFileHandler(
-        target,
-        maxBytes=int(cfg.get("log.max_bytes", 1_000_000)),
-        backupCount=int(cfg.get("log.backups", 5)),
-        encoding="utf-8",
-    )
+    make_private_dir(target.parent, StateError, "state dir")
+    handler = logging.handlers.RotatingFileHandler(target, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
-    if ctx.verbose:
+    if verbose:
         echo = logging.StreamHandler()
         echo.setFormatter(logging.Formatter("psabill: %(message)s"))
         logger.addHandler(echo)

@@ -11,60 +11,41 @@ value, so they are safe to print, log and email.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
-from psabill.config import Config
 from psabill.errors import ConfigError
+from psabill.fsutil import read_capped
+from psabill.settings import SecretRef
 
 MAX_SECRET_BYTES = 64 * 1024
 
 
-def resolve_secret(cfg: Config, section: str, key: str, *, required: bool = True) -> Optional[str]:
-    """The credential ``section.key`` (section may be dotted: ``notify.smtp``).
-
-    Returns None only when nothing is configured and ``required`` is False.
-    """
-    table = cfg.get(section, {})
-    if not isinstance(table, dict):
-        table = {}
-    where = f"{cfg.path}: [{section}]"
-    given = [name for name in (key, f"{key}_env", f"{key}_file") if table.get(name) not in (None, "")]
-    if len(given) > 1:
-        raise ConfigError(f"{where} sets {' and '.join(given)}: keep only one")
-    if not given:
-        if required:
-            raise ConfigError(f"{where} needs {key}_env, {key}_file or {key}")
-        return None
-    chosen = given[0]
-    if chosen == key:
-        return str(table[key])
-    if chosen.endswith("_env"):
-        var = str(table[chosen])
-        value = os.environ.get(var)
+def resolve(ref: SecretRef) -> str:
+    """The credential ``ref`` points at, or a ConfigError naming where it should be."""
+    where = ref.where
+    if ref.conflict:
+        raise ConfigError(f"{where} sets {' and '.join(ref.conflict)}: keep only one")
+    if ref.literal is not None:
+        return ref.literal
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
         if not value:
-            raise ConfigError(f"{where} {chosen} names ${var}, which is {'empty' if value == '' else 'not set'}")
+            raise ConfigError(f"{where} {ref.key}_env names ${ref.env}, which is "
+                              f"{'empty' if value == '' else 'not set'}")
         return value
-    path = cfg.resolve_relative(str(table[chosen]))
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_SECRET_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{where} {chosen}: {path} not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{where} {chosen}: {path} is a directory") from None
-    except OSError as exc:
-        raise ConfigError(f"{where} {chosen}: cannot read {path}: {exc.strerror}") from None
-    if len(raw) > MAX_SECRET_BYTES:
-        raise ConfigError(f"{where} {chosen}: {path} is too large to be a credential")
+    if ref.file is None:
+        raise ConfigError(f"{where} needs {ref.key}_env, {ref.key}_file or {ref.key}")
+    chosen = f"{ref.key}_file"
+    raw = read_capped(ref.file, MAX_SECRET_BYTES, error=ConfigError, what=f"{where} {chosen}:",
+                      describe_limit=lambda _limit: "64 KiB credential")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{where} {chosen}: {path} is not UTF-8 text") from None
+        raise ConfigError(f"{where} {chosen}: {ref.file} is not UTF-8 text") from None
     # Editors and `echo secret > file` add one trailing newline; the secret
     # itself never ends in one.
     value = text.rstrip("\r\n")
     if not value:
-        raise ConfigError(f"{where} {chosen}: {path} is empty")
+        raise ConfigError(f"{where} {chosen}: {ref.file} is empty")
     if "\n" in value or "\r" in value:
-        raise ConfigError(f"{where} {chosen}: {path} holds more than one line")
+        raise ConfigError(f"{where} {chosen}: {ref.file} holds more than one line")
     return value

@@ -32,12 +32,12 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from psabill.config import Config
+from psabill import fsutil
+from psabill.settings import SourceSettings
 from psabill.errors import AbortError, ConfigError
 
 MAX_BYTES = 50 * 1024 * 1024
 MAX_SEATS = 1_000_000_000
-DEFAULT_TIMEOUT = 120.0
 REQUIRED_COLUMNS = ("customer", "sku", "seats")
 OPTIONAL_COLUMNS = ("psa_company",)
 
@@ -55,46 +55,30 @@ class UsageRow(NamedTuple):
     psa_company: Optional[str] = None
 
 
-def read(cfg: Config) -> List[UsageRow]:
+def read(source: SourceSettings, skus: Collection[str], config_path: Path) -> List[UsageRow]:
     """Read the configured source; every row is valid, or AbortError is raised."""
-    source = cfg.section("source")
-    kind = source.get("kind")
-    skus = set(cfg.section("products"))
+    kind = source.kind
     if not kind:
-        raise ConfigError(f"{cfg.path}: [source] kind is not set (csv, json or command)")
+        raise ConfigError(f"{config_path}: [source] kind is not set (csv, json or command)")
     if not skus:
-        raise ConfigError(f"{cfg.path}: [products] is empty: map each SKU to a PSA product")
+        raise ConfigError(f"{config_path}: [products] is empty: map each SKU to a PSA product")
     if kind == "command":
-        argv = source.get("command")
+        argv = list(source.command)
         if not argv:
-            raise ConfigError(f"{cfg.path}: [source] kind = \"command\" needs command = [...]")
-        timeout = float(source.get("timeout", DEFAULT_TIMEOUT))
-        data = run_command(argv, cwd=cfg.path.parent, timeout=timeout)
+            raise ConfigError(f"{config_path}: [source] kind = \"command\" needs command = [...]")
+        data = run_command(argv, cwd=source.workdir, timeout=source.timeout)
         origin = f"output of source command {_show_argv(argv)}"
-        return parse(data, fmt=source.get("format"), origin=origin, skus=skus)
-    path_value = source.get("path")
-    if not path_value:
-        raise ConfigError(f"{cfg.path}: [source] kind = \"{kind}\" needs path = \"...\"")
-    path = cfg.resolve_relative(path_value)
+        return parse(data, fmt=source.format, origin=origin, skus=skus)
+    path = source.path
+    if path is None:
+        raise ConfigError(f"{config_path}: [source] kind = \"{kind}\" needs path = \"...\"")
     return parse(read_capped(path, what="usage source"), fmt=kind, origin=f"usage source {path}", skus=skus)
 
 
 def read_capped(path: Path, *, what: str) -> bytes:
     """The file's bytes, refusing a missing file or one over :data:`MAX_BYTES`."""
-    try:
-        with open(path, "rb") as handle:
-            # Reading one byte past the cap tells "exactly at" from "over" without
-            # trusting st_size (a FIFO or a growing file has none worth trusting).
-            data = handle.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise AbortError(f"{what} {path} not found") from None
-    except IsADirectoryError:
-        raise AbortError(f"{what} {path} is a directory, not a file") from None
-    except OSError as exc:
-        raise AbortError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > MAX_BYTES:
-        raise AbortError(f"{what} {path} is over the {MAX_BYTES // (1024 * 1024)} MB limit")
-    return data
+    return fsutil.read_capped(path, MAX_BYTES, error=AbortError, what=what,
+                              describe_limit=lambda limit: f"{limit // (1024 * 1024)} MB")
 
 
 def parse(data: bytes, *, fmt: Optional[str], origin: str, skus: Collection[str]) -> List[UsageRow]:

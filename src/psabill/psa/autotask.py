@@ -30,7 +30,8 @@ from datetime import date
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from psabill.errors import ConfigError
-from psabill.psa.base import Agreement, Company, Line, PsaError, PsaUnreachable
+from psabill.settings import PsaSettings
+from psabill.psa.base import AUTOTASK_TERMS, Agreement, Company, Line, PsaError, PsaUnreachable
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, origin, rebase, whole
 
 ZONE_LOOKUP = "https://webservices.autotask.net"
@@ -58,10 +59,13 @@ def api_base(url: str) -> str:
 
 class AutotaskClient:
     kind = "autotask"
+    terms = AUTOTASK_TERMS
+    bulk_lines = True
+    budgeted = True
 
     def __init__(
         self,
-        config_section: Mapping[str, Any],
+        settings: PsaSettings,
         secret: str,
         *,
         zone_lookup: str = ZONE_LOOKUP,
@@ -70,19 +74,19 @@ class AutotaskClient:
         backoff: float = 0.5,
         max_wait: float = 60.0,
     ) -> None:
-        missing = [k for k in ("username", "integration_code") if not config_section.get(k)]
+        missing = [k for k in ("username", "integration_code") if not getattr(settings, k)]
         if missing:
             raise ConfigError(f"[psa] kind = \"autotask\" needs {', '.join(missing)}")
         if not secret:
             raise ConfigError("[psa] the Autotask secret is empty")
-        self.username = str(config_section["username"])
+        self.username = str(settings.username)
         self._zone_lookup = zone_lookup.rstrip("/")
-        self._base: Optional[str] = api_base(str(config_section["url"])) if config_section.get("url") else None
+        self._base: Optional[str] = api_base(settings.url) if settings.url else None
         if self._base:
             check_url(self._base)
         self._base_lock = threading.Lock()
         self._today = today or _utc_today
-        integration_code = str(config_section["integration_code"])
+        integration_code = str(settings.integration_code)
         self.http = HttpClient(
             headers={
                 "ApiIntegrationCode": integration_code,
@@ -92,10 +96,10 @@ class AutotaskClient:
                 "Accept": "application/json",
             },
             secrets=[secret, integration_code],
-            timeout=float(config_section.get("timeout", 30)),
-            max_retries=int(config_section.get("max_retries", 5)),
-            ca_file=config_section.get("ca_file"),
-            concurrency=int(config_section.get("concurrency", 8)),
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+            ca_file=str(settings.ca_file) if settings.ca_file else None,
+            concurrency=settings.concurrency,
             per_endpoint=PER_ENDPOINT,
             max_requests=request_budget,
             backoff=backoff,

@@ -9,7 +9,7 @@ contract services with their current units); and it sets one line's quantity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Protocol, Sequence
+from typing import Dict, List, Protocol, Sequence
 
 
 class PsaError(Exception):
@@ -22,6 +22,19 @@ class PsaAuthError(PsaError):
 
 class PsaUnreachable(PsaError):
     """The PSA could not be reached at all (connection refused, DNS, TLS, timeouts)."""
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a PSA calls things, for messages: ("ConnectWise", "agreement", "addition")."""
+
+    psa: str
+    agreement: str
+    line: str
+
+
+CONNECTWISE_TERMS = Terms("ConnectWise", "agreement", "addition")
+AUTOTASK_TERMS = Terms("Autotask", "contract", "contract service")
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,10 @@ class Line:
 
 class PsaClient(Protocol):
     kind: str  # "connectwise" | "autotask"
+    terms: Terms
+    # Optional capabilities, declared rather than probed:
+    bulk_lines: bool  # offers lines_for(), reading many agreements' lines in few requests
+    budgeted: bool  # requests come out of a shared allowance: check() learns it, ensure_budget() guards it
 
     @property
     def request_count(self) -> int: ...
@@ -67,12 +84,13 @@ class PsaClient(Protocol):
         """Active, non-cancelled agreements/contracts of these companies."""
 
     def lines(self, agreement: Agreement) -> List[Line]:
-        """The billable lines on one agreement, with current quantities.
+        """The billable lines on one agreement, with current quantities."""
 
-        A client whose API can list lines across agreements (Autotask) also
-        offers ``lines_for(agreements) -> {agreement id: [Line]}``, which the
-        engine prefers; ConnectWise has no cross-agreement additions endpoint.
-        """
+    def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
+        """Lines of many agreements at once (only when ``bulk_lines``)."""
+
+    def ensure_budget(self, planned: int) -> None:
+        """Raise PsaError if ``planned`` more requests would overrun the allowance (only when ``budgeted``)."""
 
     def set_quantity(self, line: Line, quantity: int) -> int:
         """Make the line's quantity ``quantity``; return the quantity found just before.

@@ -18,7 +18,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
 from psabill.errors import ConfigError
-from psabill.psa.base import Agreement, Company, Line, PsaError
+from psabill.settings import PsaSettings
+from psabill.psa.base import CONNECTWISE_TERMS, Agreement, Company, Line, PsaError
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, rebase, whole
 
 API_PATH = "/v4_6_release/apis/3.0"
@@ -41,38 +42,41 @@ def api_base(url: str) -> str:
 
 class ConnectWiseClient:
     kind = "connectwise"
+    terms = CONNECTWISE_TERMS
+    bulk_lines = False  # no cross-agreement additions endpoint
+    budgeted = False
 
     def __init__(
         self,
-        config_section: Mapping[str, Any],
+        settings: PsaSettings,
         secret: str,
         *,
         backoff: float = 0.5,
         max_wait: float = 60.0,
     ) -> None:
-        missing = [k for k in ("url", "company", "public_key", "client_id") if not config_section.get(k)]
+        missing = [k for k in ("url", "company", "public_key", "client_id") if not getattr(settings, k)]
         if missing:
             raise ConfigError(f"[psa] kind = \"connectwise\" needs {', '.join(missing)}")
         if not secret:
             raise ConfigError("[psa] the ConnectWise private key is empty")
-        self.base = api_base(str(config_section["url"]))
+        self.base = api_base(str(settings.url))
         check_url(self.base)
-        self.company = str(config_section["company"])
-        public_key = str(config_section["public_key"])
-        version = str(config_section.get("api_version") or DEFAULT_API_VERSION)
+        self.company = str(settings.company)
+        public_key = str(settings.public_key)
+        version = settings.api_version or DEFAULT_API_VERSION
         token = base64.b64encode(f"{self.company}+{public_key}:{secret}".encode("utf-8")).decode("ascii")
         self.http = HttpClient(
             headers={
                 "Authorization": f"Basic {token}",
-                "clientId": str(config_section["client_id"]),
+                "clientId": str(settings.client_id),
                 "Accept": f"application/vnd.connectwise.com+json; version={version}",
                 "Content-Type": "application/json",
             },
             secrets=[secret, token],
-            timeout=float(config_section.get("timeout", 30)),
-            max_retries=int(config_section.get("max_retries", 5)),
-            ca_file=config_section.get("ca_file"),
-            concurrency=int(config_section.get("concurrency", 8)),
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+            ca_file=str(settings.ca_file) if settings.ca_file else None,
+            concurrency=settings.concurrency,
             backoff=backoff,
             max_wait=max_wait,
         )
@@ -140,6 +144,12 @@ class ConnectWiseClient:
             result.append(Line(id=str(row["id"]), agreement_id=str(aid), product=str(product),
                                quantity=whole(row.get("quantity"))))
         return result
+
+    def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
+        raise NotImplementedError("ConnectWise reads additions one agreement at a time")
+
+    def ensure_budget(self, planned: int) -> None:
+        """ConnectWise has no shared hourly allowance to guard."""
 
     # -- the write ---------------------------------------------------------
 

@@ -1,38 +1,35 @@
-"""Build the configured PSA client from ``[psa]``.
+"""Build the configured PSA client from the typed ``[psa]`` settings.
 
 The client modules (and httpx with them) are imported here, on demand, so
 commands that never talk to a PSA (the cron "nothing due" path above all)
-stay cheap.
+stay cheap. This is the one place a client's construction error becomes a
+config error.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any
 
-from psabill.config import Config
 from psabill.errors import ConfigError
 from psabill.psa.base import PsaClient, PsaError
-from psabill.secrets import resolve_secret
+from psabill.secrets import resolve
+from psabill.settings import PsaSettings
 
 
-def make_client(cfg: Config, **options: Any) -> PsaClient:
+def make_client(psa: PsaSettings, config_path: Path, **options: Any) -> PsaClient:
     """A ConnectWise or Autotask client; ``options`` pass through (tests: backoff, zone_lookup)."""
-    section: Dict[str, Any] = dict(cfg.section("psa"))
-    kind = section.get("kind")
-    if section.get("ca_file"):
-        section["ca_file"] = str(cfg.resolve_relative(str(section["ca_file"])))
+    if not psa.kind:
+        raise ConfigError(f"{config_path}: [psa] kind is not set (connectwise or autotask)")
+    secret = resolve(psa.credential)
     try:
-        if kind == "connectwise":
+        if psa.kind == "connectwise":
             from psabill.psa.connectwise import ConnectWiseClient
 
-            return ConnectWiseClient(section, resolve_secret(cfg, "psa", "private_key") or "", **options)
-        if kind == "autotask":
-            from psabill.psa.autotask import AutotaskClient
+            return ConnectWiseClient(psa, secret, **options)
+        from psabill.psa.autotask import AutotaskClient
 
-            return AutotaskClient(section, resolve_secret(cfg, "psa", "secret") or "", **options)
+        return AutotaskClient(psa, secret, **options)
     except PsaError as exc:
         # Raised before any request: a bad CA file or a plain-HTTP URL is a config problem.
-        raise ConfigError(f"{cfg.path}: [psa] {exc}") from None
-    if not kind:
-        raise ConfigError(f"{cfg.path}: [psa] kind is not set (connectwise or autotask)")
-    raise ConfigError(f"{cfg.path}: [psa] kind = {kind!r} is not supported")
+        raise ConfigError(f"{config_path}: [psa] {exc}") from None

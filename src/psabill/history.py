@@ -1,5 +1,4 @@
-"""The state dir: the run history (SQLite) that doubles as the once-only ledger,
-and the lock that serializes runs.
+"""The run history (SQLite in the state dir) that doubles as the once-only ledger.
 
 * ``state.db`` holds one ``runs`` row per run and one ``items`` row per
   (customer, SKU). Rows are written as the run goes, so a run that is killed
@@ -7,30 +6,26 @@ and the lock that serializes runs.
 * A scheduled occurrence counts as *done* once a run for it exists in any
   status but ``interrupted``: an interrupted occurrence is run again (the PSA
   writes are idempotent or re-read before each change), every other one never.
-* ``run.lock`` is an ``flock``: two runs never refresh together, whatever
-  started them. The second waits (bounded) and then re-checks what is due.
+* Runs are serialized by :mod:`psabill.lock`; the guard re-checks the ledger
+  after taking it.
 * A corrupt or unreadable database is an error, never a silent fresh start:
   the file is left exactly as found for the admin to inspect.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 from psabill.errors import StateError
+from psabill.fsutil import make_private_dir
 from psabill.report import INTERRUPTED, RUNNING, ItemResult, RunReport
 
 SCHEMA_VERSION = 1
-DB_NAME = "state.db"
-LOCK_NAME = "run.lock"
-ENV_STATE_DIR = "PSABILL_STATE_DIR"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,18 +66,6 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (run_id, seq)
 );
 """
-
-
-def default_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("psabill"))
-
-
-def resolve_dir(option: Optional[str] = None) -> Path:
-    chosen = option or os.environ.get(ENV_STATE_DIR)
-    path = Path(chosen).expanduser() if chosen else default_dir()
-    return Path(os.path.abspath(path))
 
 
 def iso(value: Optional[datetime]) -> Optional[str]:
@@ -149,21 +132,30 @@ _RUN_COLUMNS = (
 )
 
 
-class State:
-    """The history database and run lock under one state dir."""
+class History:
+    """The history database. Open one per command or run, and close it (it is a context manager)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.db_path = directory / DB_NAME
+    def __init__(self, db_path: Path) -> None:
+        self.dir = db_path.parent
+        self.db_path = db_path
         self._conn: Optional[sqlite3.Connection] = None
+
+    def __enter__(self) -> "History":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def exists(self) -> bool:
+        """Whether the database file exists (read-only commands never create it)."""
+        return self.db_path.exists()
 
     # -- opening --------------------------------------------------------------
 
     def ensure_dir(self) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StateError(f"cannot create state dir {self.dir}: {exc.strerror}") from None
+        """Create the state dir (0700) if it is missing."""
+        make_private_dir(self.dir, StateError, "state dir")
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -188,6 +180,8 @@ class State:
                 version = self._migrate(conn)
             else:
                 version = self._read_version(conn)
+                if version == 0:
+                    return conn  # created by a process still writing its schema: nothing has run yet
             if version != SCHEMA_VERSION:
                 raise StateError(
                     f"history database {path} has schema version {version}, this psabill "
@@ -201,30 +195,58 @@ class State:
     def _db_error(path: Path, exc: sqlite3.Error) -> StateError:
         text = str(exc)
         if "locked" in text or "busy" in text:
-            return StateError(f"history database {path} is locked by another process ({text})")
-        return StateError(
-            f"history database {path} is unreadable ({text}); it was left unchanged: "
-            "move it aside to start a fresh history"
-        )
+            return StateError(f"history database {path} is locked by another process ({text}); retry later")
+        if "full" in text or "disk I/O" in text:
+            return StateError(f"cannot write the history database {path}: the disk is full or failing ({text}); "
+                              "free space, then retry")
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            return StateError(f"cannot write the history database {path} ({text}): make it and its directory "
+                              "writable by this user, then retry")
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return StateError(
+                f"history database {path} is corrupt ({text}); it was left unchanged. Moving it aside starts "
+                "a fresh history, but loses the record of which occurrences already ran"
+            )
+        return StateError(f"history database {path} failed ({text}); it was left unchanged: retry, and if it "
+                          "persists, check the file and the disk")
 
     @staticmethod
     def _read_version(conn: sqlite3.Connection) -> int:
+        """The stored schema version; 0 for a database whose schema was never committed."""
+        if not _has_meta(conn):
+            return 0
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         return int(row[0]) if row else 0
 
     def _migrate(self, conn: sqlite3.Connection) -> int:
-        existing = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()
-        if existing:
+        """Create the schema in one IMMEDIATE transaction: another process sees all of it or none.
+
+        Two guards opening a fresh state dir together serialize here (the second
+        waits on SQLite's busy timeout, then finds the schema); a creation that
+        fails half-way, on a full disk say, rolls back and leaves nothing that
+        wedges the next run.
+        """
+        if _has_meta(conn):
             return self._read_version(conn)
-        with conn:
-            conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        return SCHEMA_VERSION
+        conn.isolation_level = None  # explicit BEGIN/COMMIT: DDL stays inside the transaction
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not _has_meta(conn):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
+                version = self._read_version(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.isolation_level = ""
+        return version
 
     def close(self) -> None:
         if self._conn is not None:
@@ -255,7 +277,7 @@ class State:
         except StateError:
             raise
         try:
-            return _done(conn, occurrence)
+            return _has_meta(conn) and _done(conn, occurrence)
         except sqlite3.DatabaseError as exc:
             raise self._db_error(self.db_path, exc) from None
         finally:
@@ -266,33 +288,6 @@ class State:
             return _done(self.conn, occurrence)
         except sqlite3.DatabaseError as exc:
             raise self._db_error(self.db_path, exc) from None
-
-    # -- the lock -----------------------------------------------------------
-
-    @contextlib.contextmanager
-    def run_lock(self, timeout: float) -> Iterator[None]:
-        """Hold ``run.lock`` exclusively; wait at most ``timeout`` seconds for it."""
-        import fcntl
-
-        self.ensure_dir()
-        path = self.dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StateError(
-                            f"another psabill run still holds {path} after {timeout:g}s; "
-                            "nothing was run (raise [run] lock_timeout to wait longer)"
-                        ) from None
-                    time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
 
     # -- runs -----------------------------------------------------------------
 
@@ -434,6 +429,11 @@ class State:
             (iso(before),),
         )
         return cursor.rowcount
+
+
+def _has_meta(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    return row is not None
 
 
 def _done(conn: sqlite3.Connection, occurrence: datetime) -> bool:

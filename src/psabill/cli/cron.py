@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from psabill.cli import emit_json, get_ctx, json_option
+from psabill.cli.options import App, emit_json, json_option, pass_app
 
 
 @click.group()
@@ -19,20 +19,18 @@ def cron() -> None:
 
 @cron.command()
 @json_option
-def show(as_json: bool) -> None:
+@pass_app
+def show(app: App, as_json: bool) -> None:
     """Print psabill's crontab lines (and whether they match the config).
 
     \b
     Example:
       psabill cron show --json
     """
-    from psabill import clock, core
-    from psabill import cron as cron_mod
+    from psabill import clock, crontab, scheduling
 
-    ctx = get_ctx()
-    cfg = ctx.load_config()
-    installed = cron_mod.Crontab(ctx.crontab_file).lines()
-    expected = core.desired_cron_lines(ctx, cfg, clock.now(), clock.host_zone())
+    installed = crontab.Crontab(app.paths.crontab_file).lines()
+    expected = scheduling.desired_lines(app.paths, app.settings(), clock.now(), clock.host_zone())
     if as_json:
         emit_json({"lines": installed, "expected": expected, "in_sync": installed == expected})
         return
@@ -43,17 +41,17 @@ def show(as_json: bool) -> None:
 
 
 @cron.command()
-def install() -> None:
+@pass_app
+def install(app: App) -> None:
     """Rewrite psabill's crontab lines from the config (other lines are kept).
 
     \b
     Example:
       psabill cron install
     """
-    from psabill import clock, core
+    from psabill import clock, scheduling
 
-    ctx = get_ctx()
-    lines = core.sync_cron(ctx, ctx.load_config(), clock.now(), clock.host_zone())
+    lines = scheduling.sync_cron(app.paths, app.settings(), clock.now(), clock.host_zone())
     if lines:
         click.echo("Installed:")
         for line in lines:

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import click
 
-from psabill.cli import emit_json, get_ctx, json_option
+from psabill.cli.options import App, emit_json, json_option, pass_app
 from psabill.errors import UsageError
 
 
@@ -45,7 +45,8 @@ def _day(value: Optional[str]) -> Any:
 @click.option("--catch-up", metavar="DURATION", help="How late a missed occurrence may still run (default 24h, minimum 3h).")
 @click.option("--no-cron", is_flag=True, help="Save the config but leave the crontab alone.")
 @json_option
-def set_(monthly: Optional[str], weekly: Optional[str], daily: bool, hour: str, tz_name: Optional[str],
+@pass_app
+def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, hour: str, tz_name: Optional[str],
          notify: Optional[str], start: Optional[str], account_name: Optional[str], catch_up: Optional[str],
          no_cron: bool, as_json: bool) -> None:
     """Save the schedule and install its crontab entry.
@@ -58,8 +59,9 @@ def set_(monthly: Optional[str], weekly: Optional[str], daily: bool, hour: str, 
       psabill schedule set --monthly last --hour 23
       psabill schedule set --daily --hour 6
     """
-    from psabill import clock, core
+    from psabill import clock, scheduling
     from psabill.addresses import parse_list
+    from psabill.status import next_occurrences
     from psabill.schedule import ScheduleError, clamp_note, parse_hour, parse_weekday
 
     chosen = [name for name, given in (("--monthly", monthly is not None), ("--weekly", weekly is not None), ("--daily", daily)) if given]
@@ -83,23 +85,22 @@ def set_(monthly: Optional[str], weekly: Optional[str], daily: bool, hour: str, 
         clock.load_zone(tz_name)
     emails = parse_list(notify) if notify is not None else None
     mode = "monthly" if monthly is not None else "weekly" if weekly is not None else "daily"
-    request = core.ScheduleRequest(
+    request = scheduling.ScheduleRequest(
         mode=mode, hour=hour_value, day=_day(monthly), weekday=weekday, timezone=tz_name,
         start=start_date, emails=emails, account_name=account_name, catch_up=catch_up,
     )
-    ctx = get_ctx()
     now = clock.now()
     host = clock.host_zone()
-    cfg = ctx.load_config()
-    saved = core.build_schedule(cfg, request, now, host)
-    lines = core.apply(ctx, cfg, saved.data, now, host, install_cron=not no_cron)
-    upcoming = core.next_occurrences(saved.schedule, now, host, 1)
+    current = app.settings()
+    saved = scheduling.plan_save(current, request, now, host)
+    lines = scheduling.apply(app.paths, current, saved.settings, now, host, install_cron=not no_cron)
+    upcoming = next_occurrences(saved.schedule, now, host, 1)
     if as_json:
         emit_json({
             "schedule": saved.schedule.describe(),
             "timezone": str(saved.schedule.zone),
             "timezone_from_host": saved.zone_from_host,
-            "config": str(ctx.config_path),
+            "config": str(app.paths.config),
             "cron": {"installed": not no_cron, "lines": lines},
             "next_run": upcoming[0] if upcoming else None,
         })
@@ -118,29 +119,29 @@ def set_(monthly: Optional[str], weekly: Optional[str], daily: bool, hour: str, 
         click.echo("Crontab entry installed:")
         for line in lines:
             click.echo(f"  {line}")
-    click.echo(f"Config: {ctx.config_path}")
+    click.echo(f"Config: {app.paths.config}")
 
 
 @schedule.command()
 @json_option
-def show(as_json: bool) -> None:
+@pass_app
+def show(app: App, as_json: bool) -> None:
     """Show the saved schedule.
 
     \b
     Example:
       psabill schedule show --json
     """
-    from psabill import clock, core
+    from psabill import clock
+    from psabill import status as status_mod
 
-    ctx = get_ctx()
-    data = core.status(ctx, clock.now(), clock.host_zone())
+    s = status_mod.build(app.paths, app.settings(), clock.now(), clock.host_zone()).schedule
     if as_json:
-        emit_json(data["schedule"])
+        emit_json(s)
         return
-    if data["schedule"] is None:
-        click.echo(f"No schedule saved in {ctx.config_path}.")
+    if s is None:
+        click.echo(f"No schedule saved in {app.paths.config}.")
         return
-    s = data["schedule"]
     click.echo(s["description"] + ("" if s["enabled"] else " (disabled)"))
     for key in ("mode", "day", "weekday", "hour", "timezone", "start", "saved_at", "catch_up"):
         if s[key] is not None:
@@ -150,22 +151,22 @@ def show(as_json: bool) -> None:
 @schedule.command("next")
 @click.option("--count", default=5, show_default=True, type=click.IntRange(1, 10000), help="How many occurrences.")
 @json_option
-def next_(count: int, as_json: bool) -> None:
+@pass_app
+def next_(app: App, count: int, as_json: bool) -> None:
     """List the next occurrences (account, host and UTC times).
 
     \b
     Example:
       psabill schedule next --count 3 --json
     """
-    from psabill import clock, core
+    from psabill import clock, scheduling
     from psabill.errors import ConfigError
+    from psabill.status import next_occurrences
 
-    ctx = get_ctx()
-    cfg = ctx.load_config()
-    sched = core.schedule_from(cfg)
+    sched = scheduling.schedule_of(app.settings())
     if sched is None:
-        raise ConfigError(f"no schedule saved in {ctx.config_path}: run 'psabill schedule set' first")
-    rows = core.next_occurrences(sched, clock.now(), clock.host_zone(), count)
+        raise ConfigError(f"no schedule saved in {app.paths.config}: run 'psabill schedule set' first")
+    rows = next_occurrences(sched, clock.now(), clock.host_zone(), count)
     if as_json:
         emit_json(rows)
         return
@@ -174,33 +175,34 @@ def next_(count: int, as_json: bool) -> None:
         click.echo(f"{row['account']:<28} {row['host']:<28} {row['utc']}")
 
 
-def _toggle(enabled: bool) -> None:
-    from psabill import clock, core
+def _toggle(app: App, enabled: bool) -> None:
+    from psabill import clock, scheduling
 
-    ctx = get_ctx()
-    cfg = ctx.load_config(must_exist=True)
-    core.apply(ctx, cfg, core.set_enabled(cfg, enabled), clock.now(), clock.host_zone())
+    current = app.settings(must_exist=True)
+    scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled), clock.now(), clock.host_zone())
 
 
 @schedule.command()
-def enable() -> None:
+@pass_app
+def enable(app: App) -> None:
     """Turn the schedule back on and reinstall its crontab entry.
 
     \b
     Example:
       psabill schedule enable
     """
-    _toggle(True)
+    _toggle(app, True)
     click.echo("Schedule enabled; crontab entry installed.")
 
 
 @schedule.command()
-def disable() -> None:
+@pass_app
+def disable(app: App) -> None:
     """Turn the schedule off: remove the crontab entry, keep the settings.
 
     \b
     Example:
       psabill schedule disable
     """
-    _toggle(False)
+    _toggle(app, False)
     click.echo("Schedule disabled; crontab entry removed (settings kept).")

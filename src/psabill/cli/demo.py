@@ -10,14 +10,15 @@ from typing import Optional
 
 import click
 
-from psabill.cli import get_ctx
+from psabill.cli.options import App, pass_app, render_status
 
 DEMO_CUSTOMERS = 12
 
 
 @click.command()
 @click.option("--dir", "directory", metavar="PATH", help="Where to put the demo files (default: a new temp dir).")
-def demo(directory: Optional[str]) -> None:
+@pass_app
+def demo(app: App, directory: Optional[str]) -> None:
     """Run the whole job against a sandbox PSA on loopback; touches nothing of yours.
 
     It writes a sample config and usage CSV, saves a weekly schedule into a
@@ -29,20 +30,17 @@ def demo(directory: Optional[str]) -> None:
     Example:
       psabill demo
     """
-    from psabill import clock, config as config_mod, core, runner
-    from psabill.commands.status import _render as render_status
-    from psabill.context import Context
+    from psabill import clock, scheduling
+    from psabill import settings as settings_mod
+    from psabill import status as status_mod
     from psabill.errors import ExitCode
-    from psabill.psa.sandbox import Sandbox
+    from psabill.paths import Paths
+    from psabill.run import guard
+    from psabill.sandbox.connectwise import Sandbox
 
     base = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="psabill-demo-"))
     base.mkdir(parents=True, exist_ok=True)
-    ctx = Context(
-        config_path=base / "config.toml",
-        state_dir=base / "state",
-        crontab_file=base / "crontab",
-        verbose=get_ctx().verbose,
-    )
+    paths = Paths(config=base / "config.toml", state_dir=base / "state", crontab_file=base / "crontab")
     with Sandbox.sample(customers=DEMO_CUSTOMERS, seed=7) as sandbox:
         # One customer billed on two active agreements: psabill must not guess.
         twice = sandbox.add_company("GLOBEX", "Globex Corporation")
@@ -53,7 +51,7 @@ def demo(directory: Optional[str]) -> None:
         os.chmod(key_file, 0o600)
         usage = base / "usage.csv"
         _write_usage(usage)
-        config_mod.save(ctx.config_path, {
+        settings_mod.save(paths.config, {
             "account": {"name": "Demo MSP", "timezone": "America/New_York"},
             "notify": {
                 "emails": ["billing@msp.example", "ops@msp.example"],
@@ -67,17 +65,17 @@ def demo(directory: Optional[str]) -> None:
         })
         now = clock.now()
         host = clock.host_zone()
-        request = core.ScheduleRequest(mode="weekly", hour=9, weekday=1)
-        saved = core.build_schedule(ctx.load_config(), request, now, host)
-        config_mod.save(ctx.config_path, saved.data)
-        core.sync_cron(ctx, ctx.load_config(), now, host)
+        request = scheduling.ScheduleRequest(mode="weekly", hour=9, weekday=1)
+        current = settings_mod.load(paths.config)
+        saved = scheduling.plan_save(current, request, now, host)
+        scheduling.apply(paths, current, saved.settings, now, host)
 
         click.secho("== 1. Schedule saved", bold=True)
-        click.echo(f"{saved.schedule.describe()}; crontab lines written to {ctx.crontab_file}")
+        click.echo(f"{saved.schedule.describe()}; crontab lines written to {paths.crontab_file}")
         click.secho("\n== 2. psabill status", bold=True)
-        render_status(core.status(ctx, now, host), now)
+        render_status(status_mod.build(paths, saved.settings, now, host).to_json(), now)
         click.secho(f"\n== 3. Billing update against the sandbox PSA at {sandbox.url}", bold=True)
-        outcome = runner.run_manual(ctx, clock.now, dry_run=False)
+        outcome = guard.run_manual(paths, clock.now, dry_run=False, verbose=app.verbose)
         report = outcome.report
         assert report is not None
         for item in report.items:
@@ -91,11 +89,11 @@ def demo(directory: Optional[str]) -> None:
                    + f"; {report.api_requests} API requests, {len(sandbox.patches())} quantities written")
     emails = sorted((base / "outbox").glob("*.eml"))
     click.secho("\n== 4. Where everything is", bold=True)
-    click.echo(f"  config:        {ctx.config_path}")
+    click.echo(f"  config:        {paths.config}")
     click.echo(f"  usage CSV:     {usage}")
-    click.echo(f"  crontab file:  {ctx.crontab_file}")
-    click.echo(f"  history:       {ctx.state_dir / 'state.db'}  (psabill --config {ctx.config_path} "
-               f"--state-dir {ctx.state_dir} history show {report.run_id})")
+    click.echo(f"  crontab file:  {paths.crontab_file}")
+    click.echo(f"  history:       {paths.db}  (psabill --config {paths.config} "
+               f"--state-dir {paths.state_dir} history show {report.run_id})")
     click.echo(f"  results email: {emails[-1] if emails else 'not written: ' + report.email_message}")
     if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
         raise click.ClickException(outcome.error or f"demo run ended with {report.status}")

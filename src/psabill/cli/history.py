@@ -7,7 +7,7 @@ from typing import List
 
 import click
 
-from psabill.cli import emit_json, get_ctx, json_option
+from psabill.cli.options import App, emit_json, json_option, pass_app
 from psabill.errors import UsageError
 from psabill.report import ItemResult
 
@@ -28,9 +28,12 @@ def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
         return
     from psabill import clock
 
-    ctx = get_ctx()
-    state = ctx.state()
-    rows = state.runs(clock.now() - timedelta(days=days)) if state.db_path.exists() else []
+    app = click_ctx.find_object(App)
+    assert app is not None
+    rows = []
+    if app.paths.db.exists():
+        with app.history() as history_db:
+            rows = history_db.runs(clock.now() - timedelta(days=days))
     if as_json:
         emit_json([row.to_json() for row in rows])
         return
@@ -49,7 +52,8 @@ def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
 @click.argument("run_id", metavar="RUN", type=int)
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="Print the items as CSV (safe to open in a spreadsheet).")
-def show(run_id: int, as_json: bool, as_csv: bool) -> None:
+@pass_app
+def show(app: App, run_id: int, as_json: bool, as_csv: bool) -> None:
     """Show one run with every item (customer, SKU, old -> new, outcome).
 
     \b
@@ -57,12 +61,13 @@ def show(run_id: int, as_json: bool, as_csv: bool) -> None:
       psabill history show 12
       psabill history show 12 --csv > run-12.csv
     """
-    ctx = get_ctx()
-    state = ctx.state()
-    row = state.run(run_id) if state.db_path.exists() else None
+    row = None
+    if app.paths.db.exists():
+        with app.history() as history_db:
+            row = history_db.run(run_id)
+            items = history_db.items(run_id) if row is not None else []
     if row is None:
         raise UsageError(f"no run {run_id} in the history")
-    items = state.items(run_id)
     if as_csv:
         _write_csv(items)
         return

@@ -12,16 +12,15 @@ text here. Our lines are recognised by their marker comment.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from psabill.errors import CrontabError
+from psabill.fsutil import atomic_write, one_line
 
 MARKER = "psabill"
 SCHEDULE_TAG = f"{MARKER}: billing update (managed by psabill; edit with 'psabill schedule set')"
@@ -87,7 +86,7 @@ class Crontab:
         try:
             tab = _user_tab()  # python-crontab runs `crontab -l` as it is built
         except OSError as exc:
-            raise CrontabError(f"cannot read the user's crontab: {_one_line(exc)}") from None
+            raise CrontabError(f"cannot read the user's crontab: {one_line(exc)}") from None
         return str(getattr(tab, "raw_text", ""))
 
     def lines(self) -> List[str]:
@@ -102,12 +101,12 @@ class Crontab:
 
     def _write(self, text: str) -> None:
         if self.file is not None:
-            _atomic_write(self.file, text)
+            atomic_write(self.file, text.encode("utf-8"), error=CrontabError, what="crontab file", prefix=".crontab-")
             return
         try:
             _user_tab(text).write_to_user(user=True)
         except OSError as exc:
-            raise CrontabError(f"cannot write the user's crontab: {_one_line(exc)}") from None
+            raise CrontabError(f"cannot write the user's crontab: {one_line(exc)}") from None
 
 
 def splice(text: str, new_lines: Sequence[str]) -> str:
@@ -155,28 +154,3 @@ def _user_tab(text: Optional[str] = None):  # type: ignore[no-untyped-def]
             return text if text is not None else super().render(*args, **kwargs)
 
     return ExactTab(user=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".crontab-", dir=path.parent)
-    except OSError as exc:
-        raise CrontabError(f"cannot write crontab file {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CrontabError(f"cannot write crontab file {path}: {exc.strerror}") from None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from psabill.cli import emit_json, get_ctx, json_option
+from psabill.cli.options import App, emit_json, json_option, pass_app
 
 
 @click.command()
 @json_option
-def check(as_json: bool) -> None:
+@pass_app
+def check(app: App, as_json: bool) -> None:
     """Verify the usage source, the PSA credentials and reachability; write nothing.
 
     \b
@@ -21,11 +22,15 @@ def check(as_json: bool) -> None:
     from psabill.psa.base import PsaError
     from psabill.psa.factory import make_client
 
-    ctx = get_ctx()
-    cfg = ctx.load_config(must_exist=True)
-    rows = sources.read(cfg)
+    settings = app.settings(must_exist=True)
+    products = settings.product_map
+    rows = sources.read(settings.source, set(products), settings.path)
     customers = len({row.customer for row in rows})
-    client = make_client(cfg)
+    if settings.psa is None:
+        from psabill.errors import ConfigError
+
+        raise ConfigError(f"{settings.path}: no [psa] configured: nothing to check")
+    client = make_client(settings.psa, settings.path)
     try:
         psa = client.check()
     except PsaError as exc:

@@ -1,9 +1,8 @@
 """``psabill email``: resend, preview and test the results email.
 
-Each command builds what it needs from ``ctx.obj`` (a
-:class:`psabill.context.Context`), calls one function of :mod:`psabill.mail`
-and raises :mod:`psabill.errors` exceptions; ``psabill.cli`` maps those to exit
-codes.
+Each command loads what it needs through the :class:`~psabill.cli.options.App`,
+calls :mod:`psabill.notify` and raises :mod:`psabill.errors` exceptions; the
+root group maps those to exit codes.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from typing import Optional
 
 import click
 
+from psabill.cli.options import App, pass_app
 from psabill.errors import ConfigError, UsageError
 
 
@@ -27,8 +27,8 @@ def email_group() -> None:
 
 @email_group.command("resend")
 @click.argument("run", type=int)
-@click.pass_context
-def resend(ctx: click.Context, run: int) -> None:
+@pass_app
+def resend(app: App, run: int) -> None:
     """Send the report of run RUN again to the configured addresses.
 
     The new outcome (sent or failed) replaces the run's email status in the
@@ -38,25 +38,25 @@ def resend(ctx: click.Context, run: int) -> None:
     Example:
       psabill email resend 42
     """
-    from psabill import clock, core, mail
+    from psabill import clock, notify, scheduling
 
-    cfg = ctx.obj.load_config()
-    if not cfg.emails:
-        raise ConfigError(f"{cfg.path}: [notify] emails is empty: there is nobody to send run {run}'s report to")
-    state = ctx.obj.state()
-    report = state.report(run)
-    if report is None:
-        raise UsageError(f"no run {run} in the history: 'psabill history' lists the runs")
-    core.describe_run(cfg, report, clock.now())
-    mail.send_report(cfg, report, state, force=True)
+    settings = app.settings()
+    if not settings.notify.emails:
+        raise ConfigError(f"{settings.path}: [notify] emails is empty: there is nobody to send run {run}'s report to")
+    with app.history() as history:
+        report = history.report(run)
+        if report is None:
+            raise UsageError(f"no run {run} in the history: 'psabill history' lists the runs")
+        scheduling.describe_run(settings, report, clock.now())
+        notify.send_report(settings.notify, report, history, outbox=app.paths.outbox, force=True)
     click.echo(f"Run {run}: report {report.email_message}")
 
 
 @email_group.command("preview")
 @click.argument("run", type=int, required=False)
 @click.option("--html", "as_html", is_flag=True, help="Print the HTML part instead of the text part.")
-@click.pass_context
-def preview(ctx: click.Context, run: Optional[int], as_html: bool) -> None:
+@pass_app
+def preview(app: App, run: Optional[int], as_html: bool) -> None:
     """Print the report email of run RUN (default: the latest run) without sending it.
 
     Shows the subject and the plain-text part, or the HTML part with --html.
@@ -67,24 +67,25 @@ def preview(ctx: click.Context, run: Optional[int], as_html: bool) -> None:
       psabill email preview
       psabill email preview 42 --html > report.html
     """
-    from psabill import clock, core, mail
+    from psabill import clock, scheduling
+    from psabill.notify.templates import render_for
 
-    cfg = ctx.obj.load_config(check_addresses=False)
-    state = ctx.obj.state()
-    if run is None:
-        latest = state.last_run()
-        if latest is None:
-            raise UsageError("no run in the history yet: there is no report to preview")
-        run = latest.id
-    report = state.report(run)
+    settings = app.settings(check_addresses=False)
+    with app.history() as history:
+        if run is None:
+            latest = history.last_run()
+            if latest is None:
+                raise UsageError("no run in the history yet: there is no report to preview")
+            run = latest.id
+        report = history.report(run)
     if report is None:
         raise UsageError(f"no run {run} in the history: 'psabill history' lists the runs")
-    core.describe_run(cfg, report, clock.now())
-    rendered = mail.render_for(cfg, report)
+    scheduling.describe_run(settings, report, clock.now())
+    rendered = render_for(settings.notify, report)
     if as_html:
         click.echo(rendered.html, nl=not rendered.html.endswith("\n"))
         return
-    recipients = ", ".join(cfg.emails) or "(no addresses configured: nothing would be sent)"
+    recipients = ", ".join(settings.notify.emails) or "(no addresses configured: nothing would be sent)"
     click.echo(f"To: {recipients}")
     click.echo(f"Subject: {rendered.subject}")
     click.echo("")
@@ -92,8 +93,8 @@ def preview(ctx: click.Context, run: Optional[int], as_html: bool) -> None:
 
 
 @email_group.command("test")
-@click.pass_context
-def test(ctx: click.Context) -> None:
+@pass_app
+def test(app: App) -> None:
     """Send a short test message to the configured addresses.
 
     Checks the [notify] transport settings (SMTP host, TLS, login, sendmail
@@ -103,9 +104,8 @@ def test(ctx: click.Context) -> None:
     Example:
       psabill email test
     """
-    from psabill import clock, mail
+    from psabill import clock, notify
 
-    cfg = ctx.obj.load_config()
-    outbox = ctx.obj.state_dir / mail.OUTBOX_DIR
-    receipt = mail.send_test(cfg, outbox=outbox, now=clock.now())
+    settings = app.settings()
+    receipt = notify.send_test(settings.notify, settings.account.name, outbox=app.paths.outbox, now=clock.now())
     click.echo(f"Test message {receipt}")

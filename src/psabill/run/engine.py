@@ -35,67 +35,19 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from psabill.errors import AbortError
-from psabill.psa.base import Agreement, Company, Line, PsaAuthError, PsaClient, PsaError, PsaUnreachable
+from psabill.fsutil import one_line
+from psabill.psa.base import Agreement, Company, Line, PsaAuthError, PsaClient, PsaError, PsaUnreachable, Terms
 from psabill.report import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
-from psabill.sources import UsageRow, read_capped, read_csv_records
-
-if TYPE_CHECKING:
-    from psabill.config import Config
+from psabill.run.mapping import Pin
+from psabill.sources import UsageRow
 
 DEFAULT_CONCURRENCY = 8
 
 K = TypeVar("K")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Pin:
-    """One mapping-file row: the company (and maybe agreement) for a customer."""
-
-    psa_company: str
-    agreement: Optional[str]
-    line: int
-
-
-@dataclass(frozen=True)
-class _Terms:
-    psa: str
-    agreement: str
-    line: str
-
-
-_TERMS = {
-    "connectwise": _Terms("ConnectWise", "agreement", "addition"),
-    "autotask": _Terms("Autotask", "contract", "contract service"),
-}
-
-
-def load_mapping(cfg: "Config") -> Dict[str, Pin]:
-    """The ``[mapping] file`` keyed by case-folded customer; empty when not configured."""
-    value = cfg.get("mapping.file")
-    if not value:
-        return {}
-    path = cfg.resolve_relative(value)
-    origin = f"mapping file {path}"
-    records = read_csv_records(read_capped(path, what="mapping file"), origin=origin,
-                               required=("customer", "psa_company"), optional=("agreement",))
-    pins: Dict[str, Pin] = {}
-    for line, record in records:
-        customer = record["customer"].strip()
-        company = record["psa_company"].strip()
-        agreement = (record.get("agreement") or "").strip() or None
-        if not customer:
-            raise AbortError(f"{origin} line {line}: empty customer")
-        if not company:
-            raise AbortError(f"{origin} line {line}: empty psa_company for customer {customer!r}")
-        key = customer.casefold()
-        if key in pins:
-            raise AbortError(f"{origin} line {line}: customer {customer!r} is already mapped on line {pins[key].line}")
-        pins[key] = Pin(company, agreement, line)
-    return pins
 
 
 @dataclass
@@ -128,15 +80,17 @@ class _StopWrites(Exception):
 
 
 def refresh(
-    cfg: "Config",
     client: PsaClient,
     rows: Sequence[UsageRow],
     report: RunReport,
     *,
+    products: Mapping[str, str],
+    pins: Mapping[str, Pin],
     dry_run: bool,
     record: Callable[[ItemResult], None],
     progress: Optional[Callable[[int, int], None]] = None,
-    concurrency: Optional[int] = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    url: Optional[str] = None,
 ) -> None:
     """Bring every row's PSA quantity to its seat count (or plan it, when ``dry_run``).
 
@@ -146,12 +100,10 @@ def refresh(
     ``report.items`` is in source order.
     """
     report.psa_kind = client.kind
-    terms = _TERMS.get(client.kind, _TERMS["connectwise"])
-    products: Dict[str, str] = dict(cfg.section("products"))
-    workers = int(concurrency or cfg.get("psa.concurrency", DEFAULT_CONCURRENCY))
+    terms = client.terms
+    workers = concurrency
     # Without a url Autotask discovers its zone; the error itself then names the URL it tried.
-    where = f"{terms.psa} at {cfg.get('psa.url')}" if cfg.get("psa.url") else terms.psa
-    pins = load_mapping(cfg)
+    where = f"{terms.psa} at {url}" if url else terms.psa
     done = 0
 
     def emit(work: _Work) -> None:
@@ -182,7 +134,7 @@ def refresh(
     report.items.sort(key=lambda item: order.get(id(item), len(order)))
 
 
-def _start(index: int, row: UsageRow, products: Dict[str, str], pins: Dict[str, Pin]) -> _Work:
+def _start(index: int, row: UsageRow, products: Mapping[str, str], pins: Mapping[str, Pin]) -> _Work:
     item = ItemResult(customer=row.customer, sku=row.sku, outcome="", new=row.seats)
     work = _Work(index, row, products.get(row.sku, ""), item)
     if not work.product:
@@ -196,12 +148,12 @@ def _start(index: int, row: UsageRow, products: Dict[str, str], pins: Dict[str, 
     return work
 
 
-def _resolve(client: PsaClient, works: List[_Work], terms: _Terms, pool: ThreadPoolExecutor) -> None:
+def _resolve(client: PsaClient, works: List[_Work], terms: Terms, pool: ThreadPoolExecutor) -> None:
     """Find each pending item's company, agreement and line: all reads, no writes."""
     pending = [w for w in works if not w.done]
     if not pending:
         return
-    if hasattr(client, "ensure_budget"):
+    if client.budgeted:
         # A budgeted PSA (Autotask) shares its hourly allowance with every other
         # integration; check() learns how much of it is left.
         client.check()
@@ -260,7 +212,7 @@ class _CompanyIndex:
         return None, []
 
 
-def _match_company(work: _Work, index: _CompanyIndex, terms: _Terms) -> None:
+def _match_company(work: _Work, index: _CompanyIndex, terms: Terms) -> None:
     value = work.pin or work.row.customer
     company, ambiguous = index.find(value)
     if company is not None:
@@ -280,7 +232,7 @@ def _match_company(work: _Work, index: _CompanyIndex, terms: _Terms) -> None:
                   outcome=UNMAPPED)
 
 
-def _pick_candidates(work: _Work, agreements: List[Agreement], terms: _Terms) -> None:
+def _pick_candidates(work: _Work, agreements: List[Agreement], terms: Terms) -> None:
     company = _company(work)
     if not agreements:
         work.fail(f"{company.identifier} has no active {terms.agreement} in {terms.psa}",
@@ -306,10 +258,9 @@ def _read_lines(client: PsaClient, agreements: List[Agreement], pool: ThreadPool
                 ) -> Tuple[Dict[str, List[Line]], Dict[str, Exception]]:
     lines: Dict[str, List[Line]] = {}
     errors: Dict[str, Exception] = {}
-    bulk = getattr(client, "lines_for", None)
-    if bulk is not None:
+    if client.bulk_lines:
         try:
-            return bulk(agreements), errors
+            return client.lines_for(agreements), errors
         except (PsaUnreachable, PsaAuthError):
             raise
         except Exception as exc:  # the bulk read failed: every agreement it covered failed with it
@@ -329,7 +280,7 @@ def _read_lines(client: PsaClient, agreements: List[Agreement], pool: ThreadPool
     return lines, errors
 
 
-def _pick_line(work: _Work, lines: Dict[str, List[Line]], errors: Dict[str, Exception], terms: _Terms) -> None:
+def _pick_line(work: _Work, lines: Dict[str, List[Line]], errors: Dict[str, Exception], terms: Terms) -> None:
     company = _company(work)
     for agreement in work.candidates:
         if agreement.id in errors:
@@ -364,7 +315,7 @@ def _pick_line(work: _Work, lines: Dict[str, List[Line]], errors: Dict[str, Exce
     work.item.old = found[0].quantity
 
 
-def _check_shared_lines(works: List[_Work], terms: _Terms) -> None:
+def _check_shared_lines(works: List[_Work], terms: Terms) -> None:
     """Two rows aiming at one line would each overwrite the other's count."""
     by_line: Dict[str, List[_Work]] = {}
     for work in works:
@@ -381,11 +332,10 @@ def _check_shared_lines(works: List[_Work], terms: _Terms) -> None:
 
 def _ensure_budget(client: PsaClient, writes: int, where: str) -> None:
     """Autotask caps requests per hour: better no write at all than half the book."""
-    ensure = getattr(client, "ensure_budget", None)
-    if ensure is None or not writes:
+    if not client.budgeted or not writes:
         return
     try:
-        ensure(2 * writes)  # each write re-reads the period's units, then posts the delta
+        client.ensure_budget(2 * writes)  # each write re-reads the period's units, then posts the delta
     except PsaError as exc:
         raise AbortError(f"{where}: {exc}; nothing was written") from None
 
@@ -399,7 +349,7 @@ def _compare(work: _Work, dry_run: bool) -> None:
         work.item.outcome = PLANNED
 
 
-def _write_all(client: PsaClient, writes: List[_Work], terms: _Terms, pool: ThreadPoolExecutor,
+def _write_all(client: PsaClient, writes: List[_Work], terms: Terms, pool: ThreadPoolExecutor,
                emit: Callable[[_Work], None], settled: Sequence[_Work]) -> None:
     """Run the writes; record ``settled`` (items needing no write) while they are on the wire."""
     stop = threading.Event()
@@ -446,7 +396,7 @@ def _completed(futures: Dict["Future[R]", K]) -> Iterator[Tuple["Future[R]", K]]
         yield future, futures[future]
 
 
-def _abort(exc: PsaError, terms: _Terms, where: str) -> AbortError:
+def _abort(exc: PsaError, terms: Terms, where: str) -> AbortError:
     if isinstance(exc, PsaAuthError):
         return AbortError(f"{where} refused the credentials; nothing was written: {exc}")
     if isinstance(exc, PsaUnreachable):
@@ -459,5 +409,5 @@ def _agreement(agreement: Agreement) -> str:
 
 
 def _why(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     return text if isinstance(exc, PsaError) and text else f"{type(exc).__name__}: {text}"

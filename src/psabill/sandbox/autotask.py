@@ -1,4 +1,4 @@
-"""An Autotask REST v1.0 stand-in on loopback, for tests only.
+"""An Autotask REST v1.0 sandbox on loopback, for the tests and benchmarks.
 
 It implements what :class:`psabill.psa.autotask.AutotaskClient` uses:
 ZoneInformation, ThresholdInformation, ``POST /v1.0/{Entity}/query`` for
@@ -22,7 +22,7 @@ from datetime import date, timedelta
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote
 
-from psabill.psa.sandbox import BadRequest, LoopbackServer, Reply
+from psabill.sandbox.server import BadRequest, LoopbackServer, Reply
 
 PAGE = 500
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")

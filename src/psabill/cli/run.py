@@ -7,7 +7,7 @@ import time
 
 import click
 
-from psabill.cli import Fail, emit_json, get_ctx, json_option
+from psabill.cli.options import App, Fail, emit_json, json_option, pass_app, render_report
 from psabill.errors import ExitCode, UsageError
 
 
@@ -16,7 +16,8 @@ from psabill.errors import ExitCode, UsageError
 @click.option("--dry-run", is_flag=True, help="Show the planned changes (old -> new); write nothing to the PSA.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
-def run(scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
+@pass_app
+def run(app: App, scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Update the PSA quantities now (or, with --scheduled, when due).
 
     \b
@@ -25,13 +26,13 @@ def run(scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
       psabill run --yes
       psabill run --scheduled      # what cron runs
     """
-    from psabill import clock, runner
+    from psabill import clock
+    from psabill.run import guard
 
-    ctx = get_ctx()
     if scheduled and dry_run:
         raise UsageError("--scheduled and --dry-run cannot be combined")
     if scheduled:
-        outcome = runner.run_scheduled(ctx, clock.now)
+        outcome = guard.run_scheduled(app.paths, clock.now, verbose=app.verbose)
         if outcome.report is None:
             return  # nothing due: silence, because cron mails any output
     else:
@@ -48,29 +49,15 @@ def run(scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
                     bar.length = total
                     bar.update(done - bar.pos)
 
-                outcome = runner.run_manual(ctx, clock.now, dry_run=dry_run, progress=progress)
+                outcome = guard.run_manual(app.paths, clock.now, dry_run=dry_run, progress=progress, verbose=app.verbose)
         else:
-            outcome = runner.run_manual(ctx, clock.now, dry_run=dry_run)
+            outcome = guard.run_manual(app.paths, clock.now, dry_run=dry_run, verbose=app.verbose)
     report = outcome.report
     assert report is not None
     if as_json:
         emit_json(report.to_json())
     elif not scheduled or outcome.exit_code != ExitCode.OK:
-        _render(report)
+        render_report(report)
     if outcome.exit_code != ExitCode.OK:
         raise Fail(outcome.error or f"run {report.run_id} finished with status {report.status}", int(outcome.exit_code))
 
-
-def _render(report) -> None:  # type: ignore[no-untyped-def]
-    verb = "Planned" if report.trigger == "dry-run" else "Run"
-    click.echo(f"{verb} {report.run_id}: {report.status}" + (f" ({report.message})" if report.message else ""))
-    counts = report.counts
-    click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"; {report.api_requests} API requests")
-    for item in report.items:
-        if item.outcome in ("updated", "planned"):
-            click.echo(f"  {item.customer} / {item.sku}: {item.old} -> {item.new}")
-        elif item.outcome in ("failed", "unmapped"):
-            hint = f" Fix: {item.hint}" if item.hint else ""
-            click.echo(f"  {item.outcome.upper()} {item.customer} / {item.sku}: {item.message}.{hint}")
-    if report.run_id is not None:
-        click.echo(f"Details: psabill history show {report.run_id}")

@@ -1,0 +1,82 @@
+"""The Click layer: parse, call the library, render text or JSON, map errors to exit codes.
+
+The root group finds its commands lazily, as Click's "complex" example does:
+:data:`COMMANDS` names each command's module, imported only when that command
+runs, so the cron path loads ``run`` and nothing else. Command modules import
+:mod:`psabill.cli.options`, never this module, so there is no cycle. Here is
+the one place where a domain error becomes an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, List, Optional
+
+import click
+
+from psabill import __version__
+from psabill.cli.options import Fail
+from psabill.errors import PsabillError
+
+# command name -> (module under psabill.cli, attribute)
+COMMANDS = {
+    "check": ("check", "check"),
+    "cron": ("cron", "cron"),
+    "demo": ("demo", "demo"),
+    "email": ("email", "email_group"),
+    "history": ("history", "history"),
+    "run": ("run", "run"),
+    "schedule": ("schedule", "schedule"),
+    "status": ("status", "status"),
+}
+
+
+class PsabillGroup(click.Group):
+    """The root group: lazy commands, and domain errors turned into exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(f"psabill.cli.{module}"), attribute)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PsabillError as exc:
+            raise Fail(exc.message, int(exc.exit_code)) from None
+
+
+@click.group(cls=PsabillGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", help="Config file (default: $PSABILL_CONFIG, else ~/.config/psabill/config.toml).")
+@click.option("--state-dir", metavar="PATH", help="History, lock and log dir (default: $PSABILL_STATE_DIR, else the user state dir).")
+@click.option("-v", "--verbose", is_flag=True, help="Echo the log to stderr.")
+@click.version_option(__version__, prog_name="psabill")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str], verbose: bool) -> None:
+    """Keep PSA billing quantities in step with real seat counts, on a schedule.
+
+    \b
+    Example:
+      psabill schedule set --weekly tue --hour 9 --timezone America/New_York \\
+          --notify "billing@msp.example, ops@msp.example"
+      psabill status
+    """
+    from psabill.cli.options import App
+    from psabill.paths import Paths
+
+    ctx.obj = App(Paths.resolve(config_path, state_dir), verbose=verbose)
+
+
+def main() -> None:
+    """The ``psabill`` console script."""
+    try:
+        cli.main(prog_name="psabill")
+    except KeyboardInterrupt:  # pragma: no cover - interactive only
+        click.echo("Aborted.", err=True)
+        sys.exit(130)

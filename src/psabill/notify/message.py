@@ -1,0 +1,72 @@
+"""Wrap a rendered report in a MIME ``multipart/alternative`` message.
+
+A CR or LF in any header value is refused with :class:`EmailError`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from psabill.errors import EmailError
+from psabill.notify.facts import inline
+from psabill.notify.templates import Rendered
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from email.message import EmailMessage
+
+
+def default_from() -> str:
+    import socket
+
+    host = socket.gethostname() or "localhost"
+    return f"psabill@{host}"
+
+
+def _checked(name: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise EmailError(f"refusing email header {name}: its value {value!r} contains a line break")
+    return value
+
+
+def build_message(
+    rendered: Rendered,
+    recipients: Sequence[str],
+    *,
+    sender: Optional[str] = None,
+    now: Optional[datetime] = None,
+    run_id: Optional[int] = None,
+) -> "EmailMessage":
+    """A multipart/alternative message (text first, HTML preferred by clients)."""
+    import email.policy
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid
+
+    if not recipients:
+        raise EmailError("no recipients: set [notify] emails")
+    sender = sender or default_from()
+    msg = EmailMessage(policy=email.policy.SMTP)
+    try:
+        # headerregistry parses the addresses and RFC 2047-encodes non-ASCII text;
+        # it raises on malformed addresses, which we report as one line.
+        msg["Subject"] = _checked("Subject", rendered.subject)
+        msg["From"] = _checked("From", sender)
+        msg["To"] = _checked("To", ", ".join(recipients))
+        msg["Date"] = format_datetime(now or datetime.now(timezone.utc))
+        msg["Message-ID"] = make_msgid(idstring="psabill", domain=_msgid_domain(sender))
+        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
+        if run_id is not None:
+            msg["X-Psabill-Run"] = str(run_id)
+        msg.set_content(rendered.text, subtype="plain", charset="utf-8")
+        msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+    except (ValueError, TypeError, IndexError) as exc:
+        raise EmailError(f"cannot build the email: {inline(exc)}") from None
+    return msg
+
+
+def _msgid_domain(sender: str) -> str:
+    from email.utils import parseaddr
+
+    address = parseaddr(sender)[1]
+    domain = address.rpartition("@")[2]
+    return domain or "psabill.invalid"

@@ -1,0 +1,102 @@
+"""Render a report with Jinja2: ``subject.txt``, ``body.txt`` and ``body.html``.
+
+``[notify] template_dir`` overrides any of them file by file; the rest fall
+back to the built-ins. The HTML template is autoescaped; the text and subject
+templates are not (they are never interpreted as markup).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from psabill.errors import EmailError
+from psabill.notify.facts import context, header_text
+from psabill.report import RunReport
+from psabill.settings import NotifySettings
+
+TEMPLATE_NAMES = ("subject.txt", "body.txt", "body.html")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def builtin_template_dir() -> Optional[Path]:
+    """The shipped templates: ``psabill/templates`` in a wheel, ``templates/`` in a checkout."""
+    try:
+        from importlib.resources import files
+
+        packaged = files("psabill") / "templates"
+        if packaged.is_dir():
+            # Installed wheels and editable installs unpack to the file system; a
+            # zipped install is not supported by psabill (cron needs a real path).
+            return Path(str(packaged))
+    except (ModuleNotFoundError, TypeError, OSError):  # odd loaders: try the checkout
+        pass
+    source = Path(__file__).resolve().parents[3] / "templates"
+    return source if source.is_dir() else None
+
+
+def _environment(template_dir: Optional[Path]) -> Any:
+    import jinja2
+
+    loaders: List[Any] = []
+    if template_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(template_dir)))
+    builtin = builtin_template_dir()
+    if builtin is not None:
+        loaders.append(jinja2.FileSystemLoader(str(builtin)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        # Only HTML is markup; escaping the text body would show "&amp;" to the reader.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "htm"), default=False),
+        undefined=jinja2.StrictUndefined,  # a typo in a custom template fails loudly
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["ljust"] = lambda value, width: str(value).ljust(int(width))
+    env.filters["rjust"] = lambda value, width: str(value).rjust(int(width))
+    return env
+
+
+def render(
+    report: RunReport,
+    *,
+    template_dir: Optional[Path] = None,
+    history_url: Optional[str] = None,
+) -> Rendered:
+    """Subject, text and HTML for ``report``; template problems raise EmailError."""
+    import jinja2
+
+    env = _environment(template_dir)
+    facts = context(report, history_url)
+    out: Dict[str, str] = {}
+    for name in TEMPLATE_NAMES:
+        try:
+            out[name] = env.get_template(name).render(**facts)
+        except jinja2.TemplateNotFound:
+            raise EmailError(
+                f"email template {name} not found (template_dir {template_dir}, "
+                f"built-ins {builtin_template_dir()})"
+            ) from None
+        except jinja2.TemplateError as exc:
+            lineno = getattr(exc, "lineno", None)  # only syntax errors carry one
+            where = f" line {lineno}" if lineno else ""
+            raise EmailError(f"email template {name}{where}: {exc}") from None
+        except Exception as exc:  # a custom template's filter/test can raise anything; the run must survive it
+            raise EmailError(f"email template {name}: {type(exc).__name__}: {exc}") from None
+    subject = header_text(out["subject.txt"])
+    if not subject:
+        raise EmailError("email template subject.txt rendered an empty subject")
+    return Rendered(subject=subject, text=out["body.txt"], html=out["body.html"])
+
+
+def render_for(notify: NotifySettings, report: RunReport) -> Rendered:
+    """:func:`render` with ``template_dir`` and ``history_url`` from ``[notify]``."""
+    return render(report, template_dir=notify.template_dir, history_url=notify.history_url)

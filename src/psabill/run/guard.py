@@ -1,0 +1,85 @@
+"""What is due, and running it exactly once.
+
+The not-due path is what cron hits most, so :func:`run_scheduled` parses the
+config once, asks the pure schedule core, and makes one read-only
+SQLite query. The refresh, the PSA clients, httpx and Jinja2 are imported only
+once a run starts.
+
+Guard rule: at ``now`` the due occurrence is the latest occurrence at or before
+``now`` that has not run and is at most ``[schedule] catch_up`` old. Anything
+older is *missed* (``status`` reports it); it is never run late.
+
+Each run opens one :class:`~psabill.history.History` and closes it on every path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable, Optional
+
+from psabill.errors import ExitCode
+from psabill.history import History
+from psabill.paths import Paths
+from psabill.report import RunReport
+from psabill.run.perform import Outcome, Progress, perform
+from psabill.settings import Settings, load
+
+def due_occurrence(settings: Settings, now: datetime, done: Callable[[datetime], bool]) -> Optional[datetime]:
+    """The occurrence to run at ``now``, or None; ``done`` asks the ledger."""
+    from psabill.scheduling import schedule_of
+
+    schedule = schedule_of(settings)
+    if schedule is None or not settings.schedule.enabled:
+        return None
+    occurrence = schedule.previous(now)
+    if occurrence is None or now - occurrence > settings.schedule.catch_up:
+        return None
+    return None if done(occurrence) else occurrence
+
+
+def run_scheduled(paths: Paths, now: Callable[[], datetime], *, verbose: bool = False) -> Outcome:
+    """The cron entry point. Prints nothing and returns OK when nothing is due."""
+    settings = load(paths.config, check_addresses=False, must_exist=True)
+    ledger = History(paths.db)
+    if due_occurrence(settings, now(), ledger.occurrence_done_readonly) is None:
+        return Outcome(None, ExitCode.OK)
+    _check_addresses(settings)
+    from psabill.lock import run_lock
+
+    with run_lock(paths.lock, settings.lock_timeout), History(paths.db) as history:
+        history.mark_interrupted()
+        # Whoever held the lock before us may have run this very occurrence.
+        at = now()
+        occurrence = due_occurrence(settings, at, history.occurrence_done)
+        if occurrence is None:
+            return Outcome(None, ExitCode.OK)
+        late = int((at - occurrence).total_seconds())
+        report = RunReport(trigger="scheduled", started_at=at, occurrence=occurrence,
+                           late_seconds=late if late >= 60 else None)
+        return perform(paths, settings, history, report, dry_run=False, now=now, verbose=verbose)
+
+
+def run_manual(paths: Paths, now: Callable[[], datetime], *, dry_run: bool, progress: Progress = None,
+               verbose: bool = False) -> Outcome:
+    """A run by hand (or a dry run): no guard, but the same lock and record."""
+    from psabill.lock import run_lock
+
+    settings = load(paths.config, must_exist=True)
+    with run_lock(paths.lock, settings.lock_timeout), History(paths.db) as history:
+        history.mark_interrupted()
+        report = RunReport(trigger="dry-run" if dry_run else "manual", started_at=now())
+        return perform(paths, settings, history, report, dry_run=dry_run, now=now, progress=progress,
+                       verbose=verbose)
+
+
+def _check_addresses(settings: Settings) -> None:
+    """The not-due path skips email-validator; a due run checks the addresses like any load."""
+    if not settings.notify.emails:
+        return
+    from psabill.addresses import validate_addresses
+    from psabill.errors import ConfigError, UsageError
+
+    try:
+        validate_addresses(settings.notify.emails)
+    except UsageError as exc:
+        raise ConfigError(f"{settings.path}: [notify] emails: {exc.message}") from None

@@ -1,0 +1,111 @@
+"""One run, start to finish: record it, refresh, settle, prune, notify.
+
+The run is in the history from its first moment, and every item is recorded
+as it settles, so a killed run leaves its record. The report email goes out
+only after the run is recorded, so a failed email never loses a result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Optional
+
+from psabill import report as rpt
+from psabill.errors import AbortError, EmailError, ExitCode, PsabillError
+from psabill.history import History
+from psabill.paths import Paths
+from psabill.report import RunReport
+from psabill.settings import Settings
+
+Progress = Optional[Callable[[int, int, int], None]]  # (items done, items in all, API requests so far)
+
+
+@dataclass
+class Outcome:
+    """What a run (or a guard that found nothing due) hands back to the CLI edge."""
+
+    report: Optional[RunReport]  # None: nothing was due
+    exit_code: ExitCode
+    error: Optional[str] = None  # a one-line message for the edge to show
+
+
+def perform(paths: Paths, settings: Settings, history: History, report: RunReport, *, dry_run: bool,
+            now: Callable[[], datetime], progress: Progress = None, verbose: bool = False) -> Outcome:
+    """Run ``report``'s refresh and return its outcome; the caller holds the run lock."""
+    from psabill import log
+    from psabill.scheduling import describe_run
+
+    describe_run(settings, report, report.started_at)
+    logger = log.setup(paths.log, verbose=verbose, max_bytes=settings.log_max_bytes, backups=settings.log_backups)
+    history.start_run(report)
+    logger.info("run %s started (%s%s)", report.run_id, report.trigger,
+                f", occurrence {report.occurrence.isoformat()}" if report.occurrence else "")
+    seq = 0
+
+    def record(item: rpt.ItemResult) -> None:
+        nonlocal seq
+        seq += 1
+        assert report.run_id is not None
+        history.add_item(report.run_id, seq, item)
+
+    error: Optional[str] = None
+    error_code: Optional[ExitCode] = None
+    try:
+        _refresh(settings, report, dry_run=dry_run, record=record, progress=progress)
+    except PsabillError as exc:
+        # The run stays in the history either way; the exit code says what went wrong.
+        report.status = rpt.ABORTED if isinstance(exc, AbortError) else rpt.FAILED_RUN
+        report.message = error = exc.message
+        error_code = exc.exit_code
+    report.finished_at = now()
+    report.settle()
+    history.finish_run(report)
+    seconds = max((report.finished_at - report.started_at).total_seconds(), 1e-9)
+    logger.info(
+        "run %s finished: %s, %s, %d API requests (%.1f/s)",
+        report.run_id, report.status,
+        ", ".join(f"{k} {v}" for k, v in report.counts.items()), report.api_requests,
+        report.api_requests / seconds,
+    )
+    pruned = history.prune(report.started_at - timedelta(days=settings.retention_days))
+    if pruned:
+        logger.info("history: removed %d runs older than the retention period", pruned)
+    code = error_code or {rpt.FAILED_RUN: ExitCode.PARTIAL, rpt.PARTIAL: ExitCode.PARTIAL}.get(
+        report.status, ExitCode.OK)
+    if not dry_run:
+        from psabill import notify  # decides itself: scheduled runs always, manual ones if [notify] on_manual
+
+        try:
+            notify.send_report(settings.notify, report, history, outbox=paths.outbox)
+        except EmailError as exc:
+            logger.error("run %s: report email failed: %s", report.run_id, exc.message)
+            if code in (ExitCode.OK, ExitCode.PARTIAL):
+                code = ExitCode.EMAIL
+            error = error or (f"the run was recorded, but its report email failed: {exc.message} "
+                              f"(retry with 'psabill email resend {report.run_id}')")
+    return Outcome(report, code, error)
+
+
+def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
+             record: Callable[[rpt.ItemResult], None], progress: Progress) -> None:
+    """Read usage and update the PSA. Without [psa] there is nothing to update yet."""
+    if settings.psa is None:
+        report.message = "no [psa] configured: nothing to update"
+        return
+    from psabill import sources
+    from psabill.psa.factory import make_client
+    from psabill.run import engine, mapping
+
+    products = settings.product_map
+    rows = sources.read(settings.source, set(products), settings.path)
+    pins = mapping.load(settings.mapping_file)
+    client = make_client(settings.psa, settings.path)
+    try:
+        engine.refresh(client, rows, report, products=products, pins=pins, dry_run=dry_run, record=record,
+                       concurrency=settings.psa.concurrency, url=settings.psa.url,
+                       progress=None if progress is None else
+                       (lambda done, total: progress(done, total, client.request_count)))
+    finally:
+        report.api_requests = client.request_count
+        client.close()

@@ -1,0 +1,591 @@
+"""The TOML config: find it, validate it once, and hand out typed sections.
+
+Reading uses tomllib (tomli before 3.11). Every key of every section is
+declared in :data:`SCHEMA`, so an unknown key or a wrong value is caught at load
+time with a one-line error naming the file, the key path and the value. The
+validated document is then turned into frozen dataclasses (:class:`Settings`
+and its sections) that hold every default in one place; each layer is handed
+only the section it needs, and no module below the CLI reads a dotted key.
+
+Writes go through :func:`update`, which changes whole sections of the document
+and replaces the file atomically (see :mod:`psabill.fsutil`).
+"""
+
+from __future__ import annotations
+
+import math
+import stat
+import sys
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from psabill.errors import ConfigError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on the 3.9 smoke run
+    import tomli as tomllib
+
+VERSION = 1
+
+Check = Callable[[Any], Optional[str]]  # returns an error text, or None when fine
+
+
+def _type(*types: type) -> Check:
+    names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+    def check(value: Any) -> Optional[str]:
+        if isinstance(value, bool) and bool not in types:
+            return f"expected {names}"
+        return None if isinstance(value, types) else f"expected {names}"
+
+    return check
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
+               float: "a number", date: "a date", datetime: "a date-time"}
+
+
+def _all(*checks: Check) -> Check:
+    def check(value: Any) -> Optional[str]:
+        for c in checks:
+            problem = c(value)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
+def _choice(*options: str) -> Check:
+    def check(value: Any) -> Optional[str]:
+        if value not in options:
+            return "expected one of " + ", ".join(repr(o) for o in options)
+        return None
+
+    return check
+
+
+def _range(lo: int, hi: int) -> Check:
+    def check(value: Any) -> Optional[str]:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return f"expected an integer {lo}-{hi}"
+        return None
+
+    return check
+
+
+def _str_list(value: Any) -> Optional[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return "expected a list of strings"
+    return None
+
+
+def _day(value: Any) -> Optional[str]:
+    if value == "last" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 31):
+        return None
+    return "expected 1-31 or \"last\""
+
+
+def _weekday(value: Any) -> Optional[str]:
+    from psabill.schedule import ScheduleError, parse_weekday
+
+    if not isinstance(value, str):
+        return "expected a weekday name such as \"tue\""
+    try:
+        parse_weekday(value)
+    except ScheduleError:
+        return "expected a weekday name such as \"tue\""
+    return None
+
+
+def _duration(value: Any) -> Optional[str]:
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check_catch_up(value: Any) -> Optional[str]:
+    """A catch-up window shorter than the 3 h an occurrence may run late would lose it."""
+    problem = _duration(value)
+    if problem is None and parse_duration(value) < timedelta(hours=3):
+        problem = "must be at least 3h (an occurrence can run up to 3 hours late)"
+    return problem
+
+
+def _zone(value: Any) -> Optional[str]:
+    from psabill.clock import load_zone
+
+    if not isinstance(value, str):
+        return "expected an IANA zone name"
+    try:
+        load_zone(value)
+    except UsageError:
+        return "unknown time zone (use an IANA name such as America/New_York)"
+    return None
+
+
+def _aware(value: Any) -> Optional[str]:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        return "expected a date-time with an offset"
+    return None
+
+
+def _no_newline(value: Any) -> Optional[str]:
+    if isinstance(value, str) and ("\n" in value or "\r" in value):
+        return "must not contain a line break"
+    return None
+
+
+def _seconds(lo: float, hi: float) -> Check:
+    def check(value: Any) -> Optional[str]:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not lo <= value <= hi):
+            return f"expected a number of seconds from {lo:g} to {hi:g}"
+        return None
+
+    return check
+
+
+STR = _all(_type(str), _no_newline)
+INT = _type(int)
+BOOL = _type(bool)
+POSITIVE = _range(1, 1_000_000)
+
+ANY_STR_KEYS = "*"  # a section whose keys are free-form (e.g. [products])
+
+SCHEMA: Dict[str, Dict[str, Any]] = {
+    "": {"version": _range(1, VERSION)},
+    "account": {"name": STR, "timezone": _zone},
+    "schedule": {
+        "enabled": BOOL,
+        "mode": _choice("monthly", "weekly", "daily"),
+        "day": _day,
+        "weekday": _weekday,
+        "hour": _range(0, 23),
+        "start": _type(date),
+        "saved_at": _aware,
+        "catch_up": check_catch_up,
+    },
+    "notify": {
+        "emails": _str_list,
+        "on_manual": BOOL,
+        "transport": _choice("smtp", "sendmail", "file"),
+        "from": STR,
+        "template_dir": STR,
+        "history_url": STR,
+        "smtp": {
+            "host": STR,
+            "port": _range(1, 65535),
+            "security": _choice("starttls", "ssl", "none"),
+            "username": STR,
+            "password": STR,
+            "password_env": STR,
+            "password_file": STR,
+            "timeout": _seconds(0.1, 3600),
+            "ca_file": STR,
+        },
+        "sendmail": {"command": _str_list},
+        "file": {"dir": STR},
+    },
+    "source": {
+        "kind": _choice("csv", "json", "command"),
+        "path": STR,
+        "command": _str_list,
+        "format": _choice("csv", "json"),
+        "timeout": _seconds(0.1, 86400),
+    },
+    "products": ANY_STR_KEYS,
+    "mapping": {"file": STR},
+    "psa": {
+        "kind": _choice("connectwise", "autotask"),
+        "url": STR,
+        "company": STR,
+        "public_key": STR,
+        "private_key": STR,
+        "private_key_env": STR,
+        "private_key_file": STR,
+        "client_id": STR,
+        "api_version": STR,
+        "username": STR,
+        "secret": STR,
+        "secret_env": STR,
+        "secret_file": STR,
+        "integration_code": STR,
+        "concurrency": _range(1, 64),
+        "timeout": _seconds(0.1, 3600),
+        "max_retries": _range(0, 20),
+        "ca_file": STR,
+    },
+    "history": {"retention_days": POSITIVE},
+    "run": {"lock_timeout": _duration},
+    "log": {"max_bytes": POSITIVE, "backups": _range(0, 100)},
+}
+
+# Keys whose values are credentials: never printed, and refused as literals in a
+# config that group or others can read.
+SECRET_KEYS = {("psa", "private_key"), ("psa", "secret"), ("notify.smtp", "password")}
+
+DEFAULT_CATCH_UP = "24h"
+DEFAULT_LOCK_TIMEOUT = "10m"
+DEFAULT_RETENTION_DAYS = 400  # LastPass keeps 60 days; a year and a bit serves audits
+MAX_DURATION_DAYS = 366
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"24h"``, ``"90m"``, ``"2d"``, ``"30s"`` -> timedelta."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if 2 <= len(text) <= 12 and text[-1] in units and text[:-1].isdecimal() and text[:-1].isascii():
+            seconds = int(text[:-1]) * units[text[-1]]
+            if seconds > MAX_DURATION_DAYS * 86400:
+                raise ValueError(f"expected a duration of at most {MAX_DURATION_DAYS}d")
+            return timedelta(seconds=seconds)
+    raise ValueError("expected a duration such as \"24h\", \"90m\" or \"2d\"")
+
+
+def validate(data: Mapping[str, Any], path: Path) -> None:
+    """Raise ConfigError naming the first unknown key or bad value."""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _validate_section(key, value, SCHEMA.get(key), path)
+        else:
+            spec = SCHEMA[""].get(key)
+            if spec is None:
+                raise ConfigError(f"{path}: unknown key {key!r}")
+            _check(spec, value, key, path)
+
+
+def _validate_section(name: str, table: Mapping[str, Any], spec: Any, path: Path) -> None:
+    if spec is None:
+        raise ConfigError(f"{path}: unknown section [{name}]")
+    if spec == ANY_STR_KEYS:
+        for key, value in table.items():
+            _check(STR, value, f"{name}.{key}", path)
+        return
+    for key, value in table.items():
+        sub = spec.get(key)
+        if sub is None:
+            raise ConfigError(f"{path}: unknown key {key!r} in [{name}]")
+        if isinstance(sub, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {name}.{key} = {_show(value)}: expected a table")
+            _validate_section(f"{name}.{key}", value, sub, path)
+        else:
+            _check(sub, value, f"{name}.{key}", path)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return repr(value)
+
+
+def _check(check: Check, value: Any, where: str, path: Path) -> None:
+    problem = check(value)
+    if problem:
+        raise ConfigError(f"{path}: {where} = {_show(value)}: {problem}")
+
+
+def _check_literal_secrets(data: Mapping[str, Any], path: Path) -> None:
+    literal = []
+    for section, key in SECRET_KEYS:
+        node: Any = data
+        for part in section.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and key in node:
+            literal.append(f"{section}.{key}")
+    if not literal:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path} holds a literal secret ({', '.join(sorted(literal))}) but is readable by "
+            f"group or others: run 'chmod 600 {path}' (or use *_env / *_file)"
+        )
+
+
+
+
+# -- typed sections ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a credential comes from: exactly one of a literal, a variable or a file."""
+
+    where: str  # "[psa]" or "[notify.smtp]", for messages
+    key: str  # "private_key", "secret", "password"
+    literal: Optional[str] = None
+    env: Optional[str] = None
+    file: Optional[Path] = None
+    conflict: Tuple[str, ...] = ()  # more than one form given: refused when resolved
+
+    @property
+    def configured(self) -> bool:
+        """Whether any form is given."""
+        return self.literal is not None or self.env is not None or self.file is not None
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    name: str = ""
+    timezone: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    mode: Optional[str] = None  # None: no schedule saved
+    enabled: bool = True
+    hour: int = 0
+    day: Any = None  # 1..31 or "last" (monthly)
+    weekday: Optional[str] = None  # "mon".."sun" (weekly)
+    start: Optional[date] = None
+    saved_at: Optional[datetime] = None
+    catch_up_text: str = DEFAULT_CATCH_UP
+
+    @property
+    def catch_up(self) -> timedelta:
+        """How late an occurrence may still run."""
+        return parse_duration(self.catch_up_text)
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "localhost"
+    port: Optional[int] = None
+    security: str = "starttls"
+    username: Optional[str] = None
+    password: SecretRef = SecretRef("[notify.smtp]", "password")
+    timeout: float = 30.0
+    ca_file: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    emails: Tuple[str, ...] = ()
+    on_manual: bool = False
+    transport: str = "sendmail"
+    sender: Optional[str] = None
+    template_dir: Optional[Path] = None
+    history_url: Optional[str] = None
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    sendmail_command: Tuple[str, ...] = ("/usr/sbin/sendmail", "-t", "-oi")
+    file_dir: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    kind: Optional[str] = None
+    path: Optional[Path] = None
+    command: Tuple[str, ...] = ()
+    format: Optional[str] = None
+    timeout: float = 120.0
+    workdir: Path = Path(".")
+
+
+@dataclass(frozen=True)
+class PsaSettings:
+    kind: Optional[str] = None
+    url: Optional[str] = None
+    company: Optional[str] = None
+    public_key: Optional[str] = None
+    client_id: Optional[str] = None
+    api_version: Optional[str] = None
+    username: Optional[str] = None
+    integration_code: Optional[str] = None
+    credential: SecretRef = SecretRef("[psa]", "private_key")  # private_key (ConnectWise) / secret (Autotask)
+    concurrency: int = 8
+    timeout: float = 30.0
+    max_retries: int = 5
+    ca_file: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated config, typed. ``exists`` is False for a missing file."""
+
+    path: Path
+    exists: bool = True
+    account: AccountSettings = field(default_factory=AccountSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    source: SourceSettings = field(default_factory=SourceSettings)
+    products: Tuple[Tuple[str, str], ...] = ()
+    mapping_file: Optional[Path] = None
+    psa: Optional[PsaSettings] = None  # None: no [psa] section
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    lock_timeout: float = 600.0
+    log_max_bytes: int = 1_000_000
+    log_backups: int = 5
+    document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def product_map(self) -> Dict[str, str]:
+        """SKU -> PSA product, as configured in [products]."""
+        return dict(self.products)
+
+
+def resolve_relative(config_path: Path, value: str) -> Path:
+    """Paths in the config are relative to the config file's directory."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config_path.parent / path
+
+
+def _secret(table: Mapping[str, Any], where: str, key: str, config_path: Path) -> SecretRef:
+    given = tuple(name for name in (key, f"{key}_env", f"{key}_file") if table.get(name) not in (None, ""))
+    return SecretRef(
+        where=f"{config_path}: {where}", key=key,
+        literal=str(table[key]) if key in given else None,
+        env=str(table[f"{key}_env"]) if f"{key}_env" in given else None,
+        file=resolve_relative(config_path, str(table[f"{key}_file"])) if f"{key}_file" in given else None,
+        conflict=given if len(given) > 1 else (),
+    )
+
+
+def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -> Settings:
+    """Typed settings for a document that :func:`validate` accepted."""
+
+    def table(name: str) -> Mapping[str, Any]:
+        value = data.get(name, {})
+        return value if isinstance(value, dict) else {}
+
+    def rel(value: Optional[str]) -> Optional[Path]:
+        return resolve_relative(path, value) if value else None
+
+    account, sched, notify, source, psa = (table(n) for n in ("account", "schedule", "notify", "source", "psa"))
+    smtp = notify.get("smtp", {}) or {}
+    return Settings(
+        path=path,
+        exists=exists,
+        account=AccountSettings(name=str(account.get("name") or ""), timezone=account.get("timezone")),
+        schedule=ScheduleSettings(
+            mode=sched.get("mode"), enabled=bool(sched.get("enabled", True)), hour=int(sched.get("hour", 0)),
+            day=sched.get("day"), weekday=sched.get("weekday"), start=sched.get("start"),
+            saved_at=sched.get("saved_at"), catch_up_text=str(sched.get("catch_up", DEFAULT_CATCH_UP)),
+        ),
+        notify=NotifySettings(
+            emails=tuple(notify.get("emails", ())),
+            on_manual=bool(notify.get("on_manual", False)),
+            transport=str(notify.get("transport") or ("smtp" if smtp else "sendmail")),
+            sender=notify.get("from"),
+            template_dir=rel(notify.get("template_dir")),
+            history_url=notify.get("history_url"),
+            smtp=SmtpSettings(
+                host=str(smtp.get("host", "localhost")), port=smtp.get("port"),
+                security=str(smtp.get("security", "starttls")), username=smtp.get("username"),
+                password=_secret(smtp, "[notify.smtp]", "password", path),
+                timeout=float(smtp.get("timeout", 30.0)), ca_file=rel(smtp.get("ca_file")),
+            ),
+            sendmail_command=tuple((notify.get("sendmail", {}) or {}).get("command") or NotifySettings.sendmail_command),
+            file_dir=rel((notify.get("file", {}) or {}).get("dir")),
+        ),
+        source=SourceSettings(
+            kind=source.get("kind"), path=rel(source.get("path")), command=tuple(source.get("command") or ()),
+            format=source.get("format"), timeout=float(source.get("timeout", 120.0)), workdir=path.parent,
+        ),
+        products=tuple((str(k), str(v)) for k, v in table("products").items()),
+        mapping_file=rel(table("mapping").get("file")),
+        psa=None if not psa else PsaSettings(
+            kind=psa.get("kind"), url=psa.get("url"), company=psa.get("company"),
+            public_key=psa.get("public_key"), client_id=psa.get("client_id"), api_version=psa.get("api_version"),
+            username=psa.get("username"), integration_code=psa.get("integration_code"),
+            credential=_secret(psa, "[psa]", "secret" if psa.get("kind") == "autotask" else "private_key", path),
+            concurrency=int(psa.get("concurrency", 8)), timeout=float(psa.get("timeout", 30.0)),
+            max_retries=int(psa.get("max_retries", 5)), ca_file=rel(psa.get("ca_file")),
+        ),
+        retention_days=int(table("history").get("retention_days", DEFAULT_RETENTION_DAYS)),
+        lock_timeout=parse_duration(table("run").get("lock_timeout", DEFAULT_LOCK_TIMEOUT)).total_seconds(),
+        log_max_bytes=int(table("log").get("max_bytes", 1_000_000)),
+        log_backups=int(table("log").get("backups", 5)),
+        document=data,
+    )
+
+
+def load(path: Path, *, check_addresses: bool = True, must_exist: bool = False) -> Settings:
+    """Read, validate and type ``path``. A missing file is empty settings unless ``must_exist``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(f"no config at {path}: run 'psabill schedule set' first") from None
+        return from_document(path, {}, exists=False)
+    except IsADirectoryError:
+        raise ConfigError(f"config path {path} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    data = parse_document(raw, path)
+    validate(data, path)
+    _check_literal_secrets(data, path)
+    if check_addresses:
+        from psabill.addresses import validate_addresses
+
+        emails = data.get("notify", {}).get("emails")
+        if emails:
+            try:
+                validate_addresses(emails)
+            except UsageError as exc:
+                raise ConfigError(f"{path}: [notify] emails: {exc.message}") from None
+    return from_document(path, data)
+
+
+def parse_document(raw: bytes, path: Path) -> Dict[str, Any]:
+    """Decode and parse TOML bytes, with one-line errors naming the file."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(f"{path}: starts with a UTF-8 byte-order mark (BOM): save it as UTF-8 without BOM")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+
+
+def prospective(settings: Settings, changes: Mapping[str, Optional[Mapping[str, Any]]]) -> Settings:
+    """The settings with whole top-level sections replaced (``None`` drops one), validated; nothing is written."""
+    document: Dict[str, Any] = dict(settings.document)
+    for name, section in changes.items():
+        if section is None:
+            document.pop(name, None)
+        else:
+            document[name] = dict(section)
+    validate(document, settings.path)
+    return from_document(settings.path, document)
+
+
+def write(settings: Settings) -> None:
+    """Save ``settings`` (as :func:`prospective` built them) to their path."""
+    save(settings.path, settings.document)
+
+
+def section_of(settings: Settings, name: str) -> Dict[str, Any]:
+    """A copy of one top-level section of the document, for :func:`update` to replace."""
+    value = settings.document.get(name, {})
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def save(path: Path, document: Mapping[str, Any]) -> None:
+    """Atomically replace ``path`` with ``document`` (mode 0600, fsynced)."""
+    import tomli_w
+
+    from psabill.fsutil import atomic_write
+
+    versioned = {"version": VERSION, **{k: v for k, v in document.items() if k != "version"}}
+    ordered = {**{k: v for k, v in versioned.items() if not isinstance(v, dict)},
+               **{k: v for k, v in versioned.items() if isinstance(v, dict)}}
+    atomic_write(path, tomli_w.dumps(ordered).encode("utf-8"), error=ConfigError, what="config", prefix=".config-")
+
+
+def utc_now_seconds(now: datetime) -> datetime:
+    """``saved_at`` is stored to the second, in UTC."""
+    return now.astimezone(timezone.utc).replace(microsecond=0)

@@ -1,0 +1,134 @@
+"""What ``psabill status`` reports: a :class:`Status` view object that knows its JSON.
+
+:func:`build` reads the settings, the crontab and the history once; "now" and
+the host zone are arguments. The JSON keys are stable (the README lists them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from itertools import islice
+from typing import Any, Dict, List, Optional
+
+from psabill.history import History
+from psabill.paths import Paths
+from psabill.schedule import WEEKDAYS, Schedule
+from psabill.settings import Settings
+
+UTC = timezone.utc
+MISSED_HORIZON = timedelta(days=60)
+
+
+def stamp(instant: datetime, zone: tzinfo, host: tzinfo) -> Dict[str, str]:
+    """One instant in the account zone, the host zone and UTC."""
+    return {
+        "account": instant.astimezone(zone).isoformat(),
+        "host": instant.astimezone(host).isoformat(),
+        "utc": instant.astimezone(UTC).isoformat(),
+    }
+
+
+def next_occurrences(schedule: Schedule, now: datetime, host: tzinfo, count: int) -> List[Dict[str, str]]:
+    """The next ``count`` occurrences after ``now``, stamped."""
+    return [stamp(i, schedule.zone, host) for i in islice(schedule.occurrences(now, inclusive=False), count)]
+
+
+def missed_occurrences(schedule: Schedule, catch_up: timedelta, done: List[str], now: datetime) -> List[str]:
+    """Occurrences in the last 60 days that never ran and are past catch-up."""
+    cutoff = now - catch_up
+    ran = set(done)
+    missed = []
+    for occurrence in schedule.occurrences(now - MISSED_HORIZON):
+        if occurrence > cutoff:
+            break
+        if occurrence.isoformat() not in ran:
+            missed.append(occurrence.isoformat())
+    return missed
+
+
+@dataclass
+class Status:
+    """Everything ``status`` shows."""
+
+    config: str
+    config_exists: bool
+    state_dir: str
+    account: Dict[str, Optional[str]]
+    host_timezone: str
+    now: str
+    cron: Dict[str, Any]
+    notify: Dict[str, Any]
+    schedule: Optional[Dict[str, Any]] = None
+    next_run: Optional[Dict[str, Any]] = None
+    last_run: Optional[Dict[str, Any]] = None
+    missed: List[str] = field(default_factory=list)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The stable JSON document of ``status --json``."""
+        return {
+            "config": self.config,
+            "config_exists": self.config_exists,
+            "state_dir": self.state_dir,
+            "account": self.account,
+            "host_timezone": self.host_timezone,
+            "now": self.now,
+            "schedule": self.schedule,
+            "next_run": self.next_run,
+            "cron": self.cron,
+            "last_run": self.last_run,
+            "missed": self.missed,
+            "notify": self.notify,
+        }
+
+
+def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Status:
+    """Read the crontab and the history and assemble the status."""
+    from psabill import crontab, scheduling
+
+    schedule = scheduling.schedule_of(settings)
+    enabled = schedule is not None and settings.schedule.enabled
+    tab = crontab.Crontab(paths.crontab_file)
+    installed = tab.lines()
+    expected = scheduling.desired_lines(paths, settings, now, host)
+    last = None
+    done: List[str] = []
+    if paths.db.exists():
+        with History(paths.db) as history:
+            row = history.last_run()
+            last = row.to_json() if row else None
+            done = history.done_occurrences(now - MISSED_HORIZON - timedelta(days=1))
+    emails = list(settings.notify.emails)
+    status = Status(
+        config=str(paths.config),
+        config_exists=settings.exists,
+        state_dir=str(paths.state_dir),
+        account={"name": settings.account.name or None, "timezone": settings.account.timezone},
+        host_timezone=str(host),
+        now=now.astimezone(UTC).isoformat(),
+        cron={"target": tab.where, "installed": bool(installed), "lines": installed, "expected": expected,
+              "in_sync": installed == expected},
+        notify={"emails": emails,
+                "report": f"emailed to {len(emails)} address(es) after each scheduled run" if emails
+                else "no report is sent (no addresses configured)"},
+        last_run=last,
+    )
+    if schedule is not None:
+        status.schedule = {
+            "enabled": enabled,
+            "description": schedule.describe(),
+            "mode": schedule.mode,
+            "day": schedule.day,
+            "weekday": WEEKDAYS[schedule.weekday] if schedule.weekday is not None else None,
+            "hour": schedule.hour,
+            "timezone": str(schedule.zone),
+            "start": schedule.start.isoformat() if schedule.start else None,
+            "saved_at": schedule.saved_at.isoformat() if schedule.saved_at else None,
+            "catch_up": settings.schedule.catch_up_text,
+        }
+        status.missed = missed_occurrences(schedule, settings.schedule.catch_up, done, now)
+        if enabled:
+            upcoming = schedule.next_after(now)
+            status.next_run = {**stamp(upcoming, schedule.zone, host),
+                               "left_seconds": int((upcoming - now).total_seconds())}
+    return status

@@ -1,0 +1,128 @@
+"""Shared test helpers: a sandboxed psabill environment, a config builder, an SMTP sink."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+import tomli_w
+from click.testing import CliRunner, Result
+
+from psabill.cli import cli
+from psabill.sandbox.connectwise import Sandbox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class Env:
+    """A sandboxed psabill: config, state dir, crontab file and host zone in tmp_path."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tmp = tmp_path
+        self.config = tmp_path / "conf" / "config.toml"
+        self.state_dir = tmp_path / "state"
+        self.crontab = tmp_path / "crontab"
+        self.monkeypatch = monkeypatch
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("PSABILL_CONFIG", str(self.config))
+        monkeypatch.setenv("PSABILL_STATE_DIR", str(self.state_dir))
+        monkeypatch.setenv("PSABILL_CRONTAB", str(self.crontab))
+        monkeypatch.setenv("PSABILL_HOST_TZ", "UTC")
+        monkeypatch.delenv("PSABILL_NOW", raising=False)
+        monkeypatch.delenv("TZ", raising=False)
+
+    def host(self, zone: str) -> None:
+        self.monkeypatch.setenv("PSABILL_HOST_TZ", zone)
+
+    def run(self, *args: str, now: Optional[str] = None, input: Optional[str] = None,
+            env: Optional[Dict[str, str]] = None) -> Result:
+        extra = dict(env or {})
+        if now is not None:
+            extra["PSABILL_NOW"] = now
+        return CliRunner().invoke(cli, list(args), env=extra, input=input, catch_exceptions=False)
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Bytes of the config and crontab, to prove a failure changed nothing."""
+        return {
+            "config": self.config.read_bytes() if self.config.exists() else None,
+            "crontab": self.crontab.read_bytes() if self.crontab.exists() else None,
+        }
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sink:
+    """aiosmtpd handler that keeps every envelope."""
+
+    def __init__(self) -> None:
+        self.envelopes: List[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+ADDRESSES = ["billing@msp.example", "ops@msp.example"]
+SCHEDULED_NOW = "2026-12-01T14:00:00Z"
+
+
+def configure(env: Env, sandbox: Sandbox, smtp_port: int, **psa: Any) -> None:
+    """A config for the sandbox PSA (plus ``psa`` overrides), a usage CSV with every kind
+    of outcome, a weekly schedule and an SMTP server on ``smtp_port``."""
+    usage = env.config.parent / "usage.csv"
+    env.config.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["customer,sku,seats,psa_company"]
+    rows += [f"CUST{n:05d},LastPass,{20 + n}," for n in range(1, 7)]
+    rows += ["CUST00001,LastPass+MFA,1,", "GLOBEX,LastPass,41,", "<b>Acme & Co</b>,LastPass,9,ACME", "Nobody Inc,LastPass,4,"]
+    usage.write_text("\n".join(rows) + "\n")
+    key = env.config.parent / "cw-key"
+    key.write_text(sandbox.private_key)
+    env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
+            "--notify", ", ".join(ADDRESSES), now="2026-11-26T12:00:00Z")
+    data = tomllib.loads(env.config.read_text())
+    data["account"]["name"] = "Zürich Managed IT"
+    data["source"] = {"kind": "csv", "path": "usage.csv"}
+    data["products"] = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}
+    data["psa"] = {**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0, **psa}
+    data["notify"].update({"transport": "smtp",
+                           "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout": 5}})
+    env.config.write_text(tomli_w.dumps(data))
+    os.chmod(env.config, 0o600)
+
+
+def settings_for(path: Path, data: Dict[str, Any]) -> Any:
+    """Typed settings for a config document, validated as a loaded file would be."""
+    from psabill.settings import from_document, validate
+
+    validate(data, path)  # the keys a test uses must be real config keys
+    return from_document(path, data)
+
+
+def read_source(settings: Any) -> Any:
+    """The usage rows of ``settings``' source, as a run reads them."""
+    from psabill import sources
+
+    return sources.read(settings.source, set(settings.product_map), settings.path)
+
+
+def psa_settings(section: Dict[str, Any]) -> Any:
+    """Typed ``[psa]`` settings for a section dict, as a client receives them."""
+    from psabill.settings import from_document
+
+    return from_document(Path("/nonexistent/config.toml"), {"psa": dict(section)}).psa
