@@ -1,0 +1,1 @@
+"""Test support: compact published-schema fixtures and a validator over them."""
