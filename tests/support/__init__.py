@@ -1,1 +1,1 @@
-"""Helpers shared by the tests (imported as ``support``)."""
+"""Helpers shared by the tests (imported as ``support``): environments, zones, published-schema fixtures."""
