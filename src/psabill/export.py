@@ -307,8 +307,12 @@ def kubernetes_cronjob(
 
 
 def render_yaml(manifest: Dict[str, Any]) -> str:
-    """The manifest as YAML, keys in the order built."""
+    """The manifest as YAML, keys in the order built, with no anchors or aliases."""
     import yaml
 
-    text: str = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)
+    class Plain(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:  # kubectl reads aliases, but people copy manifests
+            return True
+
+    text: str = yaml.dump(manifest, Dumper=Plain, sort_keys=False, default_flow_style=False)
     return text

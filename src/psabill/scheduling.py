@@ -157,14 +157,19 @@ def executable() -> List[str]:
     return [os.path.abspath(sys.executable), "-m", "psabill"]
 
 
-def cron_argv(paths: Paths) -> List[str]:
-    """The command cron runs: always with absolute ``--config`` and ``--state-dir``.
+def command_prefix(paths: Paths) -> List[str]:
+    """psabill with absolute ``--config`` and ``--state-dir``, for any scheduler to run.
 
-    Cron sets no ``XDG_*`` variables, so a default resolved in the admin's shell
-    could differ from cron's; spelling both out makes them read the same state.
+    Cron and systemd set no ``XDG_*`` variables, so a default resolved in the
+    admin's shell could differ from theirs; spelling both out makes every
+    scheduler and the admin read the same state.
     """
-    return executable() + ["--config", str(paths.config), "--state-dir", str(paths.state_dir),
-                           "run", "--scheduled"]
+    return executable() + ["--config", str(paths.config), "--state-dir", str(paths.state_dir)]
+
+
+def cron_argv(paths: Paths) -> List[str]:
+    """The command cron runs."""
+    return command_prefix(paths) + ["run", "--scheduled"]
 
 
 def desired_lines(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> List[str]:

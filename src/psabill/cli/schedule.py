@@ -206,3 +206,54 @@ def disable(app: App) -> None:
     """
     _toggle(app, False)
     click.echo("Schedule disabled; crontab entry removed (settings kept).")
+
+
+@schedule.command("export")
+@click.option("--format", "fmt", type=click.Choice(["systemd", "kubernetes"]), required=True,
+              help="systemd: psabill.service and psabill.timer; kubernetes: a batch/v1 CronJob manifest.")
+@click.option("--output", metavar="PATH", help="systemd: a directory for both units; kubernetes: a file. Default: print.")
+@click.option("--image", metavar="IMAGE", help="Container image running psabill (required with --format kubernetes).")
+@pass_app
+def export_(app: App, fmt: str, output: Optional[str], image: Optional[str]) -> None:
+    """Export the saved schedule to systemd timer units or a Kubernetes CronJob.
+
+    Both fire in the account zone at every occurrence (and sometimes more);
+    `psabill run --scheduled` still decides what is due, so nothing runs twice.
+
+    \b
+    Examples:
+      psabill schedule export --format systemd --output ~/.config/systemd/user
+      psabill schedule export --format kubernetes --image registry.example/psabill:1 --output cronjob.yaml
+    """
+    from pathlib import Path
+
+    from psabill import export, fsutil, scheduling
+    from psabill.errors import ConfigError
+
+    settings = app.settings()
+    sched = scheduling.schedule_of(settings)
+    if sched is None:
+        raise ConfigError(f"no schedule saved in {app.paths.config}: run 'psabill schedule set' first")
+    catch_up = int(settings.schedule.catch_up.total_seconds())
+    if fmt == "kubernetes":
+        if not image:
+            raise UsageError("--format kubernetes needs --image (the container image that runs psabill)")
+        text = export.render_yaml(export.kubernetes_cronjob(sched, image=image, catch_up_seconds=catch_up))
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        target = Path(output).expanduser().resolve()
+        fsutil.atomic_write(target, text.encode("utf-8"), error=UsageError, what="manifest")
+        click.echo(f"Wrote {target}")
+        return
+    units = export.systemd_units(sched, argv=scheduling.command_prefix(app.paths),
+                                 state_dir=str(app.paths.state_dir), catch_up_seconds=catch_up)
+    if output is None:
+        for name, text in units.items():
+            click.echo(f"# {name}")
+            click.echo(text)
+        return
+    directory = Path(output).expanduser().resolve()
+    for name, text in units.items():
+        fsutil.atomic_write(directory / name, text.encode("utf-8"), error=UsageError, what="unit file")
+        click.echo(f"Wrote {directory / name}")
