@@ -51,6 +51,45 @@ class PsabillGroup(click.Group):
         except PsabillError as exc:
             raise Fail(exc.message, int(exc.exit_code)) from None
 
+    def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Every way out is one line on stderr and a documented exit code.
+
+        Click's own usage errors print a usage block first; here they are one
+        ``Error:`` line that names the command's --help. Anything unexpected is
+        a bug: one line, exit 70, and the traceback only with PSABILL_DEBUG=1.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "psabill"
+            _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 130)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # a bug: never a traceback for cron to mail, unless asked for
+            import os
+
+            if os.environ.get("PSABILL_DEBUG"):
+                raise
+            from psabill.fsutil import one_line
+
+            _fail(f"internal error, please report it: {type(exc).__name__}: {one_line(exc)} "
+                  "(PSABILL_DEBUG=1 shows the traceback)", 70)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    from psabill.fsutil import one_line
+
+    click.echo(f"Error: {one_line(message)}", err=True)
+    sys.exit(code)
+
 
 @click.group(cls=PsabillGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", help="Config file (default: $PSABILL_CONFIG, else ~/.config/psabill/config.toml).")
@@ -75,8 +114,4 @@ def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str]
 
 def main() -> None:
     """The ``psabill`` console script."""
-    try:
-        cli.main(prog_name="psabill")
-    except KeyboardInterrupt:  # pragma: no cover - interactive only
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
+    cli.main(prog_name="psabill")
