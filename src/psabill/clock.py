@@ -27,6 +27,8 @@ def parse_instant(value: str, what: str = "PSABILL_NOW") -> datetime:
         ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise UsageError(f"{what} {value!r} has no UTC offset (example: 2026-03-08T09:00:00-05:00)")
+    if not 1971 <= parsed.year <= 2999:
+        raise UsageError(f"{what} {value!r} is outside the years 1971-2999 psabill computes with")
     return parsed.astimezone(timezone.utc)
 
 

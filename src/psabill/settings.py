@@ -135,6 +135,20 @@ def _aware(value: Any) -> Optional[str]:
     return None
 
 
+EARLIEST = date(1970, 1, 1)
+LATEST = date(2999, 12, 31)  # far enough for any schedule, near enough that every date sum stays in range
+
+
+def check_date(value: Any) -> Optional[str]:
+    """A date (or date-time) psabill can compute with: 1970-01-01 to 2999-12-31."""
+    if not isinstance(value, date):
+        return "expected a date"
+    day = value.date() if isinstance(value, datetime) else value
+    if not EARLIEST <= day <= LATEST:
+        return f"expected a date from {EARLIEST} to {LATEST}"
+    return None
+
+
 def _no_newline(value: Any) -> Optional[str]:
     if isinstance(value, str) and ("\n" in value or "\r" in value):
         return "must not contain a line break"
@@ -167,8 +181,8 @@ SCHEMA: Dict[str, Dict[str, Any]] = {
         "day": _day,
         "weekday": _weekday,
         "hour": _range(0, 23),
-        "start": _type(date),
-        "saved_at": _aware,
+        "start": _all(_type(date), check_date),
+        "saved_at": _all(_aware, check_date),
         "catch_up": check_catch_up,
     },
     "notify": {

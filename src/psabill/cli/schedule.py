@@ -81,6 +81,11 @@ def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, h
             start_date = date.fromisoformat(start)
         except ValueError:
             raise UsageError(f"--start {start!r} is not a date (YYYY-MM-DD)") from None
+        from psabill.settings import check_date
+
+        problem = check_date(start_date)
+        if problem:
+            raise UsageError(f"--start {start}: {problem}")
     if tz_name is not None:
         clock.load_zone(tz_name)
     emails = parse_list(notify) if notify is not None else None
