@@ -30,10 +30,11 @@ MID_WEEK = "2025-01-10T12:00:00Z"  # not due: the last occurrence is past catch-
 HEAVY = ("httpx", "jinja2")  # the PSA clients and the email report
 # Never on the not-due path: python-crontab (only cron install/sync needs it),
 # email-validator (only a due run checks addresses), the run machinery and
-# logging (set up only once a run starts), and every command module but run.
+# logging (set up only once a run starts), and Click itself: psabill.entry
+# answers a not-due firing before the CLI is imported.
 OTHER_COMMANDS = tuple(f"psabill.cli.{name}" for name in
                        ("check", "cron", "demo", "email", "history", "schedule", "status"))
-NOT_DUE_FORBIDDEN = HEAVY + OTHER_COMMANDS + (
+NOT_DUE_FORBIDDEN = HEAVY + OTHER_COMMANDS + ("click", "psabill.cli", 
     "crontab", "email_validator", "logging", "psabill.crontab", "psabill.cronplan", "psabill.run.engine",
     "psabill.run.mapping", "psabill.sources", "psabill.psa", "psabill.notify", "psabill.log",
     "psabill.sandbox", "psabill.lock")
@@ -103,3 +104,17 @@ def test_the_probe_does_see_heavy_imports(tmp_path: Path) -> None:
     probe = PROBE.replace('runpy.run_module("psabill", run_name="__main__", alter_sys=True)', "import httpx")
     subprocess.run([sys.executable, "-c", probe, str(out)], check=True, timeout=120)
     assert "httpx" in offending(json.loads(out.read_text())["modules"], HEAVY)
+
+
+def test_a_due_firing_still_goes_through_the_cli(scheduled: Env) -> None:
+    """The fast path only ever answers "nothing due"; a due occurrence runs through Click."""
+    code, _, modules = modules_after(scheduled, ["run", "--scheduled"], "2025-01-14T14:00:30Z")
+    assert "psabill.cli.run" in modules, code
+
+
+@pytest.mark.parametrize("argv", [["run", "--scheduled", "-v"], ["-v", "run", "--scheduled"],
+                                  ["--config", "--state-dir", "run", "--scheduled"], ["run"]])
+def test_any_other_command_line_goes_to_the_cli(argv: List[str]) -> None:
+    from psabill.entry import cron_paths
+
+    assert cron_paths(argv) is None

@@ -1,3 +1,5 @@
-from psabill.cli import main
+"""``python -m psabill``: the same entry point as the console script."""
+
+from psabill.entry import main
 
 main()

@@ -1,0 +1,53 @@
+"""The ``psabill`` console script: a Click-free fast path for cron's not-due firings.
+
+Cron starts ``psabill --config C --state-dir S run --scheduled`` every time its
+expression matches, and nearly every time nothing is due. That exact command
+line (or plain ``run --scheduled``) is answered here with the settings, the
+pure schedule core and one read-only ledger query: nothing due means exit 0,
+silently, before Click or any command module is imported. Anything else, a due
+occurrence or any problem at all, goes to the full CLI, which decides again
+and reports properly.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+from psabill.paths import Paths
+
+
+def cron_paths(argv: List[str]) -> Optional[Paths]:
+    """The paths of a ``run --scheduled`` command line in the shape cron runs, else None."""
+    options = {}
+    rest = list(argv)
+    while rest[:1] in (["--config"], ["--state-dir"]) and len(rest) >= 2 and rest[0] not in options:
+        options[rest[0]] = rest[1]
+        rest = rest[2:]
+    if rest != ["run", "--scheduled"] or any(not value or value.startswith("-") for value in options.values()):
+        return None
+    return Paths.resolve(options.get("--config"), options.get("--state-dir"))
+
+
+def nothing_due(paths: Paths) -> bool:
+    """True only when the config loads and the ledger says no occurrence is due."""
+    try:
+        from psabill import clock
+        from psabill.history import History
+        from psabill.run.guard import due_occurrence
+        from psabill.settings import load
+
+        settings = load(paths.config, check_addresses=False, must_exist=True)
+        return due_occurrence(settings, clock.now(), History(paths.db).occurrence_done_readonly) is None
+    except Exception:  # any doubt: the CLI decides again and reports it as one line
+        return False
+
+
+def main() -> None:
+    """Answer a not-due cron firing here; hand everything else to the CLI."""
+    paths = cron_paths(sys.argv[1:])
+    if paths is not None and nothing_due(paths):
+        sys.exit(0)
+    from psabill.cli import main as cli_main
+
+    cli_main()
