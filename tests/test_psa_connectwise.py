@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict
+from datetime import date
+from typing import Any, Dict, Optional
 
 import pytest
 from hypothesis import given, settings
@@ -20,10 +21,11 @@ from psabill.sandbox.server import BadRequest
 KEY = "cw-private-key-123"
 
 
-def make(sb: Sandbox, **overrides: Any) -> ConnectWiseClient:
+def make(sb: Sandbox, billing_date: Optional[date] = None, **overrides: Any) -> ConnectWiseClient:
     section: Dict[str, Any] = dict(sb.config_section(), max_retries=2, timeout=2)
     section.update(overrides)
-    return ConnectWiseClient(psa_settings(section), sb.private_key, backoff=0.001, max_wait=0.01)
+    return ConnectWiseClient(psa_settings(section), sb.private_key, billing_date=billing_date,
+                             backoff=0.001, max_wait=0.01)
 
 
 @pytest.fixture
@@ -33,16 +35,18 @@ def sb():
 
 
 class TestSetup:
-    def test_it_builds_the_api_base_from_a_site_or_a_full_url(self) -> None:
-        assert api_base("api-na.myconnectwise.net") == "https://api-na.myconnectwise.net/v4_6_release/apis/3.0"
-        assert api_base("https://x.test/v4_6_release/apis/3.0/") == "https://x.test/v4_6_release/apis/3.0"
+    def test_it_builds_the_api_base_from_a_site_and_its_codebase_or_a_full_url(self) -> None:
+        assert api_base("api-na.myconnectwise.net", "v2025_1/") == "https://api-na.myconnectwise.net/v2025_1/apis/3.0"
+        assert api_base("na.myconnectwise.net", "v2025_1/") == "https://api-na.myconnectwise.net/v2025_1/apis/3.0"
+        assert api_base("psa.example.com", "v4_6_release/") == "https://psa.example.com/v4_6_release/apis/3.0"
+        assert api_base("https://x.test/v4_6_release/apis/3.0/", "v2025_1/") == "https://x.test/v4_6_release/apis/3.0"
 
     def test_it_names_missing_keys(self) -> None:
         with pytest.raises(ConfigError, match="company, public_key"):
             ConnectWiseClient(psa_settings({"url": "https://x.test", "client_id": "c"}), KEY)
 
     def test_it_refuses_plain_http_to_a_remote_host(self) -> None:
-        with pytest.raises(PsaError, match="http://psa.example.com/v4_6_release/apis/3.0"):
+        with pytest.raises(PsaError, match="http://psa.example.com"):
             ConnectWiseClient(psa_settings({"url": "http://psa.example.com", "company": "c", "public_key": "p",
                                "client_id": "i"}), KEY)
 
@@ -52,10 +56,11 @@ class TestSetup:
     def test_every_request_carries_auth_client_id_and_a_pinned_model_version(self, sb: Sandbox) -> None:
         make(sb).check()
         make(sb, api_version="2024.2").check()
-        accepts = [r.headers["Accept"] for r in sb.requests]
+        api = [r for r in sb.requests if r.endpoint != "GET login/companyinfo"]
+        accepts = [r.headers["Accept"] for r in api]
         assert accepts == ["application/vnd.connectwise.com+json; version=2025.1",
                            "application/vnd.connectwise.com+json; version=2024.2"]
-        assert all(r.headers["clientId"] == sb.client_id for r in sb.requests)
+        assert all(r.headers["clientId"] == sb.client_id for r in api)
         assert all(r.status == 200 for r in sb.requests)  # the sandbox checked Basic auth
 
 
@@ -85,7 +90,7 @@ class TestReads:
     def test_a_few_identifiers_are_fetched_with_conditions(self, sb: Sandbox) -> None:
         found = make(sb).companies(["cust00002", "CUST00005"], names=["CUSTOMER 00009 LTD"])
         assert [c.identifier for c in found] == ["CUST00002", "CUST00005", "CUST00009"]
-        conditions = [r.query.get("conditions") for r in sb.requests]
+        conditions = [r.query.get("conditions") for r in sb.requests if r.endpoint == "GET company/companies"]
         assert conditions == ['identifier in ("CUST00005","cust00002")', 'name in ("CUSTOMER 00009 LTD")']
 
     def test_many_identifiers_list_everything_once(self) -> None:
@@ -93,7 +98,7 @@ class TestReads:
             wanted = [f"CUST{n:05d}" for n in range(1, 1201)]
             client = make(big)
             assert len(client.companies(wanted)) == 1200
-            assert client.request_count == 2
+            assert client.request_count == 1 + 2  # companyinfo, then two pages
             assert all("conditions" not in r.query for r in big.requests)
 
     def test_names_with_quotes_are_matched_locally(self, sb: Sandbox) -> None:
@@ -120,13 +125,14 @@ class TestReads:
             assert len(listed) == 2 and "company/id" not in listed[0].query["conditions"]
 
     def test_lines_skip_cancelled_additions(self, sb: Sandbox) -> None:
-        client = make(sb)
+        client = make(sb, billing_date=date(2026, 12, 1))
         company = client.companies(["CUST00013"])[0]
         agreement = client.agreements([company.id])[0]
         lines = client.lines(agreement)
         assert [line.product for line in lines] == ["SEATS-STD", "SEATS-MFA"]
         assert all(isinstance(line.quantity, int) for line in lines)
-        assert sb.requests[-1].query["conditions"] == "cancelledDate=null"
+        assert sb.requests[-1].query["conditions"] == (
+            "effectiveDate<[2026-12-02T00:00:00Z] and (cancelledDate=null or cancelledDate>=[2026-12-02T00:00:00Z])")
 
 
 class TestWrites:
@@ -140,7 +146,7 @@ class TestWrites:
         assert client.set_quantity(line, 14) == 10
         patches = sb.patches()
         assert len(patches) == 1 and len(sb.requests) == 1
-        assert patches[0].path == f"/v4_6_release/apis/3.0/finance/agreements/{aid}/additions/{xid}"
+        assert patches[0].path == f"/v2025_1/apis/3.0/finance/agreements/{aid}/additions/{xid}"
         assert patches[0].body == [{"op": "replace", "path": "quantity", "value": 14}]
         assert sb.quantity(aid, xid) == 14
 
@@ -171,7 +177,7 @@ class TestWholeRun:
                 changed = [line for line in lines if line.product == "SEATS-MFA"][:300]
                 list(pool.map(lambda line: client.set_quantity(line, line.quantity + 1), changed))
             assert len(agreements) == 1200
-            assert client.request_count == 2 + 2 + 1200 + 300
+            assert client.request_count == 1 + 2 + 2 + 1200 + 300  # companyinfo first
             assert big.counts["PATCH finance/agreements/{id}/additions/{id}"] == 300
 
     def test_a_psa_that_dies_mid_run_is_unreachable(self, sb: Sandbox) -> None:

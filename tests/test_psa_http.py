@@ -34,7 +34,7 @@ def client(sb: Sandbox, waits: List[float], **kwargs) -> HttpClient:
 
 
 def info_url(sb: Sandbox) -> str:
-    return sb.url + "/v4_6_release/apis/3.0/system/info"
+    return sb.api_url + "/system/info"
 
 
 class TestUrlPolicy:

@@ -96,8 +96,11 @@ def active_agreement(sb: Sandbox, identifier: str) -> int:
 
 
 def addition(sb: Sandbox, agreement_id: int, product: str) -> Tuple[int, Dict[str, Any]]:
+    """The addition billing today: effective by now, not cancelled by now (the sample cancels some later)."""
+    today = datetime.now(timezone.utc).date().isoformat()
     return next((xid, x) for xid, x in sb.additions[agreement_id].items()
-                if x["product"]["identifier"] == product and not x["cancelledDate"])
+                if x["product"]["identifier"] == product and x["effectiveDate"][:10] <= today
+                and (not x["cancelledDate"] or x["cancelledDate"][:10] > today))
 
 
 # -- the acceptance scenario ---------------------------------------------------
@@ -193,7 +196,8 @@ def test_acceptance_every_mapped_quantity_ends_equal_to_its_seat_count(tmp_path:
         assert counts["GET company/companies"] == 1
         assert counts["GET finance/agreements"] == 1
         assert report.api_requests == sb.total == client.request_count
-        assert report.api_requests == 2 + counts["GET finance/agreements/{id}/additions"] + len(patches)
+        assert counts["GET login/companyinfo"] == 1  # the config names the host: the codebase is discovered
+        assert report.api_requests == 3 + counts["GET finance/agreements/{id}/additions"] + len(patches)
         assert report.psa_kind == "connectwise"
 
         # Running again writes nothing: every quantity already matches.
@@ -211,7 +215,8 @@ def test_a_rerun_after_the_psa_died_mid_run_finishes_the_job(tmp_path: Path) -> 
         rows = [UsageRow(f"CUST{n:05d}", sku, rng.randint(300, 400)) for n in range(1, 61) for sku in CW_PRODUCTS]
         cfg = cw_config(tmp_path, sb)
         client = make_client(cfg.psa, cfg.path, **FAST)
-        reads = Run(cfg, client, rows, dry_run=True).report.api_requests
+        # The dry run also discovered the codebase (companyinfo); the same client never asks again.
+        reads = Run(cfg, client, rows, dry_run=True).report.api_requests - 1
         assert sb.counts.get("PATCH finance/agreements/{id}/additions/{id}") is None
 
         sb.die_after(reads + 10)  # the PSA vanishes after ten writes
@@ -344,7 +349,7 @@ class TestApiErrors:
         message = info.value.message
         assert message.startswith(f"ConnectWise at {sandbox.url} refused the credentials; nothing was written")
         assert "sandbox-private" not in message and "rotated-key" not in message
-        assert recorded == [] and report.api_requests == 1
+        assert recorded == [] and report.api_requests == 2  # companyinfo (no credentials), then the 401
 
     def test_an_unreachable_psa_aborts_naming_the_url(self, tmp_path: Path) -> None:
         sb = Sandbox()

@@ -18,6 +18,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS items (
     psa_company TEXT,
     agreement TEXT,
     line TEXT,
-    old INTEGER,
+    old INTEGER,  -- a PSA quantity: INTEGER affinity keeps a decimal 2.5 as REAL 2.5, exactly
     new INTEGER,
     outcome TEXT NOT NULL,
     message TEXT NOT NULL DEFAULT '',
@@ -66,6 +67,22 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (run_id, seq)
 );
 """
+
+
+def _stored(value: Any) -> Any:
+    """A quantity for SQLite: ints as they are, Decimals as REAL (2.5 must not become 2)."""
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def _loaded(value: Any) -> Any:
+    """A stored quantity back: whole ones as int, others as exact Decimals."""
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        return value
+    return int(number) if number == number.to_integral_value() else number
 
 
 def iso(value: Optional[datetime]) -> Optional[str]:
@@ -330,7 +347,7 @@ class History:
                 item.psa_company,
                 item.agreement,
                 item.line,
-                item.old,
+                _stored(item.old),
                 item.new,
                 item.outcome,
                 item.message,
@@ -390,7 +407,7 @@ class History:
             "FROM items WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
-        return [ItemResult(*row) for row in rows]
+        return [ItemResult(*row[:6], _loaded(row[6]), *row[7:]) for row in rows]
 
     def done_occurrences(self, since: datetime) -> List[str]:
         rows = self._query(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from decimal import Decimal
+from typing import Any, Dict, List, Optional, Union
 
 # Item outcomes
 UPDATED = "updated"
@@ -32,19 +33,21 @@ class ItemResult:
     psa_company: Optional[str] = None
     agreement: Optional[str] = None
     line: Optional[str] = None  # addition id (ConnectWise) / contract service id (Autotask)
-    old: Optional[int] = None
+    old: Optional[Union[int, Decimal]] = None  # the PSA's quantity, exactly (ConnectWise: 2.5 is not 2)
     new: Optional[int] = None
     message: str = ""
     hint: str = ""
 
     @property
-    def delta(self) -> Optional[int]:
+    def delta(self) -> Optional[Union[int, Decimal]]:
         if self.old is None or self.new is None:
             return None
         return self.new - self.old
 
     def to_json(self) -> Dict[str, Any]:
-        return {**asdict(self), "delta": self.delta}
+        data = {**asdict(self), "delta": self.delta}
+        # JSON stays numeric: a decimal quantity is a JSON number (2.5), not a string.
+        return {k: float(v) if isinstance(v, Decimal) else v for k, v in data.items()}
 
 
 @dataclass

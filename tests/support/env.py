@@ -126,3 +126,26 @@ def psa_settings(section: Dict[str, Any]) -> Any:
     from psabill.settings import from_document
 
     return from_document(Path("/nonexistent/config.toml"), {"psa": dict(section)}).psa
+
+
+def connectwise_log_problems(sandbox: Sandbox) -> List[str]:
+    """Every request in the ConnectWise sandbox's log, checked against the published schema.
+
+    The log leaves out the Authorization value on purpose; a request the
+    sandbox answered without a 401 carried exactly ``sandbox.authorization``
+    (the sandbox compares it byte for byte), so that value stands in for it.
+    """
+    from urllib.parse import urlencode
+
+    from support.psa_schema import connectwise_problems
+
+    problems: List[str] = []
+    for request in sandbox.requests:
+        headers = dict(request.headers)
+        if request.status != 401 and "login/companyinfo" not in request.endpoint:
+            headers["Authorization"] = sandbox.authorization
+        url = sandbox.url + request.path + (f"?{urlencode(request.query)}" if request.query else "")
+        problems.extend(connectwise_problems(request.method, url, headers, request.body))
+    if sandbox.companyinfo_with_credentials:
+        problems.append(f"{sandbox.companyinfo_with_credentials} companyinfo request(s) carried credentials")
+    return problems

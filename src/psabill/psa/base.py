@@ -9,7 +9,11 @@ contract services with their current units); and it sets one line's quantity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Protocol, Sequence
+from decimal import Decimal
+from typing import Dict, List, Protocol, Sequence, Union
+
+#: A PSA quantity: an int when whole, a Decimal otherwise (ConnectWise quantities are decimals).
+Quantity = Union[int, Decimal]
 
 
 class PsaError(Exception):
@@ -58,7 +62,7 @@ class Line:
     id: str  # addition id / contract service id
     agreement_id: str
     product: str  # ConnectWise product identifier / Autotask service id
-    quantity: int
+    quantity: Quantity  # exact: 2.5 is not 2
 
 
 class PsaClient(Protocol):
@@ -92,7 +96,7 @@ class PsaClient(Protocol):
     def ensure_budget(self, planned: int) -> None:
         """Raise PsaError if ``planned`` more requests would overrun the allowance (only when ``budgeted``)."""
 
-    def set_quantity(self, line: Line, quantity: int) -> int:
+    def set_quantity(self, line: Line, quantity: int) -> Quantity:
         """Make the line's quantity ``quantity``; return the quantity found just before.
 
         ConnectWise writes the absolute value. Autotask re-reads the current units

@@ -8,8 +8,9 @@ config error.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from psabill.errors import ConfigError
 from psabill.psa.base import PsaClient, PsaError
@@ -17,8 +18,13 @@ from psabill.secrets import resolve
 from psabill.settings import PsaSettings
 
 
-def make_client(psa: PsaSettings, config_path: Path, **options: Any) -> PsaClient:
-    """A ConnectWise or Autotask client; ``options`` pass through (tests: backoff, zone_lookup)."""
+def make_client(psa: PsaSettings, config_path: Path, *, billing_date: Optional[date] = None,
+                **options: Any) -> PsaClient:
+    """A ConnectWise or Autotask client; ``options`` pass through (tests: backoff, zone_lookup).
+
+    ``billing_date`` is the date on the account's calendar that lines must be
+    billing on (None: the client's own idea of today).
+    """
     if not psa.kind:
         raise ConfigError(f"{config_path}: [psa] kind is not set (connectwise or autotask)")
     secret = resolve(psa.credential)
@@ -26,7 +32,7 @@ def make_client(psa: PsaSettings, config_path: Path, **options: Any) -> PsaClien
         if psa.kind == "connectwise":
             from psabill.psa.connectwise import ConnectWiseClient
 
-            return ConnectWiseClient(psa, secret, **options)
+            return ConnectWiseClient(psa, secret, billing_date=billing_date, **options)
         from psabill.psa.autotask import AutotaskClient
 
         return AutotaskClient(psa, secret, **options)

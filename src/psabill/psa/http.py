@@ -34,7 +34,8 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 from urllib.parse import urlsplit
 
 import httpx
@@ -104,11 +105,28 @@ def numeric_id(value: Any, what: str) -> int:
 
 
 def whole(value: Any) -> int:
-    """Both PSAs store quantities as decimals; seats are whole."""
+    """Rounds a PSA quantity to a whole number. Lossy: ConnectWise no longer uses it (see :func:`quantity`)."""
     try:
         return int(round(float(value)))
     except (TypeError, ValueError):
         return 0
+
+
+def quantity(value: Any, what: str = "quantity") -> Union[int, Decimal]:
+    """A PSA quantity, exactly: an int when whole, else a Decimal (2.5 stays 2.5, never rounds to 2).
+
+    JSON numbers arrive as floats; ``str()`` of a float is its shortest exact
+    spelling, so 2.5 becomes Decimal("2.5"), not 2.5000000000000000001.
+    """
+    if isinstance(value, bool) or value is None:
+        raise PsaError(f"{what} {value!r} is not a number")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise PsaError(f"{what} {value!r} is not a number") from None
+    if not number.is_finite():
+        raise PsaError(f"{what} {value!r} is not a number")
+    return int(number) if number == number.to_integral_value() else number.normalize()
 
 
 def _bare(url: str) -> str:

@@ -8,7 +8,7 @@ only after the run is recorded, so a failed email never loses a result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Callable, Optional
 
 from psabill import report as rpt
@@ -87,6 +87,17 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
     return Outcome(report, code, error)
 
 
+def billing_date(settings: Settings, report: RunReport) -> date:
+    """The date the run bills for: its start on the account's calendar, not the UTC date.
+
+    A run at 09:00 on 1 December in Sydney is still 30 November in UTC.
+    """
+    from psabill.clock import load_zone
+
+    zone = load_zone(settings.account.timezone or "UTC")
+    return report.started_at.astimezone(zone).date()
+
+
 def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
              record: Callable[[rpt.ItemResult], None], progress: Progress) -> None:
     """Read usage and update the PSA. Without [psa] there is nothing to update yet."""
@@ -100,7 +111,7 @@ def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
     products = settings.product_map
     rows = sources.read(settings.source, set(products), settings.path)
     pins = mapping.load(settings.mapping_file)
-    client = make_client(settings.psa, settings.path)
+    client = make_client(settings.psa, settings.path, billing_date=billing_date(settings, report))
     try:
         engine.refresh(client, rows, report, products=products, pins=pins, dry_run=dry_run, record=record,
                        concurrency=settings.psa.concurrency, url=settings.psa.url,

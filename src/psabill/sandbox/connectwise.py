@@ -4,7 +4,9 @@ It serves exactly what :class:`psabill.psa.connectwise.ConnectWiseClient`
 uses, so the demo, the tests and a dry drill all talk HTTP to something that
 pages, filters, throttles and fails like the real thing:
 
-* ``GET  /v4_6_release/apis/3.0/system/info``
+* ``GET  /login/companyinfo/{company}`` (no credentials; advertises ``Codebase``)
+* ``GET  /{codebase}apis/3.0/system/info`` (the codebase is configurable:
+  ``v2025_1/`` like a cloud server by default, ``v4_6_release/`` like on-premises)
 * ``GET  .../company/companies``
 * ``GET  .../finance/agreements``
 * ``GET  .../finance/agreements/{id}/additions``
@@ -14,8 +16,8 @@ Lists honour ``page``/``pageSize`` (default 25, max 1000, like ConnectWise)
 with a ``Link`` header, ``fields`` (top-level names) and ``conditions`` in the
 subset the client sends: ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``,
 ``in (...)``, ``not in (...)``, ``and``, ``or``, parentheses, double-quoted
-strings (backslash escapes), numbers, ``true``/``false``/``null`` and nested
-paths such as ``company/id``. String comparison ignores case, as SQL Server's
+strings (backslash escapes), numbers, ``true``/``false``/``null``, dates in
+brackets (``[2026-12-01T00:00:00Z]``) and nested paths such as ``company/id``. String comparison ignores case, as SQL Server's
 default collation (and so ConnectWise) does.
 
 The test machinery (latency, faults, request log) comes from
@@ -29,11 +31,12 @@ import random
 import re
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-from urllib.parse import urlencode
+from datetime import datetime, timezone
+from urllib.parse import unquote, urlencode
 
 from psabill.sandbox.server import BadRequest, LoopbackServer, Reply, Request
 
-API_PREFIX = "/v4_6_release/apis/3.0"
+DEFAULT_CODEBASE = "v2025_1/"
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 1000
 
@@ -54,6 +57,7 @@ def lookup(record: Any, path: str) -> Any:
 _TOKEN = re.compile(r"""
     \s*(?:
       (?P<str>"(?:[^"\\]|\\.)*")
+    | (?P<date>\[[^\]]*\])
     | (?P<num>-?\d+(?:\.\d+)?)(?![\w/])
     | (?P<op><=|>=|!=|=|<|>)
     | (?P<paren>[(),])
@@ -76,6 +80,8 @@ def _tokens(text: str) -> List[Tuple[str, Any]]:
         value = m.group(kind)
         if kind == "str":
             out.append(("value", re.sub(r"\\(.)", r"\1", value[1:-1])))
+        elif kind == "date":
+            out.append(("value", _Date(_instant(value[1:-1]))))
         elif kind == "num":
             out.append(("value", float(value) if "." in value else int(value)))
         elif kind == "word" and value.lower() in ("true", "false", "null"):
@@ -156,7 +162,26 @@ def parse_conditions(text: str) -> _Predicate:
     return predicate
 
 
+class _Date:
+    """A bracketed date literal: it compares with stored date-time strings as an instant."""
+
+    def __init__(self, instant: datetime) -> None:
+        self.instant = instant
+
+
+def _instant(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"conditions: {text!r} is not a date") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
 def _key(value: Any) -> Any:
+    if isinstance(value, _Date):
+        return value.instant
     if isinstance(value, str):
         return value.lower()
     if isinstance(value, float) and value.is_integer():
@@ -165,6 +190,8 @@ def _key(value: Any) -> Any:
 
 
 def _compare(left: Any, op: str, right: Any) -> bool:
+    if isinstance(right, _Date) and isinstance(left, str):
+        left = _Date(_instant(left))
     a, b = _key(left), _key(right)
     if op == "=":
         return bool(a == b)
@@ -181,6 +208,8 @@ def _compare(left: Any, op: str, right: Any) -> bool:
 # -- the ConnectWise sandbox --------------------------------------------------
 
 SAMPLE_PRODUCTS = ("SEATS-STD", "SEATS-MFA")
+FUTURE_CANCELLED = "2099-12-31T00:00:00Z"
+FUTURE_EFFECTIVE = "2099-01-01T00:00:00Z"
 
 
 class Sandbox(LoopbackServer):
@@ -188,8 +217,10 @@ class Sandbox(LoopbackServer):
 
     def __init__(self, *, company: str = "sandbox", public_key: str = "sandbox-public",
                  private_key: str = "sandbox-private", client_id: str = "00000000-0000-4000-8000-000000000000",
-                 host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
+                 codebase: str = DEFAULT_CODEBASE) -> None:
         super().__init__(host=host, port=port, latency_ms=latency_ms)
+        self.codebase = codebase.strip("/") + "/"  # as companyinfo spells it: "v2025_1/"
         self.company = company
         self.public_key = public_key
         self.private_key = private_key
@@ -198,6 +229,7 @@ class Sandbox(LoopbackServer):
         self.agreements: Dict[int, Dict[str, Any]] = {}
         self.additions: Dict[int, Dict[int, Dict[str, Any]]] = {}  # agreement id -> addition id -> addition
         self._next_id = 100
+        self.companyinfo_with_credentials = 0  # companyinfo needs none: a client that sends them leaks them
 
     # -- data --------------------------------------------------------------
 
@@ -228,14 +260,15 @@ class Sandbox(LoopbackServer):
             return aid
 
     def add_addition(self, agreement_id: int, product: str, quantity: float, *,
-                     cancelled_date: Optional[str] = None, id: Optional[int] = None) -> int:  # noqa: A002
+                     effective_date: str = "2024-01-01T00:00:00Z", cancelled_date: Optional[str] = None,
+                     id: Optional[int] = None) -> int:  # noqa: A002
         with self._lock:
             xid = self._id(id)
             self.additions.setdefault(agreement_id, {})[xid] = {
                 "id": xid, "agreementId": agreement_id,
                 "product": {"id": zlib.crc32(product.encode()) % 100000, "identifier": product},
                 "quantity": float(quantity), "lessIncluded": 0.0, "unitPrice": 3.0,
-                "billCustomer": "Billable", "effectiveDate": "2024-01-01T00:00:00Z", "cancelledDate": cancelled_date,
+                "billCustomer": "Billable", "effectiveDate": effective_date, "cancelledDate": cancelled_date,
             }
             return xid
 
@@ -251,6 +284,10 @@ class Sandbox(LoopbackServer):
         Each company has one active agreement with one addition per product;
         every tenth also has a cancelled agreement and every seventh an
         inactive one (both must be ignored), and a few additions are cancelled.
+        Like a live book, every eleventh company's first addition is cancelled
+        in the future (``FUTURE_CANCELLED``: still billing, so updated) and
+        every seventeenth has a second line for the first product that starts
+        in the future (``FUTURE_EFFECTIVE``: not billing yet, never written).
         """
         sb = cls(**kwargs)
         rng = random.Random(seed)
@@ -267,7 +304,35 @@ class Sandbox(LoopbackServer):
                 sb.add_addition(idle, products[0], rng.randint(1, 50))
             if n % 13 == 0:
                 sb.add_addition(aid, products[0], rng.randint(1, 50), cancelled_date="2024-06-30T00:00:00Z")
+            if n % 11 == 0:
+                first = min(sb.additions[aid])
+                sb.additions[aid][first]["cancelledDate"] = FUTURE_CANCELLED
+            if n % 17 == 0:
+                sb.add_addition(aid, products[0], rng.randint(1, 50), effective_date=FUTURE_EFFECTIVE)
         return sb
+
+    @property
+    def api_prefix(self) -> str:
+        """The path every API request is under: ``/v2025_1/apis/3.0``."""
+        return f"/{self.codebase}apis/3.0"
+
+    @property
+    def api_url(self) -> str:
+        """The full API base a client should resolve to."""
+        return self.url + self.api_prefix
+
+    @property
+    def authorization(self) -> str:
+        """The Authorization value the sandbox accepts (for checking logged requests)."""
+        token = base64.b64encode(f"{self.company}+{self.public_key}:{self.private_key}".encode()).decode()
+        return f"Basic {token}"
+
+    def answer_error(self, times: int = 1, *, code: str = "InvalidObject",
+                     message: str = "The request could not be processed", method: Optional[str] = None,
+                     endpoint: Optional[str] = None) -> None:
+        """Answer the next ``times`` matching requests with HTTP 200 and an error object, as live
+        ConnectWise (or a proxy in front of it) sometimes does: the write did not happen."""
+        self.fail(200, times, body={"code": code, "message": message}, method=method, endpoint=endpoint)
 
     def patches(self) -> List[Request]:
         """The PATCH requests answered so far, in order: what a run actually wrote."""
@@ -281,22 +346,31 @@ class Sandbox(LoopbackServer):
     # -- HTTP --------------------------------------------------------------
 
     def endpoint(self, method: str, path: str) -> str:
-        if path.startswith(API_PREFIX):
-            path = path[len(API_PREFIX) + 1:]
+        if path.startswith(self.api_prefix):
+            path = path[len(self.api_prefix) + 1:]
+        elif path.lower().startswith("/login/companyinfo/"):
+            return f"{method} login/companyinfo"
         return super().endpoint(method, path)
 
     def authorize(self, headers: Dict[str, str], path: str) -> Optional[Reply]:
-        token = base64.b64encode(f"{self.company}+{self.public_key}:{self.private_key}".encode()).decode()
-        if headers.get("authorization") != f"Basic {token}":
+        if path.lower().startswith("/login/companyinfo/"):
+            if headers.get("authorization"):
+                with self._lock:
+                    self.companyinfo_with_credentials += 1
+            return None  # the login page's lookup needs no credentials
+        if headers.get("authorization") != self.authorization:
             return 401, {}, {"code": "Unauthorized", "message": "Authentication failed"}
         if headers.get("clientid") != self.client_id:
             return 403, {}, {"code": "Forbidden", "message": "clientId header is missing or unknown"}
         return None
 
     def route(self, method: str, path: str, query: Dict[str, str], body: Any) -> Reply:
-        if not path.startswith(API_PREFIX + "/"):
+        if method == "GET" and path.lower().startswith("/login/companyinfo/"):
+            return self._companyinfo(path.split("/", 3)[3])
+        if not path.startswith(self.api_prefix + "/"):
+            # A live server answers a codebase it does not run with a 404 too.
             return 404, {}, {"code": "NotFound", "message": "Not found"}
-        parts = path[len(API_PREFIX) + 1:].strip("/").split("/")
+        parts = path[len(self.api_prefix) + 1:].strip("/").split("/")
         if method == "GET" and parts == ["system", "info"]:
             return 200, {}, {"version": "v2025.1.sandbox", "isCloud": False, "serverTimeZone": "UTC",
                              "cloudRegion": "sandbox"}
@@ -320,6 +394,14 @@ class Sandbox(LoopbackServer):
             if method == "PATCH" and len(parts) == 5:
                 return self._patch_addition(aid, _int(parts[4]), body)
         return 404, {}, {"code": "NotFound", "message": "Not found"}
+
+    def _companyinfo(self, company: str) -> Reply:
+        if unquote(company).lower() != self.company.lower():
+            return 404, {}, {"code": "NotFound", "message": f"Company {company} not found"}
+        version = self.codebase.strip("/").lstrip("v").replace("_", ".")
+        return 200, {}, {"CompanyName": self.company, "Codebase": self.codebase, "VersionCode": f"v{version}",
+                         "VersionNumber": f"v{version}.0", "CompanyID": self.company, "IsCloud": False,
+                         "SiteUrl": self.url.split("://", 1)[1]}
 
     def _patch_addition(self, agreement_id: int, addition_id: int, body: Any) -> Reply:
         if not isinstance(body, list) or not body:
