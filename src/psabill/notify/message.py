@@ -1,6 +1,8 @@
-"""Wrap a rendered report in a MIME ``multipart/alternative`` message.
+"""Wrap a rendered report in a MIME message.
 
-A CR or LF in any header value is refused with :class:`EmailError`.
+``multipart/alternative`` (text, then HTML) for the report itself; with the
+CSV of every item it becomes ``multipart/mixed``: that alternative part, then
+the attachment. A CR or LF in any header value is refused with :class:`EmailError`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def build_message(
     now: Optional[datetime] = None,
     run_id: Optional[int] = None,
 ) -> "EmailMessage":
-    """A multipart/alternative message (text first, HTML preferred by clients)."""
+    """A multipart/alternative message (text first, HTML preferred by clients), wrapped in
+    multipart/mixed with the CSV when ``rendered`` carries one."""
     import email.policy
     from email.message import EmailMessage
     from email.utils import format_datetime, make_msgid
@@ -59,6 +62,11 @@ def build_message(
             msg["X-Psabill-Run"] = str(run_id)
         msg.set_content(rendered.text, subtype="plain", charset="utf-8")
         msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+        if rendered.attachment_name:
+            # A BOM so Excel reads the file as UTF-8 (names like "Zürich"); add_attachment
+            # turns the alternative into the first part of a multipart/mixed.
+            msg.add_attachment("\ufeff" + rendered.attachment, subtype="csv", charset="utf-8",
+                               filename=_checked("attachment name", rendered.attachment_name))
     except (ValueError, TypeError, IndexError) as exc:
         raise EmailError(f"cannot build the email: {inline(exc)}") from None
     return msg
