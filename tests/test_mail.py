@@ -751,3 +751,43 @@ class TestCsv:
         assert len([l for l in lines[1:] if l]) == len(fixed_report().items)
         assert '"\'=HYPERLINK(""x"")\\nFAKE: all good",LastPass,' in rendered.attachment
 
+
+class TestSender:
+    def test_the_default_sender_uses_the_full_domain_name(self, monkeypatch):
+        import socket
+
+        monkeypatch.setattr(socket, "getfqdn", lambda *a: "billing01.msp.example.com")
+        assert message.default_from() == "psabill@billing01.msp.example.com"
+        msg = message.build_message(templates.Rendered("s", "t", "h"), ADDRESSES)
+        assert msg["From"] == "psabill@billing01.msp.example.com"
+        assert msg["Message-ID"].endswith("@billing01.msp.example.com>")
+
+    def test_a_host_without_a_domain_refuses_to_send_and_names_the_setting(self, tmp_path, state, monkeypatch):
+        import socket
+
+        monkeypatch.setattr(socket, "getfqdn", lambda *a: "vm")
+        with pytest.raises(EmailError) as caught:
+            message.default_from()
+        assert "\n" not in caught.value.message and "set [notify] from" in caught.value.message
+        captured = tmp_path / "captured.eml"
+        script = tmp_path / "fake-sendmail"
+        script.write_text(f"#!/bin/sh\ncat > '{captured}'\n")
+        script.chmod(0o755)
+        cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script)]}})
+        notify_settings = dataclasses.replace(cfg.notify, sender=None)
+        report = recorded(state, fixed_report())
+        with pytest.raises(EmailError, match=r"set \[notify\] from"):
+            notify.send_report(notify_settings, report, state, outbox=state.dir / "outbox")
+        assert not captured.exists()
+        assert state.run(report.run_id).email_status == "failed"
+
+    def test_the_file_transport_writes_even_on_a_host_without_a_domain(self, tmp_path, state, monkeypatch):
+        import socket
+
+        monkeypatch.setattr(socket, "getfqdn", lambda *a: "vm")
+        outbox = tmp_path / "outbox"
+        cfg = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
+        notify_settings = dataclasses.replace(cfg.notify, sender=None)
+        report = recorded(state, fixed_report())
+        notify.send_report(notify_settings, report, state, outbox=state.dir / "outbox")
+        assert parse((outbox / f"run-{report.run_id:06d}.eml").read_bytes())["From"] == "psabill@vm"

@@ -18,11 +18,29 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from email.message import EmailMessage
 
 
-def default_from() -> str:
+def default_from(*, local_ok: bool = False) -> str:
+    """``psabill@<this host's full domain name>``.
+
+    A host whose name has no dot would give an address no mail server accepts
+    (or one that bounces into nowhere): refuse, unless ``local_ok`` (the file
+    transport, which only writes the message to disk).
+    """
     import socket
 
-    host = socket.gethostname() or "localhost"
-    return f"psabill@{host}"
+    host = socket.getfqdn() or socket.gethostname() or "localhost"
+    if "." not in host.strip("."):
+        if local_ok:
+            return f"psabill@{host or 'localhost'}"
+        raise EmailError(
+            f"cannot pick a sender address: this host's name {inline(host)!r} is not a full "
+            "domain name; set [notify] from, e.g. from = \"psabill@billing.example.com\""
+        )
+    return f"psabill@{host.strip('.')}"
+
+
+def sender_for(configured: Optional[str], transport: str) -> str:
+    """``[notify] from`` if set, else :func:`default_from` (strict unless writing a file)."""
+    return configured or default_from(local_ok=transport == "file")
 
 
 def _checked(name: str, value: str) -> str:
