@@ -22,7 +22,11 @@ def test_demo_runs_end_to_end_and_writes_the_results_email(tmp_path: Path) -> No
     assert len(emails) == 1
     message = email.message_from_bytes(emails[0].read_bytes(), policy=policy.default)
     assert message["To"] == "billing@msp.example, ops@msp.example"
-    assert message.get_content_type() == "multipart/alternative"
+    # The report (text and HTML) plus every item as a CSV attachment.
+    assert message.get_content_type() == "multipart/mixed"
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == "psabill-run-000001.csv"
+    assert "CUST00001,LastPass" in attachment.get_content()
     text = message.get_body(("plain",)).get_content()
     assert "CUST00001" in text and "GLOBEX" in text and "<b>Acme & Co</b>" in text
     html = message.get_body(("html",)).get_content()

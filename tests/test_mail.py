@@ -6,6 +6,7 @@ from trustme. Nothing leaves the machine.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import ssl
 import stat
@@ -34,6 +35,7 @@ ADDRESSES = ["alice@example.com", "bob@example.org"]
 PASSWORD = "s3cr3t-Pa55word!"
 UTC = timezone.utc
 ACME = "<b>Acme & Co</b>"
+SENDER = "Billing Bot <billing@msp.example.com>"
 SNEAKY = "=HYPERLINK(\"x\")\nFAKE: all good"
 
 
@@ -72,6 +74,15 @@ def fixed_report() -> RunReport:
             ItemResult(SNEAKY, "LastPass+MFA", UNMAPPED, message="no PSA company mapped"),
         ],
     )
+
+
+def aborted_report() -> RunReport:
+    """A scheduled run that stopped before it looked at any item."""
+    report = fixed_report()
+    report.status, report.items = "aborted", []
+    report.message = "PSA login failed: 401 Unauthorized (check [psa] public_key and private_key)"
+    report.next_run = datetime(2026, 3, 10, 16, 7, tzinfo=UTC)  # the retry
+    return report
 
 
 def make_config(tmp_path: Path, notify: Optional[dict] = None, **extra: Any) -> Config:
@@ -168,15 +179,20 @@ class TestSmtp:
         assert envelope.mail_from == "billing@msp.example.com"
         raw = envelope.original_content
         msg = parse(raw)
-        assert msg.get_content_type() == "multipart/alternative"
-        assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+        # multipart/mixed: the report (text, then HTML), then the CSV of every item.
+        assert msg.get_content_type() == "multipart/mixed"
+        report_part, csv_part = msg.iter_parts()
+        assert report_part.get_content_type() == "multipart/alternative"
+        assert [p.get_content_type() for p in report_part.iter_parts()] == ["text/plain", "text/html"]
+        assert csv_part.get_content_type() == "text/csv"
+        assert csv_part.get_filename() == f"psabill-run-{report.run_id:06d}.csv"
         assert msg["Date"] and msg["Message-ID"].startswith("<") and msg["Message-ID"].endswith(">")
         assert msg["To"].addresses[0].addr_spec == "alice@example.com"
         assert msg["To"].addresses[1].addr_spec == "bob@example.org"
         # The non-ASCII account name is RFC 2047-encoded on the wire and decodes intact.
         assert b"=?utf-8?" in raw.split(b"\r\n\r\n", 1)[0].lower()
         assert "Zürich Managed IT" in msg["Subject"]
-        assert "1 company not updated" in msg["Subject"]
+        assert msg["Subject"] == "psabill: Zürich Managed IT billing update: 2 changed, 1 failed, 2 unmapped (2026-03-10)"
         text, html = parts(msg)
         assert ACME in text
         assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in html and ACME not in html
@@ -276,12 +292,14 @@ class TestSmtp:
 
 
 class TestRender:
-    def test_plain_text_body_matches_the_golden_file(self):
-        text = templates.render(fixed_report()).text
-        golden = GOLDEN / "report.txt"
+    @pytest.mark.parametrize("name", ["report.txt", "report-aborted.txt", "report.csv"])
+    def test_text_body_and_csv_match_the_golden_files(self, name):
+        rendered = templates.render(aborted_report() if "aborted" in name else fixed_report())
+        text = rendered.attachment if name.endswith(".csv") else rendered.text
+        golden = GOLDEN / name
         if os.environ.get("PSABILL_UPDATE_GOLDEN"):
-            golden.write_text(text, encoding="utf-8")
-        assert text == golden.read_text(encoding="utf-8")
+            golden.write_bytes(text.encode("utf-8"))
+        assert text == golden.read_bytes().decode("utf-8")
 
     def test_text_and_html_state_the_same_facts(self):
         from markupsafe import escape
@@ -300,6 +318,7 @@ class TestRender:
             "agreement 'Managed Services' is cancelled",
             "reactivate the agreement in ConnectWise or map another one",
             "updated 2, unchanged 1, failed 1, unmapped 2",
+            "psabill-run-000007.csv",
         ]
         for fact in facts:
             assert fact in rendered.text, fact
@@ -318,7 +337,7 @@ class TestRender:
 
     def test_hostile_names_survive_mime_encoding(self):
         rendered = templates.render(fixed_report())
-        msg = parse(message.build_message(rendered, ADDRESSES).as_bytes())
+        msg = parse(message.build_message(rendered, ADDRESSES, sender=SENDER).as_bytes())
         text, html = parts(msg)
         # SMTP policy sends CRLF line ends; the content is otherwise byte-for-byte the same.
         assert text.replace("\r\n", "\n") == rendered.text
@@ -329,7 +348,7 @@ class TestRender:
         report.account_name = "Evil\r\nBcc: victim@example.com"
         rendered = templates.render(report)
         assert "\n" not in rendered.subject and "\r" not in rendered.subject
-        msg = parse(message.build_message(rendered, ADDRESSES).as_bytes())
+        msg = parse(message.build_message(rendered, ADDRESSES, sender=SENDER).as_bytes())
         assert msg["Bcc"] is None
         assert "Evil\\r\\nBcc: victim@example.com" in msg["Subject"]
 
@@ -338,7 +357,7 @@ class TestRender:
         with pytest.raises(EmailError, match="line break"):
             message.build_message(rendered, ADDRESSES, sender="a@example.com\nBcc: x@example.com")
         with pytest.raises(EmailError, match="line break"):
-            message.build_message(templates.Rendered("a\nBcc: x@example.com", "t", "h"), ADDRESSES)
+            message.build_message(templates.Rendered("a\nBcc: x@example.com", "t", "h"), ADDRESSES, sender=SENDER)
 
     @pytest.mark.parametrize(
         "status, items, words",
@@ -355,7 +374,7 @@ class TestRender:
         report = fixed_report()
         report.status, report.items = status, items
         assert facts.outcome_text(report) == words
-        assert words in templates.render(report).subject
+        assert templates.render(report).text.startswith(f"psabill billing update for Zürich Managed IT: {words}\n")
 
     def test_history_url_takes_the_run_id_else_the_command_is_shown(self):
         report = fixed_report()
@@ -381,8 +400,8 @@ class TestRender:
         report.trigger, report.status, report.account_name = "dry-run", "aborted", ""
         report.message = "PSA login failed: 401\nUnauthorized"
         rendered = templates.render(report)
-        assert rendered.subject == "psabill: billing update: failed (2026-03-10, dry run)"
-        for fact in ["DRY RUN: nothing was written", "Problem:", "PSA login failed: 401\\nUnauthorized"]:
+        assert rendered.subject == "psabill: billing update: failed, 2 to change, 1 failed, 2 unmapped (2026-03-10, dry run)"
+        for fact in ["DRY RUN: nothing was written", "Action needed:", "PSA login failed: 401\\nUnauthorized"]:
             assert fact in rendered.text, fact
         assert str(escape("PSA login failed: 401\\nUnauthorized")) in rendered.html
         assert "DRY RUN:" in rendered.html
@@ -397,6 +416,7 @@ class TestRender:
         report.account_name = "A & B"
         rendered = templates.render_for(cfg.notify, report)
         assert rendered.subject == "Billing 1 company not updated for A & B"
+        assert rendered.attachment_name == "psabill-run-000007.csv"  # the CSV does not depend on templates
         assert rendered.html == "<p>A &amp; B: 2 changes</p>"  # custom HTML is autoescaped too
         assert rendered.text.startswith("psabill billing update for A & B")  # built-in fallback
 
@@ -437,7 +457,7 @@ class TestTransports:
         assert names == [f"run-{first.run_id:06d}.eml", f"run-{second.run_id:06d}.eml"]
         msg = parse((outbox / names[0]).read_bytes())
         assert msg["X-Psabill-Run"] == str(first.run_id)
-        assert msg.get_content_type() == "multipart/alternative"
+        assert msg.get_content_type() == "multipart/mixed"
         assert state.run(first.run_id).email_status == "sent"
 
     def test_file_transport_defaults_to_the_state_outbox(self, tmp_path, state):
@@ -472,7 +492,7 @@ class TestTransports:
     def test_a_missing_sendmail_is_named(self, tmp_path):
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(tmp_path / "nope")]}})
         with pytest.raises(EmailError, match="not found"):
-            transports.deliver(cfg.notify, message.build_message(templates.Rendered("s", "t", "h"), ADDRESSES), ADDRESSES)
+            transports.deliver(cfg.notify, message.build_message(templates.Rendered("s", "t", "h"), ADDRESSES, sender=SENDER), ADDRESSES)
 
     def test_no_addresses_is_skipped_and_says_no_report_is_sent(self, tmp_path, state):
         cfg = make_config(tmp_path, {"emails": [], "transport": "file"})
@@ -533,7 +553,7 @@ class TestCommands:
         ctx, report, outbox = cli_env
         result = invoke(ctx, "preview")
         assert result.exit_code == 0, result.output
-        assert "Subject: psabill: Zürich Managed IT billing update: 1 company not updated" in result.output
+        assert "Subject: psabill: Zürich Managed IT billing update: 2 changed, 1 failed, 2 unmapped (2026-03-10)" in result.output
         assert "Every Tuesday at 09:00 (America/New_York)" in result.output
         assert "Next run:  Tue 2026-03-17 09:00 EDT" in result.output
         assert ACME in result.output
@@ -575,3 +595,199 @@ class TestCommands:
 
         for name, command in [("email", email_group), *email_group.commands.items()]:
             assert command.help and "Example" in command.help, name
+
+
+# -- the layout: action first, large runs small ----------------------------------------------------
+
+
+def positions(text: str, *needles: str) -> List[int]:
+    found = [text.find(n) for n in needles]
+    assert -1 not in found, dict(zip(needles, found))
+    return found
+
+
+class TestLayout:
+    def test_what_needs_action_comes_first_in_both_parts(self):
+        rendered = templates.render(fixed_report())
+        order = ["1 company not updated", "Failures (1)", "Fix: ", "Unmapped customers (1)", "Changes (2)", "Run:"]
+        found = positions(rendered.text, *order)
+        assert found == sorted(found)
+        html_order = ["1 company not updated", 'id="failures"', "Fix:</strong>", 'id="unmapped"', 'id="changes"', ">Run<"]
+        found = positions(rendered.html, *html_order)
+        assert found == sorted(found)
+
+    def test_an_aborted_run_says_what_to_do_and_when_it_retries_without_zero_counts(self):
+        from markupsafe import escape
+
+        rendered = templates.render(aborted_report())
+        assert rendered.subject == "psabill: Zürich Managed IT billing update: failed (2026-03-10)"
+        reason = "PSA login failed: 401 Unauthorized (check [psa] public_key and private_key)"
+        assert f"Action needed: {reason}" in rendered.text
+        assert "Next attempt:  Tue 2026-03-10 12:07 EDT" in rendered.text
+        assert str(escape(reason)) in rendered.html and "Next attempt:" in rendered.html
+        for part in (rendered.text, rendered.html):
+            assert "updated 0" not in part and "unmapped 0" not in part
+        assert rendered.attachment_name == "" and rendered.attachment == ""  # no items: no CSV
+        msg = parse(message.build_message(rendered, ADDRESSES, sender=SENDER).as_bytes())
+        assert msg.get_content_type() == "multipart/alternative"
+
+    def test_an_aborted_run_without_a_retry_says_how_to_run_again(self):
+        report = aborted_report()
+        report.next_run = None
+        assert "Next attempt:  none scheduled: fix the problem, then run 'psabill run --yes'" in templates.render(report).text
+
+    def test_a_run_with_an_unmapped_customer_is_not_complete(self):
+        report = fixed_report()
+        report.status = SUCCESS
+        report.items = [i for i in report.items if i.outcome != FAILED]
+        rendered = templates.render(report)
+        assert facts.outcome_text(report) == "1 customer unmapped"
+        assert "complete" not in rendered.subject and "complete" not in rendered.text
+        assert rendered.subject == "psabill: Zürich Managed IT billing update: 2 changed, 2 unmapped (2026-03-10)"
+        report.items = [i for i in report.items if i.outcome != UNMAPPED]
+        assert templates.render(report).subject == "psabill: Zürich Managed IT billing update: complete, 2 changed (2026-03-10)"
+
+    def test_the_subject_date_is_in_the_account_zone(self):
+        report = fixed_report()
+        report.started_at = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)  # still Dec 1 in New York
+        assert templates.render(report).subject.endswith("(2026-12-01)")
+
+    @pytest.mark.parametrize("account", [
+        "Example MSP",
+        "Zürich Managed IT und Übersetzungsbüro Gesellschaft mit beschränkter Haftung Niederlassung Nord",
+        "x" * 150,
+        "Ü" * 120,
+    ])
+    def test_a_folded_subject_never_starts_with_a_space(self, account):
+        report = fixed_report()
+        report.account_name = account
+        rendered = templates.render(report)
+        raw = message.build_message(rendered, ADDRESSES, sender=SENDER).as_bytes()
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        line = next(l for l in head.split(b"\r\n") if l.startswith(b"Subject:"))
+        assert line.startswith(b"Subject: ") and not line[len(b"Subject: "):].startswith((b" ", b"\t"))
+        assert len(line) > len(b"Subject: ")  # not an empty first line folded onto the next
+        subject = parse(raw)["Subject"]
+        assert subject == rendered.subject and subject == subject.strip()
+        assert subject.startswith("psabill: ")
+
+
+@pytest.fixture(scope="module")
+def large() -> Any:
+    """1,500 customers x 2 SKUs, 2 failures, 1 unmapped: the report, its rendering and the message."""
+    from support.reports import large_report
+
+    report = large_report()
+    rendered = templates.render(report)
+    raw = message.build_message(rendered, ADDRESSES, sender=SENDER, run_id=report.run_id).as_bytes()
+    return report, rendered, raw
+
+
+class TestLargeRun:
+
+    def test_subject_carries_the_counts(self, large):
+        _, rendered, _ = large
+        assert rendered.subject == "psabill: Example MSP billing update: 2998 changed, 2 failed, 1 unmapped (2026-12-01)"
+
+    def test_the_readable_message_stays_under_gmails_clipping_size(self, large):
+        _, rendered, raw = large
+        msg = parse(raw)
+        report_part = next(msg.iter_parts())
+        assert report_part.get_content_type() == "multipart/alternative"
+        # Gmail clips a message whose text/HTML exceeds ~102 KB; attachments do not count.
+        assert len(report_part.as_bytes()) < 100_000
+        assert len(rendered.html.encode()) < 60_000 and len(rendered.text.encode()) < 20_000
+
+    def test_the_change_table_is_capped_and_says_how_many_more(self, large):
+        _, rendered, _ = large
+        assert rendered.text.count(" → ") == facts.LIST_LIMIT
+        assert "... and 2948 more (every item is in the attached psabill-run-000042.csv)" in rendered.text
+        assert "… and 2948 more (every item is in the attached psabill-run-000042.csv)" in rendered.html
+        assert rendered.html.count("<tr><td") == facts.LIST_LIMIT
+
+    def test_failures_come_before_changes_in_both_parts(self, large):
+        _, rendered, _ = large
+        text_failures, text_changes = positions(rendered.text, "Failures (2)", "Changes (2998)")
+        assert text_failures < text_changes
+        html_failures, html_unmapped, html_changes = positions(rendered.html, 'id="failures"', 'id="unmapped"', 'id="changes"')
+        assert html_failures < html_unmapped < html_changes
+
+    def test_every_item_is_in_the_attached_csv(self, large):
+        import csv
+        import io
+
+        report, _, raw = large
+        msg = parse(raw)
+        (attachment,) = list(msg.iter_attachments())
+        assert attachment.get_content_type() == "text/csv"
+        assert attachment.get_filename() == "psabill-run-000042.csv"
+        content = attachment.get_content()
+        assert content.startswith("\ufeff")  # Excel reads it as UTF-8
+        rows = list(csv.DictReader(io.StringIO(content.lstrip("\ufeff"))))
+        assert len(rows) == len(report.items) == 3001
+        assert list(rows[0]) == ["customer", "sku", "psa_company", "agreement", "line", "old", "new",
+                                 "delta", "outcome", "message", "hint"]
+        assert {r["outcome"] for r in rows} == {"updated", "failed", "unmapped"}
+        fabrikam = next(r for r in rows if r["customer"] == "Fabrikam")
+        assert fabrikam["message"] == "'=cmd|' /C calc'!A0 answered 403"
+
+
+class TestCsv:
+    @pytest.mark.parametrize("value, shown", [
+        ("=1+2", "'=1+2"), ("+SUM(A1)", "'+SUM(A1)"), ("-2+3", "'-2+3"), ("@cmd", "'@cmd"),
+        ("\tx", "'\\tx"), ("\rx", "'\\rx"), ("Acme", "Acme"), ("a=b", "a=b"),
+        (-5, "-5"), (3, "3"), ("+2", "+2"), (None, ""), ("two\nlines", "two\\nlines"),
+    ])
+    def test_cells_are_never_formulas_and_numbers_stay_numbers(self, value, shown):
+        from psabill.notify.attachment import cell
+
+        assert cell(value) == shown
+
+    def test_the_attachment_lists_every_item_and_guards_hostile_names(self):
+        rendered = templates.render(fixed_report())
+        assert rendered.attachment_name == "psabill-run-000007.csv"
+        lines = rendered.attachment.split("\r\n")
+        assert lines[0] == "customer,sku,psa_company,agreement,line,old,new,delta,outcome,message,hint"
+        assert len([l for l in lines[1:] if l]) == len(fixed_report().items)
+        assert '"\'=HYPERLINK(""x"")\\nFAKE: all good",LastPass,' in rendered.attachment
+
+
+class TestSender:
+    def test_the_default_sender_uses_the_full_domain_name(self, monkeypatch):
+        import socket
+
+        monkeypatch.setattr(socket, "getfqdn", lambda *a: "billing01.msp.example.com")
+        assert message.default_from() == "psabill@billing01.msp.example.com"
+        msg = message.build_message(templates.Rendered("s", "t", "h"), ADDRESSES)
+        assert msg["From"] == "psabill@billing01.msp.example.com"
+        assert msg["Message-ID"].endswith("@billing01.msp.example.com>")
+
+    def test_a_host_without_a_domain_refuses_to_send_and_names_the_setting(self, tmp_path, state, monkeypatch):
+        import socket
+
+        monkeypatch.setattr(socket, "getfqdn", lambda *a: "vm")
+        with pytest.raises(EmailError) as caught:
+            message.default_from()
+        assert "\n" not in caught.value.message and "set [notify] from" in caught.value.message
+        captured = tmp_path / "captured.eml"
+        script = tmp_path / "fake-sendmail"
+        script.write_text(f"#!/bin/sh\ncat > '{captured}'\n")
+        script.chmod(0o755)
+        cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script)]}})
+        notify_settings = dataclasses.replace(cfg.notify, sender=None)
+        report = recorded(state, fixed_report())
+        with pytest.raises(EmailError, match=r"set \[notify\] from"):
+            notify.send_report(notify_settings, report, state, outbox=state.dir / "outbox")
+        assert not captured.exists()
+        assert state.run(report.run_id).email_status == "failed"
+
+    def test_the_file_transport_writes_even_on_a_host_without_a_domain(self, tmp_path, state, monkeypatch):
+        import socket
+
+        monkeypatch.setattr(socket, "getfqdn", lambda *a: "vm")
+        outbox = tmp_path / "outbox"
+        cfg = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
+        notify_settings = dataclasses.replace(cfg.notify, sender=None)
+        report = recorded(state, fixed_report())
+        notify.send_report(notify_settings, report, state, outbox=state.dir / "outbox")
+        assert parse((outbox / f"run-{report.run_id:06d}.eml").read_bytes())["From"] == "psabill@vm"

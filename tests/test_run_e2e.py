@@ -31,7 +31,10 @@ def test_a_scheduled_run_updates_the_psa_and_mails_both_addresses(env: Env, sand
     assert len(sink.envelopes) == 1
     assert sorted(sink.envelopes[0].rcpt_tos) == ADDRESSES
     message = email.message_from_bytes(sink.envelopes[0].content, policy=policy.default)
-    assert message.get_content_type() == "multipart/alternative"
+    assert message["From"] == "psabill@msp.example.com"
+    assert message.get_content_type() == "multipart/mixed"  # the report, then the CSV of every item
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == "psabill-run-000001.csv"
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     history = json.loads(env.run("history", "show", "1", "--json").output)

@@ -100,7 +100,8 @@ def configure(env: Env, sandbox: Sandbox, smtp_port: int, **psa: Any) -> None:
     data["source"] = {"kind": "csv", "path": "usage.csv"}
     data["products"] = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}
     data["psa"] = {**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0, **psa}
-    data["notify"].update({"transport": "smtp",
+    # A real From: test hosts often have no domain name, and then psabill refuses to guess one.
+    data["notify"].update({"transport": "smtp", "from": "psabill@msp.example.com",
                            "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout": 5}})
     env.config.write_text(tomli_w.dumps(data))
     os.chmod(env.config, 0o600)

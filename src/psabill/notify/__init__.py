@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Optional
 
 from psabill.errors import EmailError
 from psabill.notify.facts import TRIGGER_WORDS, header_text, inline
-from psabill.notify.message import build_message
+from psabill.notify.message import build_message, sender_for
 from psabill.notify.templates import Rendered, render_for
 from psabill.notify.transports import deliver
 from psabill.report import RunReport
@@ -74,7 +74,8 @@ def send_report(
     recipients = list(notify.emails)
     try:
         rendered = render_for(notify, report)
-        message = build_message(rendered, recipients, sender=notify.sender, now=now, run_id=report.run_id)
+        sender = sender_for(notify.sender, notify.transport)
+        message = build_message(rendered, recipients, sender=sender, now=now, run_id=report.run_id)
         receipt = deliver(notify, message, recipients, outbox=outbox, name=run_filename(report.run_id))
     except EmailError as exc:
         _record(history, report, EMAIL_FAILED, exc.message)
@@ -108,6 +109,6 @@ def send_test(notify: NotifySettings, account_name: str, *, outbox: Optional[Pat
         f"will reach {html_mod.escape(', '.join(recipients))}.</p></body></html>\n"
     )
     rendered = Rendered(subject=header_text(f"psabill test message ({account})"), text=text, html=body)
-    message = build_message(rendered, recipients, sender=notify.sender, now=now)
+    message = build_message(rendered, recipients, sender=sender_for(notify.sender, notify.transport), now=now)
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     return deliver(notify, message, recipients, outbox=outbox, name=f"test-{stamp}.eml")

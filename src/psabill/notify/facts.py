@@ -27,6 +27,7 @@ from psabill.report import (
 
 
 SUBJECT_MAX = 200  # long subjects get folded/truncated by clients anyway; keep it readable
+LIST_LIMIT = 50  # rows per list in the email; every item is in the attached CSV
 LATE_THRESHOLD = 60  # cron fires a few seconds after :00; only a real delay is worth a line
 
 
@@ -102,20 +103,53 @@ def delta_text(delta: Optional[int]) -> str:
     return f"+{delta}" if delta > 0 else str(delta)  # negative numbers carry their own sign
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def outcome_text(report: RunReport) -> str:
-    """The result in words: "complete", "N companies not updated" or "failed"."""
+    """The result in words: "complete", "N companies not updated", "N customers unmapped" or "failed".
+
+    A run that left a customer unmapped is not "complete": that customer was not billed.
+    """
+    unmapped = len({item.customer for item in report.items if item.outcome == UNMAPPED})
     if report.status == SUCCESS:
+        if unmapped:
+            return f"{_plural(unmapped, 'customer', 'customers')} unmapped"
         return "complete"
     if report.status == PARTIAL:
         n = len({item.customer for item in report.items if item.outcome == FAILED})
         if n == 0:
             return "some companies not updated"
-        return f"{n} {'company' if n == 1 else 'companies'} not updated"
+        return f"{_plural(n, 'company', 'companies')} not updated"
     if report.status in (FAILED_RUN, ABORTED, INTERRUPTED):
         return "failed"
     if report.status == RUNNING:
         return "still running"
     return inline(report.status)
+
+
+def counts_known(report: RunReport) -> bool:
+    """False for a run that stopped before it looked at any item: its counts are unknown, not zeros."""
+    return bool(report.items) or report.status not in (FAILED_RUN, ABORTED, INTERRUPTED)
+
+
+def summary_text(report: RunReport) -> str:
+    """What the subject says: ``41 changed, 2 failed, 1 unmapped``, ``complete, 3 changed`` or ``failed``."""
+    if not counts_known(report):
+        return "failed"
+    counts = report.counts
+    changed = f"{counts['updated']} {'to change' if report.trigger == 'dry-run' else 'changed'}"
+    parts = [changed]
+    if counts["failed"]:
+        parts.append(f"{counts['failed']} failed")
+    if counts["unmapped"]:
+        parts.append(f"{counts['unmapped']} unmapped")
+    if report.status == SUCCESS and not counts["unmapped"]:
+        return "complete, " + changed
+    if report.status in (FAILED_RUN, ABORTED, INTERRUPTED):
+        return "failed, " + ", ".join(parts)
+    return ", ".join(parts)
 
 
 TRIGGER_WORDS = {"scheduled": "scheduled", "manual": "manual", "dry-run": "dry run"}
@@ -135,11 +169,20 @@ def details_text(report: RunReport, history_url: Optional[str]) -> str:
     return "psabill history"
 
 
+def csv_filename(run_id: Optional[int]) -> str:
+    """``psabill-run-000042.csv``: the attachment that lists every item of the run."""
+    return f"psabill-run-{run_id:06d}.csv" if run_id is not None else "psabill-run-unsaved.csv"
+
+
 def context(report: RunReport, history_url: Optional[str] = None) -> Dict[str, Any]:
-    """Everything the templates show, precomputed so text and HTML state the same facts."""
+    """Everything the templates show, precomputed so text and HTML state the same facts.
+
+    Lists are capped at :data:`LIST_LIMIT` rows (``*_more`` says how many are left
+    out): the attached CSV carries every item, so a run of thousands stays small.
+    """
     zone = _zone(report.account_zone or "UTC")
     counts = report.counts
-    changes = [
+    all_changes = [
         {
             "customer": inline(i.customer),
             "sku": inline(i.sku),
@@ -150,7 +193,7 @@ def context(report: RunReport, history_url: Optional[str] = None) -> Dict[str, A
         for i in report.items
         if i.outcome in (UPDATED, PLANNED)
     ]
-    failures = [
+    all_failures = [
         {
             "customer": inline(i.customer),
             "sku": inline(i.sku),
@@ -160,29 +203,41 @@ def context(report: RunReport, history_url: Optional[str] = None) -> Dict[str, A
         for i in report.items
         if i.outcome == FAILED
     ]
-    unmapped: List[Dict[str, str]] = []
+    all_unmapped: List[Dict[str, str]] = []
+    by_name: Dict[str, Dict[str, str]] = {}
     for i in report.items:
         if i.outcome != UNMAPPED:
             continue
         name = inline(i.customer)
-        entry = next((u for u in unmapped if u["customer"] == name), None)
+        entry = by_name.get(name)
         if entry is None:
-            unmapped.append({"customer": name, "skus": inline(i.sku), "message": inline(i.message)})
+            entry = {"customer": name, "skus": inline(i.sku), "message": inline(i.message)}
+            by_name[name] = entry
+            all_unmapped.append(entry)
         elif i.sku:
             entry["skus"] += ", " + inline(i.sku)
+    changes = all_changes[:LIST_LIMIT]
+    failures = all_failures[:LIST_LIMIT]
+    unmapped = all_unmapped[:LIST_LIMIT]
     late = ""
     if report.late_seconds is not None and report.late_seconds >= LATE_THRESHOLD:
         late = f"started {duration_text(report.late_seconds)} late"
         if report.occurrence is not None:
             late += f" (it was due {local_time(report.occurrence, zone)})"
     history_is_url = bool(history_url and report.run_id is not None)
+    stopped = report.status in (FAILED_RUN, ABORTED, INTERRUPTED)
     return {
         "account": inline(report.account_name),  # may be empty: the templates then leave it out
         "zone": inline(report.account_zone or "UTC"),
         "outcome": outcome_text(report),
+        "summary": summary_text(report),
         "status": inline(report.status),
-        "ok": report.status == SUCCESS,
+        "ok": report.status == SUCCESS and not counts["unmapped"],
+        # A run that stopped says what to do about it first; report.message is the reason.
+        "action": (inline(report.message) or "the run stopped without a recorded reason") if stopped else "",
+        "counts_known": counts_known(report),
         "trigger": TRIGGER_WORDS.get(report.trigger, inline(report.trigger)),
+        "scheduled": report.trigger == "scheduled",
         "dry_run": report.trigger == "dry-run",
         "run_id": report.run_id,
         "psa": inline(report.psa_kind or ""),
@@ -195,8 +250,15 @@ def context(report: RunReport, history_url: Optional[str] = None) -> Dict[str, A
         "next_run": local_time(report.next_run, zone),
         "counts": counts,
         "changes": changes,
+        "changes_total": len(all_changes),
+        "changes_more": len(all_changes) - len(changes),
         "failures": failures,
+        "failures_total": len(all_failures),
+        "failures_more": len(all_failures) - len(failures),
         "unmapped": unmapped,
+        "unmapped_total": len(all_unmapped),
+        "unmapped_more": len(all_unmapped) - len(unmapped),
+        "attachment": csv_filename(report.run_id) if report.items else "",
         "details": details_text(report, history_url),
         "details_is_url": history_is_url,
         "widths": _widths(changes),

@@ -1,6 +1,8 @@
-"""Wrap a rendered report in a MIME ``multipart/alternative`` message.
+"""Wrap a rendered report in a MIME message.
 
-A CR or LF in any header value is refused with :class:`EmailError`.
+``multipart/alternative`` (text, then HTML) for the report itself; with the
+CSV of every item it becomes ``multipart/mixed``: that alternative part, then
+the attachment. A CR or LF in any header value is refused with :class:`EmailError`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,29 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from email.message import EmailMessage
 
 
-def default_from() -> str:
+def default_from(*, local_ok: bool = False) -> str:
+    """``psabill@<this host's full domain name>``.
+
+    A host whose name has no dot would give an address no mail server accepts
+    (or one that bounces into nowhere): refuse, unless ``local_ok`` (the file
+    transport, which only writes the message to disk).
+    """
     import socket
 
-    host = socket.gethostname() or "localhost"
-    return f"psabill@{host}"
+    host = socket.getfqdn() or socket.gethostname() or "localhost"
+    if "." not in host.strip("."):
+        if local_ok:
+            return f"psabill@{host or 'localhost'}"
+        raise EmailError(
+            f"cannot pick a sender address: this host's name {inline(host)!r} is not a full "
+            "domain name; set [notify] from, e.g. from = \"psabill@billing.example.com\""
+        )
+    return f"psabill@{host.strip('.')}"
+
+
+def sender_for(configured: Optional[str], transport: str) -> str:
+    """``[notify] from`` if set, else :func:`default_from` (strict unless writing a file)."""
+    return configured or default_from(local_ok=transport == "file")
 
 
 def _checked(name: str, value: str) -> str:
@@ -37,7 +57,8 @@ def build_message(
     now: Optional[datetime] = None,
     run_id: Optional[int] = None,
 ) -> "EmailMessage":
-    """A multipart/alternative message (text first, HTML preferred by clients)."""
+    """A multipart/alternative message (text first, HTML preferred by clients), wrapped in
+    multipart/mixed with the CSV when ``rendered`` carries one."""
     import email.policy
     from email.message import EmailMessage
     from email.utils import format_datetime, make_msgid
@@ -59,6 +80,11 @@ def build_message(
             msg["X-Psabill-Run"] = str(run_id)
         msg.set_content(rendered.text, subtype="plain", charset="utf-8")
         msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+        if rendered.attachment_name:
+            # A BOM so Excel reads the file as UTF-8 (names like "Zürich"); add_attachment
+            # turns the alternative into the first part of a multipart/mixed.
+            msg.add_attachment("\ufeff" + rendered.attachment, subtype="csv", charset="utf-8",
+                               filename=_checked("attachment name", rendered.attachment_name))
     except (ValueError, TypeError, IndexError) as exc:
         raise EmailError(f"cannot build the email: {inline(exc)}") from None
     return msg

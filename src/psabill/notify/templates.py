@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from psabill.errors import EmailError
+from psabill.notify.attachment import items_csv
 from psabill.notify.facts import context, header_text
 from psabill.report import RunReport
 from psabill.settings import NotifySettings
@@ -24,6 +25,8 @@ class Rendered:
     subject: str
     text: str
     html: str
+    attachment_name: str = ""  # the CSV of every item, e.g. psabill-run-000042.csv; "" for none
+    attachment: str = ""
 
 
 def builtin_template_dir() -> Optional[Path]:
@@ -94,7 +97,9 @@ def render(
     subject = header_text(out["subject.txt"])
     if not subject:
         raise EmailError("email template subject.txt rendered an empty subject")
-    return Rendered(subject=subject, text=out["body.txt"], html=out["body.html"])
+    name = facts["attachment"]
+    return Rendered(subject=subject, text=out["body.txt"], html=out["body.html"],
+                    attachment_name=name, attachment=items_csv(report) if name else "")
 
 
 def render_for(notify: NotifySettings, report: RunReport) -> Rendered:
