@@ -55,6 +55,7 @@ def demo(app: App, directory: Optional[str]) -> None:
             "account": {"name": "Demo MSP", "timezone": "America/New_York"},
             "notify": {
                 "emails": ["billing@msp.example", "ops@msp.example"],
+                "from": "psabill demo <psabill@demo.example>",
                 "on_manual": True,
                 "transport": "file",
                 "file": {"dir": str(base / "outbox")},

@@ -14,6 +14,10 @@ from psabill.errors import EmailError
 from psabill.notify.facts import inline
 from psabill.notify.templates import Rendered
 
+# A CSV larger than this travels zipped: base64 adds a third, and Gmail clips a
+# message over about 102 KB, which would hide what comes after the cut.
+ZIP_OVER = 40 * 1024
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from email.message import EmailMessage
 
@@ -83,11 +87,27 @@ def build_message(
         if rendered.attachment_name:
             # A BOM so Excel reads the file as UTF-8 (names like "Zürich"); add_attachment
             # turns the alternative into the first part of a multipart/mixed.
-            msg.add_attachment("\ufeff" + rendered.attachment, subtype="csv", charset="utf-8",
-                               filename=_checked("attachment name", rendered.attachment_name))
+            name = _checked("attachment name", rendered.attachment_name)
+            data = ("\ufeff" + rendered.attachment).encode("utf-8")
+            if len(data) <= ZIP_OVER:
+                msg.add_attachment(data, maintype="text", subtype="csv", filename=name)
+            else:  # a big run: the whole message stays under Gmail's ~102 KB clipping size
+                msg.add_attachment(_zipped(name, data), maintype="application", subtype="zip",
+                                   filename=name + ".zip")
     except (ValueError, TypeError, IndexError) as exc:
         raise EmailError(f"cannot build the email: {inline(exc)}") from None
     return msg
+
+
+def _zipped(name: str, data: bytes) -> bytes:
+    """``data`` as the one member ``name`` of a zip archive (every OS opens .zip natively)."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return out.getvalue()
 
 
 def _msgid_domain(sender: str) -> str:
