@@ -6,6 +6,10 @@ For a key such as ``[psa] secret`` the config may hold exactly one of
 path, relative to the config file, whose content minus its trailing newline is
 the value). Error messages name the key, the variable or the file, never the
 value, so they are safe to print, log and email.
+
+Every value resolved here is registered with :mod:`psabill.redact` before it
+is returned, so the shared redactor knows a credential before any text that
+could carry it leaves the process.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from psabill import redact
 from psabill.config import Config
 from psabill.errors import ConfigError
 
@@ -37,13 +42,13 @@ def resolve_secret(cfg: Config, section: str, key: str, *, required: bool = True
         return None
     chosen = given[0]
     if chosen == key:
-        return str(table[key])
+        return _registered(str(table[key]))
     if chosen.endswith("_env"):
         var = str(table[chosen])
         value = os.environ.get(var)
         if not value:
             raise ConfigError(f"{where} {chosen} names ${var}, which is {'empty' if value == '' else 'not set'}")
-        return value
+        return _registered(value)
     path = cfg.resolve_relative(str(table[chosen]))
     try:
         with open(path, "rb") as handle:
@@ -67,4 +72,10 @@ def resolve_secret(cfg: Config, section: str, key: str, *, required: bool = True
         raise ConfigError(f"{where} {chosen}: {path} is empty")
     if "\n" in value or "\r" in value:
         raise ConfigError(f"{where} {chosen}: {path} holds more than one line")
+    return _registered(value)
+
+
+def _registered(value: str) -> str:
+    """``value``, now known to the shared redactor."""
+    redact.register(value)
     return value

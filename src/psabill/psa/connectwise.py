@@ -17,6 +17,7 @@ import base64
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
+from psabill import redact
 from psabill.errors import ConfigError
 from psabill.psa.base import Agreement, Company, Line, PsaError
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, rebase, whole
@@ -61,6 +62,7 @@ class ConnectWiseClient:
         public_key = str(config_section["public_key"])
         version = str(config_section.get("api_version") or DEFAULT_API_VERSION)
         token = base64.b64encode(f"{self.company}+{public_key}:{secret}".encode("utf-8")).decode("ascii")
+        redact.register(secret, token)  # before any request: the token is a credential of its own
         self.http = HttpClient(
             headers={
                 "Authorization": f"Basic {token}",
