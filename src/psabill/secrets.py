@@ -6,12 +6,17 @@ For a key such as ``[psa] secret`` the config may hold exactly one of
 path, relative to the config file, whose content minus its trailing newline is
 the value). Error messages name the key, the variable or the file, never the
 value, so they are safe to print, log and email.
+
+Every value resolved here is registered with :mod:`psabill.redact` before it
+is returned, so the shared redactor knows a credential before any text that
+could carry it leaves the process.
 """
 
 from __future__ import annotations
 
 import os
 
+from psabill import redact
 from psabill.errors import ConfigError
 from psabill.fsutil import read_capped
 from psabill.settings import SecretRef
@@ -25,13 +30,13 @@ def resolve(ref: SecretRef) -> str:
     if ref.conflict:
         raise ConfigError(f"{where} sets {' and '.join(ref.conflict)}: keep only one")
     if ref.literal is not None:
-        return ref.literal
+        return _registered(ref.literal)
     if ref.env is not None:
         value = os.environ.get(ref.env)
         if not value:
             raise ConfigError(f"{where} {ref.key}_env names ${ref.env}, which is "
                               f"{'empty' if value == '' else 'not set'}")
-        return value
+        return _registered(value)
     if ref.file is None:
         raise ConfigError(f"{where} needs {ref.key}_env, {ref.key}_file or {ref.key}")
     chosen = f"{ref.key}_file"
@@ -48,4 +53,10 @@ def resolve(ref: SecretRef) -> str:
         raise ConfigError(f"{where} {chosen}: {ref.file} is empty")
     if "\n" in value or "\r" in value:
         raise ConfigError(f"{where} {chosen}: {ref.file} holds more than one line")
+    return _registered(value)
+
+
+def _registered(value: str) -> str:
+    """``value``, now known to the shared redactor."""
+    redact.register(value)
     return value

@@ -37,6 +37,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote, urlsplit
 
+from psabill import redact
 from psabill.errors import ConfigError
 from psabill.settings import PsaSettings
 from psabill.psa.base import CONNECTWISE_TERMS, Agreement, Company, Line, PsaError, Quantity
@@ -133,6 +134,7 @@ class ConnectWiseClient:
         public_key = str(settings.public_key)
         version = settings.api_version or DEFAULT_API_VERSION
         token = base64.b64encode(f"{self.company}+{public_key}:{secret}".encode("utf-8")).decode("ascii")
+        redact.register(secret, token)  # before any request: the token is a credential of its own
         common: Dict[str, Any] = dict(
             timeout=settings.timeout,
             max_retries=settings.max_retries,

@@ -23,8 +23,12 @@ Policy, in the order a request meets it:
   anything ambiguous is raised so the caller can re-read and recompute.
 * Errors: 401/403 -> PsaAuthError, unreachable after retries -> PsaUnreachable,
   anything else -> PsaError with the status and a short body excerpt. Every
-  message passes through :meth:`HttpClient.scrub`, which removes the configured
-  secrets and the Authorization value, so no credential reaches a log or email.
+  message passes through :meth:`HttpClient.scrub`, which is
+  :func:`psabill.redact.one_line` with this client's secrets and the
+  Authorization value added: the full text is scrubbed (raw, URL-encoded,
+  JSON-escaped and base64 forms) before control characters are escaped and the
+  text is folded and cut, so an excerpt's cut can never leave part of a secret.
+  The client also registers those secrets with the process-wide redactor.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from psabill import redact
 from psabill.psa.base import PsaAuthError, PsaError, PsaUnreachable
 
 log = logging.getLogger("psabill.psa")
@@ -48,7 +53,7 @@ T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 EXCERPT_CHARS = 200
-REDACTED = "[redacted]"
+REDACTED = redact.REDACTED
 
 
 def is_loopback_host(host: str) -> bool:
@@ -139,10 +144,6 @@ def _bare(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 class HttpClient:
     """A thread-safe, counting, retrying JSON client for one PSA origin."""
 
@@ -166,10 +167,13 @@ class HttpClient:
         self.backoff = backoff
         self.max_wait = max_wait
         self._sleep = sleep
-        self._secrets: List[str] = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+        own: List[str] = [s for s in secrets if s]
         auth = headers.get("Authorization")
         if auth:
-            self._secrets.insert(0, auth.split(" ", 1)[-1])
+            own.append(auth.split(" ", 1)[-1])
+        # Registered before the first request, so no text about it can leave unscrubbed.
+        self._redactor = redact.Redactor(own)
+        redact.register(*own)
         self._count = 0
         self._count_lock = threading.Lock()
         self._global = threading.BoundedSemaphore(max(1, concurrency))
@@ -211,10 +215,18 @@ class HttpClient:
 
     # -- scrubbing --------------------------------------------------------
 
-    def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return _one_line(text)
+    def scrub(self, text: str, limit: Optional[int] = None) -> str:
+        """``text`` as one outbound line: scrubbed whole, controls escaped, folded, then cut to ``limit``."""
+        return redact.one_line(self._redactor.scrub(text), limit)
+
+    def _excerpt(self, response: httpx.Response) -> str:
+        """The start of an error body, scrubbed on its full length before the cut."""
+        try:
+            text = response.text
+        except Exception:  # pragma: no cover - undecodable body
+            text = ""
+        text = self.scrub(text, EXCERPT_CHARS)
+        return text or self.scrub(response.reason_phrase or "") or "(empty body)"
 
     # -- requests ---------------------------------------------------------
 
@@ -273,11 +285,11 @@ class HttpClient:
                 if 200 <= status < 300:
                     return response
                 if status in (401, 403):
-                    raise PsaAuthError(self.scrub(f"{where}: HTTP {status} (credentials refused): {_excerpt(response)}"))
+                    raise PsaAuthError(self.scrub(f"{where}: HTTP {status} (credentials refused): {self._excerpt(response)}"))
                 retryable = status in RETRY_STATUSES or (status == 500 and idempotent)
                 if not idempotent and status != 429:
                     retryable = False
-                failure = f"HTTP {status}: {_excerpt(response)}"
+                failure = f"HTTP {status}: {self._excerpt(response)}"
                 if not retryable or attempt >= self.max_retries:
                     suffix = f" (after {attempt + 1} attempts)" if attempt else ""
                     raise PsaError(self.scrub(f"{where}: {failure}{suffix}"))
@@ -303,21 +315,10 @@ class HttpClient:
         try:
             return response.json()
         except ValueError:
-            raise PsaError(self.scrub(f"{where}: HTTP {response.status_code} but the body is not JSON: {_excerpt(response)}")) from None
+            raise PsaError(self.scrub(f"{where}: HTTP {response.status_code} but the body is not JSON: {self._excerpt(response)}")) from None
 
     def close(self) -> None:
         self._client.close()
-
-
-def _excerpt(response: httpx.Response) -> str:
-    try:
-        text = response.text
-    except Exception:  # pragma: no cover - undecodable body
-        text = ""
-    text = _one_line(text)
-    if not text:
-        return response.reason_phrase or "(empty body)"
-    return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "")
 
 
 def _retry_after(response: httpx.Response) -> Optional[float]:
