@@ -118,14 +118,15 @@ def check_catch_up(value: Any) -> Optional[str]:
 
 
 def _zone(value: Any) -> Optional[str]:
-    from psabill.clock import load_zone
+    from psabill.clock import load_zone, suggest_zone
 
     if not isinstance(value, str):
         return "expected an IANA zone name"
     try:
         load_zone(value)
     except UsageError:
-        return "unknown time zone (use an IANA name such as America/New_York)"
+        guess = suggest_zone(value)
+        return f"unknown time zone ({'did you mean ' + guess + '?' if guess else 'use an IANA name such as America/New_York'})"
     return None
 
 
