@@ -100,7 +100,7 @@ def paint(text: str, colour: bool) -> str:
         return text
     for word in RED:
         if text.startswith(word):
-            return click.style(text, fg="red", bold=word == "OUT OF SYNC")
+            return click.style(text, fg="red", bold=True if word == "OUT OF SYNC" else None)
     for word in YELLOW:
         if text.startswith(word):
             return click.style(text, fg="yellow")
