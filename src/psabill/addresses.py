@@ -11,6 +11,8 @@ def parse_list(text: str) -> List[str]:
     """``"a@x.example, b@y.example"`` -> validated, de-duplicated addresses."""
     if "\r" in text or "\n" in text:
         raise UsageError(f"address list {text!r} contains a line break")
+    if ";" in text:
+        raise UsageError(f"address list {text!r}: separate addresses with commas, not semicolons")
     items = [part.strip() for part in text.split(",")]
     if not any(items):
         raise UsageError(f"address list {text!r} is empty: give at least one address")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
+from typing import Optional
 from zoneinfo import ZoneInfo
 
 from psabill.errors import ConfigError, UsageError
@@ -49,9 +50,24 @@ def load_zone(name: str, what: str = "time zone") -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
+        guess = suggest_zone(name)
         raise UsageError(
-            f"unknown {what} {name!r}: use an IANA name such as America/New_York"
+            f"unknown {what} {name!r}: "
+            + (f"did you mean {guess}?" if guess else "use an IANA name such as America/New_York")
         ) from None
+
+
+def suggest_zone(name: str) -> Optional[str]:
+    """The IANA zone ``name`` most likely meant: same name ignoring case, else a close match."""
+    import difflib
+    from zoneinfo import available_timezones
+
+    zones = {zone.lower(): zone for zone in available_timezones()}
+    key = name.strip().lower().replace(" ", "_")
+    if key in zones:
+        return zones[key]
+    close = difflib.get_close_matches(key, list(zones), n=1, cutoff=0.9)
+    return zones[close[0]] if close else None
 
 
 def host_zone() -> ZoneInfo:

@@ -16,12 +16,13 @@ from typing import Any, List, Optional
 import click
 
 from psabill import __version__
-from psabill.cli.options import Fail
+from psabill.cli.options import Fail, verbosity_options
 from psabill.errors import PsabillError
 
 # command name -> (module under psabill.cli, attribute)
 COMMANDS = {
     "check": ("check", "check"),
+    "config": ("config", "config"),
     "cron": ("cron", "cron"),
     "demo": ("demo", "demo"),
     "email": ("email", "email_group"),
@@ -43,7 +44,7 @@ class PsabillGroup(click.Group):
             return None
         module, attribute = COMMANDS[name]
         command: click.Command = getattr(importlib.import_module(f"psabill.cli.{module}"), attribute)
-        return command
+        return verbosity_options(command)  # -v / -q after the command too
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -94,10 +95,12 @@ def _fail(message: str, code: int) -> None:
 @click.group(cls=PsabillGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", help="Config file (default: $PSABILL_CONFIG, else ~/.config/psabill/config.toml).")
 @click.option("--state-dir", metavar="PATH", help="History, lock and log dir (default: $PSABILL_STATE_DIR, else the user state dir).")
-@click.option("-v", "--verbose", is_flag=True, help="Echo the log to stderr.")
+@click.option("-v", "--verbose", is_flag=True, help="Echo the log to stderr (also accepted after the command).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Commands that change things print only errors (also accepted after the command).")
 @click.version_option(__version__, prog_name="psabill")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str], verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str], verbose: bool, quiet: bool) -> None:
     """Keep PSA billing quantities in step with real seat counts, on a schedule.
 
     \b
@@ -109,7 +112,9 @@ def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str]
     from psabill.cli.options import App
     from psabill.paths import Paths
 
-    ctx.obj = App(Paths.resolve(config_path, state_dir), verbose=verbose)
+    if verbose and quiet:
+        raise click.UsageError("-v and -q cannot be combined")
+    ctx.obj = App(Paths.resolve(config_path, state_dir), verbose=verbose, quiet=quiet)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from psabill.cli.options import App, emit_json, json_option, pass_app
+from psabill.cli.options import App, echo, emit_json, json_option, pass_app
 
 
 @click.group()
@@ -29,11 +29,14 @@ def show(app: App, as_json: bool) -> None:
     """
     from psabill import clock, crontab, scheduling
 
-    installed = crontab.Crontab(app.paths.crontab_file).lines()
+    tab = crontab.Crontab(app.paths.crontab_file)
+    installed = tab.lines()
     expected = scheduling.desired_lines(app.paths, app.settings(), clock.now(), clock.host_zone())
     if as_json:
         emit_json({"lines": installed, "expected": expected, "in_sync": installed == expected})
         return
+    if not installed:
+        click.echo(f"# nothing installed: {tab.where} has no psabill lines", err=True)
     for line in installed:
         click.echo(line)
     if installed != expected:
@@ -41,8 +44,9 @@ def show(app: App, as_json: bool) -> None:
 
 
 @cron.command()
+@json_option
 @pass_app
-def install(app: App) -> None:
+def install(app: App, as_json: bool) -> None:
     """Rewrite psabill's crontab lines from the config (other lines are kept).
 
     \b
@@ -52,9 +56,12 @@ def install(app: App) -> None:
     from psabill import clock, scheduling
 
     lines = scheduling.sync_cron(app.paths, app.settings(), clock.now(), clock.host_zone())
+    if as_json:
+        emit_json({"installed": bool(lines), "lines": lines})
+        return
     if lines:
-        click.echo("Installed:")
+        echo("Installed:")
         for line in lines:
-            click.echo(f"  {line}")
+            echo(f"  {line}")
     else:
-        click.echo("No enabled schedule: psabill's crontab lines removed.")
+        echo("No enabled schedule: psabill's crontab lines removed.")

@@ -10,15 +10,16 @@ from typing import Optional
 
 import click
 
-from psabill.cli.options import App, pass_app, render_status
+from psabill.cli.options import App, echo, emit_json, json_option, pass_app, render_status
 
 DEMO_CUSTOMERS = 12
 
 
 @click.command()
 @click.option("--dir", "directory", metavar="PATH", help="Where to put the demo files (default: a new temp dir).")
+@json_option
 @pass_app
-def demo(app: App, directory: Optional[str]) -> None:
+def demo(app: App, directory: Optional[str], as_json: bool) -> None:
     """Run the whole job against a sandbox PSA on loopback; touches nothing of yours.
 
     It writes a sample config and usage CSV, saves a weekly schedule into a
@@ -71,31 +72,44 @@ def demo(app: App, directory: Optional[str]) -> None:
         saved = scheduling.plan_save(current, request, now, host)
         scheduling.apply(paths, current, saved.settings, now, host)
 
-        click.secho("== 1. Schedule saved", bold=True)
-        click.echo(f"{saved.schedule.describe()}; crontab lines written to {paths.crontab_file}")
-        click.secho("\n== 2. psabill status", bold=True)
-        render_status(status_mod.build(paths, saved.settings, now, host).to_json(), now)
-        click.secho(f"\n== 3. Billing update against the sandbox PSA at {sandbox.url}", bold=True)
+        def say(text: str, bold: bool = False) -> None:
+            if not as_json:
+                echo(click.style(text, bold=True) if bold else text)
+
+        say("== 1. Schedule saved", bold=True)
+        say(f"{saved.schedule.describe()}; crontab lines written to {paths.crontab_file}")
+        say("\n== 2. psabill status", bold=True)
+        if not as_json and not app.quiet:
+            render_status(status_mod.build(paths, saved.settings, now, host).to_json(), now)
+        say(f"\n== 3. Billing update against the sandbox PSA at {sandbox.url}", bold=True)
         outcome = guard.run_manual(paths, clock.now, dry_run=False, verbose=app.verbose)
         report = outcome.report
         assert report is not None
         for item in report.items:
             if item.outcome == "updated":
-                click.echo(f"  updated   {item.customer} / {item.sku}: {item.old} -> {item.new}")
+                say(f"  updated   {item.customer} / {item.sku}: {item.old} -> {item.new}")
             elif item.outcome in ("failed", "unmapped"):
                 hint = f" Fix: {item.hint}" if item.hint else ""
-                click.echo(f"  {item.outcome:<9} {item.customer} / {item.sku}: {item.message}.{hint}")
+                say(f"  {item.outcome:<9} {item.customer} / {item.sku}: {item.message}.{hint}")
         counts = report.counts
-        click.echo(f"Run {report.run_id}: {report.status}; " + ", ".join(f"{k} {v}" for k, v in counts.items())
-                   + f"; {report.api_requests} API requests, {len(sandbox.patches())} quantities written")
+        written = len(sandbox.patches())
+        say(f"Run {report.run_id}: {report.status}; " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + f"; {report.api_requests} API requests, {written} quantities written")
     emails = sorted((base / "outbox").glob("*.eml"))
-    click.secho("\n== 4. Where everything is", bold=True)
-    click.echo(f"  config:        {paths.config}")
-    click.echo(f"  usage CSV:     {usage}")
-    click.echo(f"  crontab file:  {paths.crontab_file}")
-    click.echo(f"  history:       {paths.db}  (psabill --config {paths.config} "
-               f"--state-dir {paths.state_dir} history show {report.run_id})")
-    click.echo(f"  results email: {emails[-1] if emails else 'not written: ' + report.email_message}")
+    if as_json:
+        emit_json({
+            "dir": str(base), "schedule": saved.schedule.describe(),
+            "run": {**report.to_json(), "quantities_written": written},
+            "files": {"config": str(paths.config), "usage_csv": str(usage), "crontab": str(paths.crontab_file),
+                      "history": str(paths.db), "email": str(emails[-1]) if emails else None},
+        })
+    say("\n== 4. Where everything is", bold=True)
+    say(f"  config:        {paths.config}")
+    say(f"  usage CSV:     {usage}")
+    say(f"  crontab file:  {paths.crontab_file}")
+    say(f"  history:       {paths.db}  (psabill --config {paths.config} "
+        f"--state-dir {paths.state_dir} history show {report.run_id})")
+    say(f"  results email: {emails[-1] if emails else 'not written: ' + report.email_message}")
     if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
         raise click.ClickException(outcome.error or f"demo run ended with {report.status}")
 

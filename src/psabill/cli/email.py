@@ -11,7 +11,7 @@ from typing import Optional
 
 import click
 
-from psabill.cli.options import App, pass_app
+from psabill.cli.options import App, complete_run_id, echo, emit_json, json_option, pass_app
 from psabill.errors import ConfigError, UsageError
 
 
@@ -26,9 +26,10 @@ def email_group() -> None:
 
 
 @email_group.command("resend")
-@click.argument("run", type=int)
+@click.argument("run", type=int, shell_complete=complete_run_id)
+@json_option
 @pass_app
-def resend(app: App, run: int) -> None:
+def resend(app: App, run: int, as_json: bool) -> None:
     """Send the report of run RUN again to the configured addresses.
 
     The new outcome (sent or failed) replaces the run's email status in the
@@ -49,11 +50,14 @@ def resend(app: App, run: int) -> None:
             raise UsageError(f"no run {run} in the history: 'psabill history' lists the runs")
         scheduling.describe_run(settings, report, clock.now())
         notify.send_report(settings.notify, report, history, outbox=app.paths.outbox, force=True)
-    click.echo(f"Run {run}: report {report.email_message}")
+    if as_json:
+        emit_json({"run": run, "email": {"status": report.email_status, "message": report.email_message}})
+        return
+    echo(f"Run {run}: report {report.email_message}")
 
 
 @email_group.command("preview")
-@click.argument("run", type=int, required=False)
+@click.argument("run", type=int, required=False, shell_complete=complete_run_id)
 @click.option("--html", "as_html", is_flag=True, help="Print the HTML part instead of the text part.")
 @pass_app
 def preview(app: App, run: Optional[int], as_html: bool) -> None:
@@ -93,8 +97,9 @@ def preview(app: App, run: Optional[int], as_html: bool) -> None:
 
 
 @email_group.command("test")
+@json_option
 @pass_app
-def test(app: App) -> None:
+def test(app: App, as_json: bool) -> None:
     """Send a short test message to the configured addresses.
 
     Checks the [notify] transport settings (SMTP host, TLS, login, sendmail
@@ -108,4 +113,7 @@ def test(app: App) -> None:
 
     settings = app.settings()
     receipt = notify.send_test(settings.notify, settings.account.name, outbox=app.paths.outbox, now=clock.now())
-    click.echo(f"Test message {receipt}")
+    if as_json:
+        emit_json({"sent": True, "receipt": receipt, "to": list(settings.notify.emails)})
+        return
+    echo(f"Test message {receipt}")

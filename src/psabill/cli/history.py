@@ -7,7 +7,7 @@ from typing import List
 
 import click
 
-from psabill.cli.options import App, emit_json, json_option, pass_app
+from psabill.cli.options import App, change, complete_run_id, emit_json, json_option, pass_app
 from psabill.errors import UsageError
 from psabill.report import ItemResult
 
@@ -49,7 +49,7 @@ def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
 
 
 @history.command("show")
-@click.argument("run_id", metavar="RUN", type=int)
+@click.argument("run_id", metavar="RUN", type=int, shell_complete=complete_run_id)
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="Print the items as CSV (safe to open in a spreadsheet).")
 @pass_app
@@ -83,9 +83,9 @@ def show(app: App, run_id: int, as_json: bool, as_csv: bool) -> None:
                + (f" ({row.request_rate}/s)" if row.request_rate else ""))
     click.echo(f"Email: {row.email_status or 'not sent'}" + (f" ({row.email_message})" if row.email_message else ""))
     for item in items:
-        change = f"{item.old} -> {item.new}" if item.old is not None or item.new is not None else ""
+        delta = change(item.old, item.new) if item.old is not None or item.new is not None else ""
         extra = f" {item.message}" if item.message else ""
-        click.echo(f"  {item.outcome:<9} {item.customer} / {item.sku} {change}{extra}")
+        click.echo(f"  {item.outcome:<9} {item.customer} / {item.sku} {delta}{extra}".rstrip())
 
 
 CSV_COLUMNS = ("customer", "sku", "psa_company", "agreement", "line", "old", "new", "delta", "outcome", "message")

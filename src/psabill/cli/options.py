@@ -6,8 +6,9 @@ group, so the command modules form no cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Callable, List, Optional, TypeVar
 
 import click
 
@@ -22,6 +23,7 @@ class App:
 
     paths: Paths
     verbose: bool = False
+    quiet: bool = False  # -q: action commands print nothing but errors
 
     def settings(self, *, check_addresses: bool = True, must_exist: bool = False) -> Any:
         """Load and validate the config once."""
@@ -37,6 +39,116 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def echo(message: str = "", **kwargs: Any) -> None:
+    """``click.echo`` for what an action command reports; silent under ``-q``.
+
+    Errors never go through here (they are exceptions), and neither does
+    JSON, which is asked for explicitly.
+    """
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(App) if ctx is not None else None
+    if app is not None and app.quiet:
+        return
+    click.echo(message, **kwargs)
+
+
+def _set_on_app(field_name: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        # App is frozen: the option swaps in a copy for this command (and any it invokes).
+        if value and isinstance(ctx.obj, App):
+            ctx.obj = replace(ctx.obj, **{field_name: True})
+
+    return callback
+
+
+def verbosity_options(command: click.Command) -> click.Command:
+    """Accept ``-v``/``-q`` after ``command`` and each of its subcommands, as well as before."""
+    names = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    if "-v" not in names:
+        command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False,
+                                           callback=_set_on_app("verbose"), help="Echo the log to stderr."))
+    if "-q" not in names:
+        command.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False,
+                                           callback=_set_on_app("quiet"), help="Print only errors."))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            verbosity_options(sub)
+    return command
+
+
+def colour_wanted() -> bool:
+    """Colour on a terminal; never with NO_COLOR set; forced by CLICOLOR_FORCE=1 (for pipes to less -R)."""
+    import sys
+
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("CLICOLOR_FORCE", "0") not in ("", "0"):
+        return True
+    return sys.stdout.isatty()
+
+
+GREEN = ("ok", "in sync", "success")
+RED = ("OUT OF SYNC", "failed", "aborted")
+YELLOW = ("partial", "interrupted")
+
+
+def paint(text: str, colour: bool) -> str:
+    """``text`` in green or red when ``colour`` and it names a good or bad state."""
+    if not colour:
+        return text
+    for word in RED:
+        if text.startswith(word):
+            return click.style(text, fg="red", bold=True if word == "OUT OF SYNC" else None)
+    for word in YELLOW:
+        if text.startswith(word):
+            return click.style(text, fg="yellow")
+    for word in GREEN:
+        if text.startswith(word):
+            return click.style(text, fg="green")
+    return text
+
+
+# -- shell completion ------------------------------------------------------------
+
+
+def complete_zone(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[Any]:
+    """IANA zone names starting with what was typed (ignoring case)."""
+    from zoneinfo import available_timezones
+
+    prefix = incomplete.lower()
+    return sorted(z for z in available_timezones() if z.lower().startswith(prefix))
+
+
+def complete_weekday(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[Any]:
+    """mon..sun."""
+    from psabill.schedule import WEEKDAYS
+
+    return [day for day in WEEKDAYS if day.startswith(incomplete.lower())]
+
+
+def complete_run_id(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[Any]:
+    """Run ids from the history, newest first, read-only (a missing or locked db completes nothing)."""
+    import sqlite3
+
+    from click.shell_completion import CompletionItem
+
+    root = ctx.find_root()
+    paths = root.obj.paths if isinstance(root.obj, App) else Paths.resolve(
+        root.params.get("config_path"), root.params.get("state_dir"))
+    if not paths.db.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"{paths.db.resolve().as_uri()}?mode=ro", uri=True, timeout=0.5)
+        try:
+            rows = conn.execute("SELECT id, started_at, trigger, status FROM runs ORDER BY id DESC LIMIT 200").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+    return [CompletionItem(str(run_id), help=f"{started} {trigger} {status}")
+            for run_id, started, trigger, status in rows if str(run_id).startswith(incomplete)]
 
 
 class Fail(click.ClickException):
@@ -61,23 +173,35 @@ def emit_json(data: Any) -> None:
 
 def render_report(report: Any) -> None:
     """A run's outcome and its changes and failures, as text."""
-    verb = "Planned" if report.trigger == "dry-run" else "Run"
-    click.echo(f"{verb} {report.run_id}: {report.status}" + (f" ({report.message})" if report.message else ""))
+    verb = "Dry run" if report.trigger == "dry-run" else "Run"
+    echo(f"{verb} {report.run_id}: {report.status}" + (f" ({report.message})" if report.message else ""))
     counts = report.counts
-    click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"; {report.api_requests} API requests")
+    echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"; {report.api_requests} API requests")
     for item in report.items:
-        if item.outcome in ("updated", "planned"):
-            click.echo(f"  {item.customer} / {item.sku}: {item.old} -> {item.new}")
+        if item.outcome == "planned":
+            echo(f"  would update {item.customer} / {item.sku}: {change(item.old, item.new)}")
+        elif item.outcome == "updated":
+            echo(f"  {item.customer} / {item.sku}: {change(item.old, item.new)}")
         elif item.outcome in ("failed", "unmapped"):
             hint = f" Fix: {item.hint}" if item.hint else ""
-            click.echo(f"  {item.outcome.upper()} {item.customer} / {item.sku}: {item.message}.{hint}")
+            echo(f"  {item.outcome.upper()} {item.customer} / {item.sku}: {item.message}.{hint}")
+    if report.trigger == "dry-run":
+        echo("Nothing was written to the PSA (dry run).")
     if report.run_id is not None:
-        click.echo(f"Details: psabill history show {report.run_id}")
+        echo(f"Details: psabill history show {report.run_id}")
 
 
-def render_status(data: Any, now: Any) -> None:
-    """The ``status`` text view of a Status JSON document."""
+def change(old: Optional[int], new: Optional[int]) -> str:
+    """``3 -> 5``; a side that is unknown is shown as ``n/a`` (never ``None``)."""
+    return f"{'n/a' if old is None else old} -> {'n/a' if new is None else new}"
+
+
+def render_status(data: Any, now: Any, colour: bool = False) -> None:
+    """The ``status`` text view of a Status JSON document; states in red/green when ``colour``."""
     from datetime import datetime
+
+    def out(text: str) -> None:
+        click.echo(text, color=True if colour else None)
 
     from psabill.fsutil import human_duration
 
@@ -93,25 +217,26 @@ def render_status(data: Any, now: Any) -> None:
         human_duration((now - datetime.fromisoformat(last["started_at"])).total_seconds()) + " ago"
         if last else "n/a"
     )
-    click.echo(f"{'NEXT':<30} {'LEFT':<10} {'LAST':<30} {'PASSED':<12} STATUS")
-    click.echo(f"{next_col:<30} {left_col:<10} {last_col:<30} {passed_col:<12} {last['status'] if last else 'n/a'}")
-    click.echo("")
+    out(f"{'NEXT':<30} {'LEFT':<10} {'LAST':<30} {'PASSED':<12} STATUS")
+    out(f"{next_col:<30} {left_col:<10} {last_col:<30} {passed_col:<12} "
+        + paint(last["status"] if last else "n/a", colour))
+    out("")
     sched = data["schedule"]
     if sched is None:
-        click.echo("Schedule:   none saved (psabill schedule set --help)")
+        out("Schedule:   none saved (psabill schedule set --help)")
     else:
-        click.echo(f"Schedule:   {sched['description']}" + ("" if sched["enabled"] else " [disabled]"))
-    click.echo(f"Zones:      account {data['account']['timezone'] or 'n/a'}, host {data['host_timezone']}")
+        out(f"Schedule:   {sched['description']}" + ("" if sched["enabled"] else " [disabled]"))
+    out(f"Zones:      account {data['account']['timezone'] or 'n/a'}, host {data['host_timezone']}")
     if nxt:
-        click.echo(f"Next run:   {nxt['account']} (host {nxt['host']}, UTC {nxt['utc']})")
+        out(f"Next run:   {nxt['account']} (host {nxt['host']}, UTC {nxt['utc']})")
     cron = data["cron"]
     state = "installed" if cron["installed"] else "not installed"
-    sync = "in sync" if cron["in_sync"] else "OUT OF SYNC: run 'psabill cron install'"
-    click.echo(f"Cron:       {state}, {sync} ({cron['target']})")
+    sync = paint("in sync" if cron["in_sync"] else "OUT OF SYNC: run 'psabill cron install'", colour)
+    out(f"Cron:       {state}, {sync} ({cron['target']})")
     for line in cron["lines"]:
-        click.echo(f"            {line}")
+        out(f"            {line}")
     if data["missed"]:
-        click.echo(f"Missed:     {', '.join(data['missed'])}")
-    click.echo(f"Report:     {data['notify']['report']}")
-    click.echo(f"Config:     {data['config']}")
-    click.echo(f"State dir:  {data['state_dir']}")
+        out(f"Missed:     {', '.join(data['missed'])}")
+    out(f"Report:     {data['notify']['report']}")
+    out(f"Config:     {data['config']}")
+    out(f"State dir:  {data['state_dir']}")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import click
 
-from psabill.cli.options import App, emit_json, json_option, pass_app
+from psabill.cli.options import App, complete_weekday, complete_zone, echo, emit_json, json_option, pass_app
 from psabill.errors import UsageError
 
 
@@ -33,12 +33,45 @@ def _day(value: Optional[str]) -> Any:
         raise UsageError(f"--monthly: {exc}") from None
 
 
+def _hour(text: str) -> Tuple[int, Optional[str]]:
+    """``9`` -> 9; ``9am`` / ``9pm`` / ``12am`` -> 9 / 21 / 0, with a note saying how it was read."""
+    import re
+
+    from psabill.schedule import parse_hour
+
+    match = re.fullmatch(r"\s*(\d{1,2})\s*([ap])\.?m\.?\s*", text, re.IGNORECASE)
+    if match and 1 <= int(match.group(1)) <= 12:
+        value = int(match.group(1)) % 12 + (12 if match.group(2).lower() == "p" else 0)
+        return value, f"Read --hour {text.strip()} as {value} (hours are 0-23)."
+    return parse_hour(text), None
+
+
+def _weekday_hint(exc: Exception, value: Optional[str]) -> str:
+    """`` (did you mean tue?)`` for a near miss such as ``tues``."""
+    import difflib
+
+    from psabill.schedule import WEEKDAY_NAMES, WEEKDAYS
+
+    if value is None or "weekday" not in str(exc):
+        return ""
+    names = {**{d: d for d in WEEKDAYS}, **{n.lower(): d for n, d in zip(WEEKDAY_NAMES, WEEKDAYS)}}
+    key = value.strip().lower()
+    guess = next((d for d in WEEKDAYS if key.startswith(d)), None)
+    if guess is None:
+        close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+        guess = names[close[0]] if close else None
+    return f" (did you mean {guess}?)" if guess else ""
+
+
 @schedule.command("set")
-@click.option("--monthly", "monthly", metavar="DAY", help="Run monthly on DAY (1-31 or 'last'; days past a month's end run on its last day).")
-@click.option("--weekly", "weekly", metavar="WEEKDAY", help="Run weekly on WEEKDAY (mon..sun or a full name).")
+@click.option("--monthly", "monthly", metavar="DAY", multiple=True,
+              help="Run monthly on DAY (1-31 or 'last'; days past a month's end run on its last day).")
+@click.option("--weekly", "weekly", metavar="WEEKDAY", multiple=True, shell_complete=complete_weekday,
+              help="Run weekly on WEEKDAY (mon..sun or a full name).")
 @click.option("--daily", is_flag=True, help="Run every day.")
-@click.option("--hour", required=True, metavar="H", help="Full hour 0-23 in the account time zone.")
-@click.option("--timezone", "tz_name", metavar="ZONE", help="Account time zone (IANA name). Default: the saved one, else the host's.")
+@click.option("--hour", metavar="H", multiple=True, help="Full hour 0-23 in the account time zone (9am / 9pm also read).")
+@click.option("--timezone", "tz_name", metavar="ZONE", shell_complete=complete_zone,
+              help="Account time zone (IANA name). Default: the saved one, else the host's.")
 @click.option("--notify", metavar="ADDRESSES", help="Comma-separated addresses that get the results email.")
 @click.option("--start", metavar="YYYY-MM-DD", help="No run before this date (account zone).")
 @click.option("--account-name", metavar="NAME", help="Account name used in the report.")
@@ -46,7 +79,8 @@ def _day(value: Optional[str]) -> Any:
 @click.option("--no-cron", is_flag=True, help="Save the config but leave the crontab alone.")
 @json_option
 @pass_app
-def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, hour: str, tz_name: Optional[str],
+def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: bool, hour: Tuple[str, ...],
+         tz_name: Optional[str],
          notify: Optional[str], start: Optional[str], account_name: Optional[str], catch_up: Optional[str],
          no_cron: bool, as_json: bool) -> None:
     """Save the schedule and install its crontab entry.
@@ -62,19 +96,29 @@ def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, h
     from psabill import clock, scheduling
     from psabill.addresses import parse_list
     from psabill.status import next_occurrences
-    from psabill.schedule import ScheduleError, clamp_note, parse_hour, parse_weekday
+    from psabill.schedule import ScheduleError, clamp_note, parse_weekday
 
-    chosen = [name for name, given in (("--monthly", monthly is not None), ("--weekly", weekly is not None), ("--daily", daily)) if given]
+    for name, values in (("--monthly", monthly), ("--weekly", weekly), ("--hour", hour)):
+        if len(values) > 1:  # Click would silently keep the last one
+            raise UsageError(f"{name} given {len(values)} times ({', '.join(values)}): give it once")
+    monthly_value = monthly[0] if monthly else None
+    weekly_value = weekly[0] if weekly else None
+    chosen = [name for name, given in (("--monthly", bool(monthly)), ("--weekly", bool(weekly)), ("--daily", daily)) if given]
     if len(chosen) != 1:
         raise UsageError(
             "give exactly one of --monthly DAY, --weekly WEEKDAY or --daily"
-            + (f" (got {' and '.join(chosen)})" if chosen else "")
+            + (f" (got {' and '.join(chosen)})" if chosen else " (the mode is missing)")
         )
+    if not hour:
+        raise UsageError("--hour is missing: give the full hour 0-23 in the account time zone, e.g. --hour 9")
+    notes = []
     try:
-        hour_value = parse_hour(hour)
-        weekday = parse_weekday(weekly) if weekly is not None else None
+        hour_value, hour_note = _hour(hour[0])
+        if hour_note:
+            notes.append(hour_note)
+        weekday = parse_weekday(weekly_value) if weekly_value is not None else None
     except ScheduleError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc) + _weekday_hint(exc, weekly_value)) from None
     start_date = None
     if start is not None:
         try:
@@ -89,9 +133,9 @@ def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, h
     if tz_name is not None:
         clock.load_zone(tz_name)
     emails = parse_list(notify) if notify is not None else None
-    mode = "monthly" if monthly is not None else "weekly" if weekly is not None else "daily"
+    mode = "monthly" if monthly else "weekly" if weekly else "daily"
     request = scheduling.ScheduleRequest(
-        mode=mode, hour=hour_value, day=_day(monthly), weekday=weekday, timezone=tz_name,
+        mode=mode, hour=hour_value, day=_day(monthly_value), weekday=weekday, timezone=tz_name,
         start=start_date, emails=emails, account_name=account_name, catch_up=catch_up,
     )
     now = clock.now()
@@ -103,6 +147,7 @@ def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, h
     if as_json:
         emit_json({
             "schedule": saved.schedule.describe(),
+            "notes": notes,
             "timezone": str(saved.schedule.zone),
             "timezone_from_host": saved.zone_from_host,
             "config": str(app.paths.config),
@@ -110,21 +155,23 @@ def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, h
             "next_run": upcoming[0] if upcoming else None,
         })
         return
-    click.echo(f"Saved: {saved.schedule.describe()}.")
+    for note in notes:
+        echo(note)
+    echo(f"Saved: {saved.schedule.describe()}.")
     note = clamp_note(saved.schedule)
     if note:
-        click.echo(note)
+        echo(note)
     if saved.zone_from_host:
-        click.echo(f"No --timezone given: using the host's zone, {saved.schedule.zone}.")
+        echo(f"No --timezone given: using the host's zone, {saved.schedule.zone}.")
     if upcoming:
-        click.echo(f"Next run: {upcoming[0]['account']} (host {upcoming[0]['host']}).")
+        echo(f"Next run: {upcoming[0]['account']} (host {upcoming[0]['host']}).")
     if no_cron:
-        click.echo("Crontab left unchanged (--no-cron); run 'psabill cron install' to install it.")
+        echo("Crontab left unchanged (--no-cron); run 'psabill cron install' to install it.")
     else:
-        click.echo("Crontab entry installed:")
+        echo("Crontab entry installed:")
         for line in lines:
-            click.echo(f"  {line}")
-    click.echo(f"Config: {app.paths.config}")
+            echo(f"  {line}")
+    echo(f"Config: {app.paths.config}")
 
 
 @schedule.command()
@@ -180,37 +227,42 @@ def next_(app: App, count: int, as_json: bool) -> None:
         click.echo(f"{row['account']:<28} {row['host']:<28} {row['utc']}")
 
 
-def _toggle(app: App, enabled: bool) -> None:
+def _toggle(app: App, enabled: bool, as_json: bool, message: str) -> None:
     from psabill import clock, scheduling
 
     current = app.settings(must_exist=True)
-    scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled), clock.now(), clock.host_zone())
+    lines = scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled), clock.now(),
+                             clock.host_zone())
+    if as_json:
+        emit_json({"enabled": enabled, "config": str(app.paths.config), "cron": {"lines": lines}})
+        return
+    echo(message)
 
 
 @schedule.command()
+@json_option
 @pass_app
-def enable(app: App) -> None:
+def enable(app: App, as_json: bool) -> None:
     """Turn the schedule back on and reinstall its crontab entry.
 
     \b
     Example:
       psabill schedule enable
     """
-    _toggle(app, True)
-    click.echo("Schedule enabled; crontab entry installed.")
+    _toggle(app, True, as_json, "Schedule enabled; crontab entry installed.")
 
 
 @schedule.command()
+@json_option
 @pass_app
-def disable(app: App) -> None:
+def disable(app: App, as_json: bool) -> None:
     """Turn the schedule off: remove the crontab entry, keep the settings.
 
     \b
     Example:
-      psabill schedule disable
+      psabill schedule disable --json
     """
-    _toggle(app, False)
-    click.echo("Schedule disabled; crontab entry removed (settings kept).")
+    _toggle(app, False, as_json, "Schedule disabled; crontab entry removed (settings kept).")
 
 
 @schedule.command("export")

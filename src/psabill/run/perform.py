@@ -39,6 +39,10 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
     describe_run(settings, report, report.started_at)
     logger = log.setup(paths.log, verbose=verbose, max_bytes=settings.log_max_bytes, backups=settings.log_backups)
     history.start_run(report)
+    if not dry_run:
+        from psabill.ping import ping
+
+        ping(settings.notify.ping_url, "start", logger)
     logger.info("run %s started (%s%s)", report.run_id, report.trigger,
                 f", occurrence {report.occurrence.isoformat()}" if report.occurrence else "")
     seq = 0
@@ -84,6 +88,8 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
                 code = ExitCode.EMAIL
             error = error or (f"the run was recorded, but its report email failed: {exc.message} "
                               f"(retry with 'psabill email resend {report.run_id}')")
+    if not dry_run:
+        ping(settings.notify.ping_url, "success" if code == ExitCode.OK else "fail", logger)
     return Outcome(report, code, error)
 
 
