@@ -1,4 +1,4 @@
-"""docs/config-reference.md is generated from the one schema and cannot drift from it."""
+"""The README's config reference is generated from the one schema and cannot drift from it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from psabill import settings
 from psabill.cli import cli
 
-REFERENCE = Path(__file__).parents[1] / "docs" / "config-reference.md"
+README = Path(__file__).parents[1] / "README.md"
 
 
 def test_every_schema_key_has_a_docs_entry_and_every_entry_a_key() -> None:
@@ -27,9 +27,19 @@ def test_every_docs_entry_is_filled_in() -> None:
         assert "\n" not in "".join(doc), key
 
 
-def test_the_committed_reference_is_exactly_what_the_generator_writes() -> None:
-    assert REFERENCE.read_text(encoding="utf-8") == settings.render_reference(), (
-        "docs/config-reference.md is stale: python -m psabill.settings > docs/config-reference.md")
+def test_the_readme_reference_is_exactly_what_the_generator_writes() -> None:
+    text = README.read_text(encoding="utf-8")
+    start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+    embedded = text[text.index(start) + len(start):text.index(end)]
+    assert embedded == settings.render_reference(2), (
+        "the README's config reference is stale: paste `python -c 'from psabill.settings import "
+        "render_reference; print(render_reference(2), end=\"\")'` between its markers")
+
+
+def test_every_schema_key_appears_in_the_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    for key in settings.schema_keys():
+        assert f"| `{key.rpartition('.')[2]}` |" in text, key
 
 
 def test_python_dash_m_and_the_cli_print_the_same_reference() -> None:

@@ -39,12 +39,10 @@ def test_every_command_has_help_with_an_example(command: Tuple[str, ...]) -> Non
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
 def test_every_command_is_in_the_readme(command: Tuple[str, ...]) -> None:
-    """Documented in the README or in a page under docs/ (the config commands are in docs/config-reference.md)."""
     from pathlib import Path
 
-    root = Path(__file__).parents[1]
-    documentation = "\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
-    assert f"psabill {' '.join(command)}" in documentation
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"psabill {' '.join(command)}" in readme
 
 
 def test_every_test_the_readme_fault_matrix_names_exists() -> None:

@@ -1,7 +1,7 @@
 """``psabill config``: write a starter config, say which config is in use, show it, print the reference.
 
 The starter's comments come from :data:`psabill.settings.DOCS`, the same
-descriptions docs/config-reference.md is generated from, so neither drifts
+descriptions the README's config reference is generated from, so neither drifts
 from the schema.
 """
 
@@ -64,7 +64,7 @@ def starter_text(psa: str, source: str) -> str:
 
     lines = [
         "# psabill config, written by 'psabill config init'.",
-        "# Every key: 'psabill config reference' (docs/config-reference.md). Paths are relative to this file.",
+        "# Every key: 'psabill config reference' (also in the README). Paths are relative to this file.",
         "# Secrets: keep them out of this file with *_file (a mode 0600 file) or *_env (a variable).",
         "# The schedule is saved by 'psabill schedule set --help'; it adds a [schedule] table here.",
         f"version = {VERSION}",
