@@ -62,6 +62,8 @@ class PsabillGroup(click.Group):
         """
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Scrubbed(sys.stdout), _Scrubbed(sys.stderr)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -82,13 +84,30 @@ class PsabillGroup(click.Group):
 
             _fail(f"internal error, please report it: {type(exc).__name__}: {one_line(exc)} "
                   "(PSABILL_DEBUG=1 shows the traceback)", 70)
+        finally:
+            sys.stdout, sys.stderr = streams
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail(message: str, code: int) -> None:
-    from psabill.fsutil import one_line
+class _Scrubbed:
+    """A text stream whose every write is scrubbed of registered secrets (see psabill.redact)."""
 
-    click.echo(f"Error: {one_line(message)}", err=True)
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: Any) -> int:
+        from psabill import redact
+
+        return int(self._stream.write(redact.scrub(text) if isinstance(text, str) else text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _fail(message: str, code: int) -> None:
+    from psabill import redact
+
+    click.echo(f"Error: {redact.one_line(message)}", err=True)
     sys.exit(code)
 
 

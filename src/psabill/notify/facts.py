@@ -35,9 +35,11 @@ def inline(value: Any) -> str:
     """One visible line: control characters become escapes, nothing is dropped.
 
     Dropping a newline would silently merge two words; escaping keeps the name
-    recognisable *and* inert.
+    recognisable *and* inert. Registered secrets are scrubbed first.
     """
-    text = "" if value is None else str(value)
+    from psabill import redact
+
+    text = redact.scrub("" if value is None else str(value))
     out = []
     for ch in text:
         code = ord(ch)
