@@ -8,7 +8,7 @@ only after the run is recorded, so a failed email never loses a result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Callable, Optional
 
 from psabill import report as rpt
@@ -100,7 +100,12 @@ def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
     products = settings.product_map
     rows = sources.read(settings.source, set(products), settings.path)
     pins = mapping.load(settings.mapping_file)
-    client = make_client(settings.psa, settings.path)
+    options = {}
+    if settings.psa.kind == "autotask":
+        # Autotask dates are the account's calendar dates, never UTC ones.
+        zone = _zone(settings.account.timezone)
+        options = {"billing_date": report.started_at.astimezone(zone).date(), "zone": zone}
+    client = make_client(settings.psa, settings.path, **options)
     try:
         engine.refresh(client, rows, report, products=products, pins=pins, dry_run=dry_run, record=record,
                        concurrency=settings.psa.concurrency, url=settings.psa.url,
@@ -109,3 +114,11 @@ def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
     finally:
         report.api_requests = client.request_count
         client.close()
+
+
+def _zone(name: Optional[str]) -> tzinfo:
+    if not name:
+        return timezone.utc
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
