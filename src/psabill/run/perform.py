@@ -8,7 +8,7 @@ only after the run is recorded, so a failed email never loses a result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Callable, Optional
 
 from psabill import report as rpt
@@ -104,7 +104,7 @@ def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
     if settings.psa.kind == "autotask":
         # Autotask dates are the account's calendar dates, never UTC ones.
         zone = _zone(settings.account.timezone)
-        options = {"billing_date": report.started_at.astimezone(zone).date(), "zone": zone}
+        options = {"billing_date": billing_date(report.started_at, settings.account.timezone), "zone": zone}
     client = make_client(settings.psa, settings.path, **options)
     try:
         engine.refresh(client, rows, report, products=products, pins=pins, dry_run=dry_run, record=record,
@@ -114,6 +114,11 @@ def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
     finally:
         report.api_requests = client.request_count
         client.close()
+
+
+def billing_date(started_at: datetime, zone: Optional[str]) -> date:
+    """The run's date on the account's calendar ([account] timezone; UTC when unset)."""
+    return started_at.astimezone(_zone(zone)).date()
 
 
 def _zone(name: Optional[str]) -> tzinfo:
