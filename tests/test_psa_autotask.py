@@ -304,3 +304,17 @@ class TestRules:
         results = client.set_quantities([(ln, 20) for ln in lines])
         assert list(results.values()) == [10, 10, 10, 10]
         assert at.counts == {"ContractServiceUnits": 2, "ContractServiceAdjustments": 4}
+
+    def test_hourly_allowance_verify_reports_a_service_that_missed_its_target(self, at: AutotaskStandin) -> None:
+        first, second = self.line(at, 10), self.line(at, 10)
+        at.fail(200, body={"itemId": 1}, endpoint="ContractServiceAdjustments")  # answered, never applied
+        results = make(at).set_quantities([(first, 20), (second, 20)])
+        missed = [r for r in results.values() if isinstance(r, PsaError)]
+        assert len(missed) == 1 and "holds 10 units after the adjustment, not 20" in str(missed[0])
+        assert sorted(at.units(int(line.id)) for line in (first, second)) == [10, 20]
+
+    def test_a_200_with_an_error_body_on_an_adjustment_fails_that_write(self, at: AutotaskStandin) -> None:
+        line = self.line(at, 10)
+        at.error_in_200("Posting refused", endpoint="ContractServiceAdjustments")
+        with pytest.raises(PsaError, match="Posting refused"):
+            make(at).set_quantity(line, 12)

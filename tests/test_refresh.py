@@ -486,6 +486,28 @@ def test_autotask_hour_nearly_used_up_by_other_integrations_writes_nothing_it_ca
         assert standin.counts["ThresholdInformation"] == 1
 
 
+def test_autotask_products_by_service_name_and_an_ambiguous_name_fails_its_items(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with AutotaskStandin(today=TODAY) as standin:
+        standin.add_catalog_service("LastPass Business", 501)
+        standin.add_catalog_service("MFA", 502)
+        standin.add_catalog_service("MFA", 503)
+        contract = standin.add_contract(standin.add_company("Initech LLC", "IN-1"))
+        csid = standin.add_service(contract, 501, 10)
+        standin.add_service(contract, 502, 10)
+        monkeypatch.setenv("PSABILL_TEST_AT_SECRET", standin.secret)
+        cfg = write_config(tmp_path, {"kind": "autotask", "username": standin.username,
+                                      "integration_code": standin.integration_code,
+                                      "secret_env": "PSABILL_TEST_AT_SECRET"},
+                           {"LastPass": "LastPass Business", "LastPass+MFA": "MFA"})
+        run = Run(cfg, at_client(cfg, standin), [UsageRow("IN-1", "LastPass", 12), UsageRow("IN-1", "LastPass+MFA", 12)])
+        assert run.by("IN-1").outcome == UPDATED and standin.units(csid) == 12
+        ambiguous = run.by("IN-1", "LastPass+MFA")
+        assert ambiguous.outcome == FAILED
+        assert ambiguous.message == "SKU 'LastPass+MFA': 2 Autotask services are named 'MFA' (#502, #503)"
+        assert standin.counts["Services"] == 1  # resolved once per run
+
+
 def test_autotask_unreachable_zone_lookup_aborts_naming_the_url(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     standin = AutotaskStandin(today=TODAY)
