@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List
+from urllib.parse import urlencode
+
+import httpx
 
 import pytest
 
 from support.env import psa_settings
+from support.psa_schema import autotask_problems
 from psabill.sandbox.autotask import AutotaskStandin
 from psabill.errors import ConfigError
 from psabill.psa.autotask import AutotaskClient, api_base
-from psabill.psa.base import Agreement, Line, PsaAuthError, PsaError, PsaUnreachable
+from psabill.psa.base import Agreement, Line, PsaAuthError, PsaError, PsaUnreachable, Written
 
 TODAY = date(2025, 3, 15)  # periods: Feb, Mar (current, starts 2025-03-01), Apr
 SECRET = "at-secret-value-42"
@@ -22,6 +26,16 @@ SECRET = "at-secret-value-42"
 def at() -> Iterator[AutotaskStandin]:
     with AutotaskStandin(today=TODAY, secret=SECRET) as server:
         yield server
+        assert schema_problems(server) == []
+
+
+def schema_problems(server: AutotaskStandin) -> List[str]:
+    """Every request the stand-in saw, checked against the published schema."""
+    problems: List[str] = []
+    for r in server.requests:
+        url = server.url + r.path + ("?" + urlencode(r.query) if r.query else "")
+        problems.extend(autotask_problems(r.method, url, r.headers, r.body))
+    return problems
 
 
 def make(at: AutotaskStandin, *, secret: str = SECRET, **options: Any) -> AutotaskClient:
@@ -29,7 +43,8 @@ def make(at: AutotaskStandin, *, secret: str = SECRET, **options: Any) -> Autota
                                "max_retries": 2, "timeout": 2}
     section.update(options.pop("section", {}))
     options.setdefault("zone_lookup", at.url)
-    return AutotaskClient(psa_settings(section), secret, today=lambda: TODAY, backoff=0.001, max_wait=0.01, **options)
+    options.setdefault("billing_date", TODAY)
+    return AutotaskClient(psa_settings(section), secret, backoff=0.001, max_wait=0.01, **options)
 
 
 def seed(at: AutotaskStandin, customers: int, services: int = 2) -> None:
@@ -79,13 +94,30 @@ class TestSetup:
 
 
 class TestReads:
-    def test_it_follows_next_page_urls_at_500(self, at: AutotaskStandin) -> None:
+    def test_next_pages_are_posted_to_next_page_url_with_the_same_body(self, at: AutotaskStandin) -> None:
         for n in range(1200):
             at.add_company(f"Customer {n}", f"C{n:04d}")
         companies = make(at).companies()
         assert len(companies) == 1200 and companies[0].identifier == "C0000"
-        methods = [r.method for r in at.requests if r.endpoint == "Companies"]
-        assert methods == ["POST", "GET", "GET"]
+        pages = [r for r in at.requests if r.endpoint == "Companies"]
+        assert [r.method for r in pages] == ["POST", "POST", "POST"]
+        assert [r.path.endswith("/Companies/query/next") for r in pages] == [False, True, True]
+        assert all(r.query["paging"] for r in pages[1:])
+        assert pages[1].body == pages[2].body == pages[0].body
+
+    def test_the_standin_answers_get_on_a_next_page_with_405_like_live_autotask(self, at: AutotaskStandin) -> None:
+        for n in range(501):
+            at.add_company(f"Customer {n}")
+        headers = {"UserName": at.username, "ApiIntegrationCode": at.integration_code, "Secret": SECRET}
+        query = {"filter": [{"op": "gte", "field": "id", "value": 0}]}
+        first = httpx.post(f"{at.url}/ATServicesRest/v1.0/Companies/query", json=query, headers=headers).json()
+        link = first["pageDetails"]["nextPageUrl"]
+        assert "/ATServicesRest/V1.0/Companies/query/next?paging=" in link
+        assert httpx.get(link, headers=headers).status_code == 405
+        assert httpx.post(link, json={"filter": [{"op": "gt", "field": "id", "value": 0}]},
+                          headers=headers).status_code == 500  # another body
+        assert len(httpx.post(link, json=query, headers=headers).json()["items"]) == 1
+        at.clear_log()  # these hand-made requests are not the client's
 
     def test_companies_match_number_id_or_name(self, at: AutotaskStandin) -> None:
         a = at.add_company("Alpha", "A-1")
@@ -118,8 +150,8 @@ class TestReads:
         assert sum(len(found) for found in lines.values()) == 1200
         assert all(len(found) == 2 for found in lines.values())
         # Two id batches (500 + 100 contracts). Services: 1,000 rows (2 pages) + 200 (1 page).
-        # Units still in force (March and April): 2,000 rows (4 pages) + 400 (1 page).
-        assert at.counts == {"ContractServices": 3, "ContractServiceUnits": 5}
+        # Units bounded to March (12 periods each in the table): 1,000 rows (2 pages) + 200 (1 page).
+        assert at.counts == {"ContractServices": 3, "ContractServiceUnits": 3, "ContractServiceBundles": 2}
 
 
 class TestWrites:
@@ -131,10 +163,12 @@ class TestWrites:
     def test_it_posts_the_delta_dated_to_the_period_start(self, at: AutotaskStandin) -> None:
         line = self.setup_line(at)
         assert make(at).set_quantity(line, 14) == 10
-        assert at.adjustments == [{"contractID": int(line.agreement_id), "serviceID": 501,
-                                   "effectiveDate": "2025-03-01", "unitChange": 4, "id": at.adjustments[0]["id"]}]
+        assert at.adjustments == [{"contractID": int(line.agreement_id), "contractServiceID": int(line.id),
+                                   "serviceID": 501, "effectiveDate": "2025-03-01T00:00:00", "unitChange": 4,
+                                   "id": at.adjustments[0]["id"]}]
         assert at.units(int(line.id)) == 14
-        assert [p["units"] for p in at.periods(int(line.id))] == [10, 14, 10]  # not split, not prorated
+        assert at.units(int(line.id), date(2025, 2, 28)) == 10  # February untouched, March not prorated
+        assert at.units(int(line.id), date(2025, 3, 1)) == 14
 
     def test_the_delta_comes_from_fresh_units_not_the_line(self, at: AutotaskStandin) -> None:
         line = self.setup_line(at)
@@ -184,7 +218,7 @@ class TestLimits:
                 list(pool.map(lambda line: client.set_quantity(line, line.quantity + 2), lines[:12]))
             assert len(lines) == 48
             assert max(at.max_inflight.values()) == 3
-            assert client.request_count == at.total == 1 + 1 + 1 + 24 * 2 + 12 * 2
+            assert client.request_count == at.total == 1 + 1 + 1 + 24 * 3 + 12 * 2
 
     def test_the_request_budget_stops_a_run_before_the_allowance(self, at: AutotaskStandin) -> None:
         seed(at, 3)
@@ -194,3 +228,93 @@ class TestLimits:
             for agreement in agreements:
                 client.lines(agreement)
         assert at.total == 4
+
+
+class TestRules:
+    """Issue points, each against the stand-in behaving like live Autotask (the fixture checks the schema)."""
+
+    def line(self, at: AutotaskStandin, units: int = 10) -> Line:
+        contract = at.add_contract(at.add_company("Alpha"))
+        return Line(str(at.add_service(contract, 501, units)), str(contract), "501", units)
+
+    def test_unit_rows_query_is_bounded_to_the_billing_period(self, at: AutotaskStandin) -> None:
+        line = self.line(at)
+        assert len(at.periods(int(line.id))) == 12  # the whole term, future periods included
+        make(at).lines(Agreement(line.agreement_id, "1", "x"))
+        (units,) = [r for r in at.requests if r.endpoint == "ContractServiceUnits"]
+        bounds = {f["field"]: (f["op"], f["value"]) for f in units.body["filter"] if f.get("field", "").endswith("Date")}
+        assert bounds == {"startDate": ("lte", "2025-03-15T00:00:00"), "endDate": ("gte", "2025-03-15T00:00:00")}
+
+    def test_billing_date_is_the_account_calendar_date(self, at: AutotaskStandin) -> None:
+        line = self.line(at)
+        make(at, billing_date=date(2025, 4, 1)).set_quantity(line, 12)  # e.g. 09:00 1 April in Sydney
+        assert at.adjustments[0]["effectiveDate"] == "2025-04-01T00:00:00"
+        assert at.units(int(line.id), date(2025, 3, 31)) == 10 and at.units(int(line.id), date(2025, 4, 1)) == 12
+
+    def test_current_row_is_latest_start_then_end_then_id_so_a_rerun_never_posts_twice(
+            self, at: AutotaskStandin) -> None:
+        line = self.line(at)
+        client = make(at, billing_date=date(2025, 3, 1))  # the period's first day
+        client.set_quantity(line, 14)
+        starts = [p["startDate"] for p in at.periods(int(line.id)) if p["startDate"].startswith("2025-03")]
+        assert len(starts) == 2  # two unit rows start the same day
+        client.set_quantity(line, 14)
+        assert [a["unitChange"] for a in at.adjustments] == [4]
+
+    def test_posted_periods_are_never_dated_into(self, at: AutotaskStandin) -> None:
+        line = self.line(at)
+        at.post_period(int(line.id), TODAY)
+        result = make(at).set_quantity(line, 12)
+        assert result == Written(10, "March is posted; 12 seats take effect 2025-04-01")
+        assert at.adjustments[0]["effectiveDate"] == "2025-04-01T00:00:00"
+        assert at.units(int(line.id)) == 10 and at.units(int(line.id), date(2025, 4, 1)) == 12
+
+    def test_deterministic_errors_are_not_retried(self, at: AutotaskStandin) -> None:
+        with pytest.raises(PsaError, match="HTTP 500: IntegrationCode is invalid") as caught:
+            make(at, section={"integration_code": "WRONG-CODE"}).check()
+        assert at.counts["ThresholdInformation"] == 1 and SECRET not in str(caught.value)
+        at.clear_log()
+
+    def test_a_200_with_an_error_body_is_an_error(self, at: AutotaskStandin) -> None:
+        at.error_in_200("Insufficient permissions", endpoint="Companies")
+        with pytest.raises(PsaError, match="Insufficient permissions"):
+            make(at).companies()
+
+    def test_service_bundles_fail_the_item_naming_the_bundle(self, at: AutotaskStandin) -> None:
+        contract = at.add_contract(at.add_company("Alpha"))
+        at.add_bundle(contract, 77)
+        client = make(at)
+        assert client.lines(Agreement(str(contract), "1", "x")) == []
+        assert "service bundle #77" in (client.missing_note(str(contract), "501") or "")
+
+    def test_products_resolve_by_id_or_exact_service_name(self, at: AutotaskStandin) -> None:
+        at.add_catalog_service("LastPass Business", 501)
+        at.add_catalog_service("Twin", 601)
+        at.add_catalog_service("Twin", 602)
+        resolved, problems = make(at).resolve_products(["501", "LastPass Business", "Twin", "Nope"])
+        assert resolved == {"501": "501", "LastPass Business": "501"}
+        assert problems == {"Twin": "2 Autotask services are named 'Twin' (#601, #602)",
+                            "Nope": "no Autotask service is named 'Nope'"}
+
+    def test_hourly_allowance_bulk_reads_before_and_after_each_batch(self, at: AutotaskStandin) -> None:
+        lines = [self.line(at, 10) for _ in range(4)]
+        client = make(at)
+        client.check()
+        at.clear_log()
+        results = client.set_quantities([(ln, 20) for ln in lines])
+        assert list(results.values()) == [10, 10, 10, 10]
+        assert at.counts == {"ContractServiceUnits": 2, "ContractServiceAdjustments": 4}
+
+    def test_hourly_allowance_verify_reports_a_service_that_missed_its_target(self, at: AutotaskStandin) -> None:
+        first, second = self.line(at, 10), self.line(at, 10)
+        at.fail(200, body={"itemId": 1}, endpoint="ContractServiceAdjustments")  # answered, never applied
+        results = make(at).set_quantities([(first, 20), (second, 20)])
+        missed = [r for r in results.values() if isinstance(r, PsaError)]
+        assert len(missed) == 1 and "holds 10 units after the adjustment, not 20" in str(missed[0])
+        assert sorted(at.units(int(line.id)) for line in (first, second)) == [10, 20]
+
+    def test_a_200_with_an_error_body_on_an_adjustment_fails_that_write(self, at: AutotaskStandin) -> None:
+        line = self.line(at, 10)
+        at.error_in_200("Posting refused", endpoint="ContractServiceAdjustments")
+        with pytest.raises(PsaError, match="Posting refused"):
+            make(at).set_quantity(line, 12)

@@ -6,6 +6,7 @@ servers' own data and request logs.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -401,7 +402,7 @@ def at_config(tmp_path: Path, standin: AutotaskStandin, monkeypatch: pytest.Monk
 
 
 def at_client(cfg: Config, standin: AutotaskStandin) -> PsaClient:
-    return make_client(cfg.psa, cfg.path, zone_lookup=standin.url, today=lambda: TODAY, **FAST)
+    return make_client(cfg.psa, cfg.path, zone_lookup=standin.url, billing_date=TODAY, **FAST)
 
 
 def at_book(standin: AutotaskStandin, customers: int) -> Tuple[List[UsageRow], Dict[str, int]]:
@@ -442,7 +443,7 @@ def test_autotask_rerun_after_a_partial_run_never_double_counts(tmp_path: Path,
         for adjustment in standin.adjustments:
             key = (adjustment["contractID"], adjustment["serviceID"])
             posted[key] = posted.get(key, 0) + adjustment["unitChange"]
-            assert adjustment["effectiveDate"] == "2026-11-01"
+            assert adjustment["effectiveDate"] == "2026-11-01T00:00:00"
         for row in rows:
             csid = services[f"{row.customer}/{row.sku}"]
             assert standin.units(csid) == row.seats
@@ -465,27 +466,51 @@ def test_autotask_maps_by_name_and_reports_a_missing_service(tmp_path: Path, mon
         assert missing.hint.startswith("add '502' to the contract in Autotask")
 
 
-def test_autotask_request_budget_too_small_aborts_before_any_write(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_autotask_writes_what_fits_the_hourly_allowance_and_records_the_rest_as_not_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with AutotaskStandin(today=TODAY) as standin:
         rows, _ = at_book(standin, 6)
         cfg = at_config(tmp_path, standin, monkeypatch)
-        client = make_client(cfg.psa, cfg.path, zone_lookup=standin.url, today=lambda: TODAY, request_budget=16, **FAST)
-        with pytest.raises(AbortError, match=r"^Autotask: this run needs about \d+ more Autotask requests"):
-            Run(cfg, client, rows)
-        assert standin.adjustments == []
+        client = make_client(cfg.psa, cfg.path, zone_lookup=standin.url, billing_date=TODAY, request_budget=16, **FAST)
+        run = Run(cfg, client, rows)
+        refused = [i for i in run.report.items if i.outcome == FAILED]
+        assert refused and all(re.fullmatch(r"not written: hourly API allowance exhausted; re-run after \d\d:\d\d",
+                                            i.message) for i in refused)
+        assert run.report.count(UPDATED) == len(standin.adjustments) > 0
+        assert standin.total <= 16
 
 
-def test_autotask_hour_nearly_used_up_by_other_integrations_aborts_before_any_write(
+def test_autotask_hour_nearly_used_up_by_other_integrations_writes_nothing_it_cannot_afford(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with AutotaskStandin(today=TODAY, threshold=10_000, used_this_hour=9_980) as standin:
+    with AutotaskStandin(today=TODAY, threshold=10_000, used_this_hour=9_988) as standin:
         rows, _ = at_book(standin, 6)
         cfg = at_config(tmp_path, standin, monkeypatch)
-        with pytest.raises(AbortError, match=r"^Autotask: this run needs about \d+ more Autotask requests but only "
-                                             r"\d+ remain .*; nothing was written$"):
-            Run(cfg, at_client(cfg, standin), rows)
+        run = Run(cfg, at_client(cfg, standin), rows)
         assert standin.adjustments == []
+        assert run.report.count(FAILED) == len(rows) - run.report.count(UNCHANGED)
         assert standin.counts["ThresholdInformation"] == 1
+
+
+def test_autotask_products_by_service_name_and_an_ambiguous_name_fails_its_items(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with AutotaskStandin(today=TODAY) as standin:
+        standin.add_catalog_service("LastPass Business", 501)
+        standin.add_catalog_service("MFA", 502)
+        standin.add_catalog_service("MFA", 503)
+        contract = standin.add_contract(standin.add_company("Initech LLC", "IN-1"))
+        csid = standin.add_service(contract, 501, 10)
+        standin.add_service(contract, 502, 10)
+        monkeypatch.setenv("PSABILL_TEST_AT_SECRET", standin.secret)
+        cfg = write_config(tmp_path, {"kind": "autotask", "username": standin.username,
+                                      "integration_code": standin.integration_code,
+                                      "secret_env": "PSABILL_TEST_AT_SECRET"},
+                           {"LastPass": "LastPass Business", "LastPass+MFA": "MFA"})
+        run = Run(cfg, at_client(cfg, standin), [UsageRow("IN-1", "LastPass", 12), UsageRow("IN-1", "LastPass+MFA", 12)])
+        assert run.by("IN-1").outcome == UPDATED and standin.units(csid) == 12
+        ambiguous = run.by("IN-1", "LastPass+MFA")
+        assert ambiguous.outcome == FAILED
+        assert ambiguous.message == "SKU 'LastPass+MFA': 2 Autotask services are named 'MFA' (#502, #503)"
+        assert standin.counts["Services"] == 1  # resolved once per run
 
 
 def test_autotask_unreachable_zone_lookup_aborts_naming_the_url(tmp_path: Path,

@@ -282,6 +282,8 @@ def _validate_section(name: str, table: Mapping[str, Any], spec: Any, path: Path
         raise ConfigError(f"{path}: unknown section [{name}]")
     if spec == ANY_STR_KEYS:
         for key, value in table.items():
+            if name == "products" and isinstance(value, int) and not isinstance(value, bool):
+                continue  # an Autotask service id; kept as a string in Settings.products
             _check(STR, value, f"{name}.{key}", path)
         return
     for key, value in table.items():

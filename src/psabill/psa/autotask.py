@@ -2,36 +2,41 @@
 
 Autotask contracts prorate, so a seat count is written the way LastPass does
 it: as a ``ContractServiceAdjustment`` dated to the start of the billing
-period in effect today (UTC), which replaces the period's units instead of
-adding a prorated slice. An adjustment carries a *delta* (``unitChange``), so
-the write is not idempotent. To make a re-run (or a retry after an ambiguous
-failure) never double-count, :meth:`AutotaskClient.set_quantity` re-reads the
-period's units immediately before every attempt and posts ``target - current``;
-when they already match it posts nothing.
+period that holds the *billing date*, which replaces the period's units
+instead of adding a prorated slice. The billing date is a date on the
+account's calendar (``[account] timezone``), not the UTC date: Autotask takes
+date-only fields as given, so ``effectiveDate`` is sent as
+``YYYY-MM-DDT00:00:00``. An adjustment carries a *delta* (``unitChange``), so
+the write is not idempotent: the units are re-read in bulk right before each
+batch of writes, ``target - current`` is posted, and afterwards the batch is
+re-read in bulk to verify every service holds its target.
 
-"The period in effect today" is the ``ContractServiceUnits`` row with the
-latest ``startDate`` <= today whose ``endDate`` >= today (dates compared as
-``YYYY-MM-DD``). Taking the latest start makes a row that ends exactly today
-(exclusive end) lose to its successor, and it picks the later half of a period
-someone split by hand, so today's units are the ones that end up equal to the
-target.
+``ContractServiceUnits`` has a row per billing period for the whole term,
+future periods included, so the query is bounded to the period holding the
+billing date (``startDate <= date <= endDate``). After an adjustment two rows
+can start the same day: the current row is the one with the latest start, then
+the latest end, then the highest id. A period with ``approveAndPostDate`` set
+is never changed: the adjustment is dated to the first unposted period
+instead, and the write says so.
 
 Limits: Autotask allows 3 concurrent requests per endpoint per integration and
 10,000 requests an hour per database, shared by every integration. Requests
-are therefore capped at 3 in flight per entity, every attempt is counted, and
-the run stops with a PsaError before its ``request_budget`` would be exceeded;
-:meth:`check` also lowers the budget to what is left of the hour's allowance.
+are capped at 3 in flight per entity, every attempt is counted, and
+:meth:`check` lowers the budget to what is left of the hour's allowance;
+:meth:`write_capacity` says how many writes of a run still fit.
 """
 
 from __future__ import annotations
 
+import calendar
 import threading
-from datetime import date
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psabill.errors import ConfigError
 from psabill.settings import PsaSettings
-from psabill.psa.base import AUTOTASK_TERMS, Agreement, Company, Line, PsaError, PsaUnreachable
+from psabill.psa.base import AUTOTASK_TERMS, Agreement, Company, Line, PsaAuthError, PsaError, PsaUnreachable, Written
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, origin, rebase, whole
 
 ZONE_LOOKUP = "https://webservices.autotask.net"
@@ -42,6 +47,17 @@ DEFAULT_BUDGET = 5000  # half the shared hourly allowance: above 50% Autotask sl
 ACTIVE = 1  # Contracts.status
 MAX_PAGES = 10_000
 WRITE_ATTEMPTS = 3
+READS_PER_BATCH = 4  # a write batch reads units before and after: at most 2 pages each
+UNIT_FIELDS = ["id", "contractServiceID", "startDate", "endDate", "units", "approveAndPostDate"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The units row a write aims at: the billing date's period, or the first unposted one after it."""
+
+    units: int
+    start: str  # "YYYY-MM-DD"
+    posted: str = ""  # the month name of the posted period this one replaces, if any
 
 
 def api_base(url: str) -> str:
@@ -62,6 +78,8 @@ class AutotaskClient:
     terms = AUTOTASK_TERMS
     bulk_lines = True
     budgeted = True
+    bulk_writes = True
+    write_batch = IN_BATCH
 
     def __init__(
         self,
@@ -70,7 +88,8 @@ class AutotaskClient:
         *,
         zone_lookup: str = ZONE_LOOKUP,
         request_budget: int = DEFAULT_BUDGET,
-        today: Optional[Callable[[], date]] = None,
+        billing_date: Optional[date] = None,
+        zone: Optional[tzinfo] = None,
         backoff: float = 0.5,
         max_wait: float = 60.0,
     ) -> None:
@@ -85,7 +104,11 @@ class AutotaskClient:
         if self._base:
             check_url(self._base)
         self._base_lock = threading.Lock()
-        self._today = today or _utc_today
+        self._zone = zone
+        # The date on the account's calendar; without one (psabill check), the UTC date.
+        self.billing_date = billing_date or _utc_today()
+        self._timeframe = 60  # minutes: ThresholdInformation.requestThresholdTimeframe
+        self._bundles: Dict[str, List[int]] = {}
         integration_code = str(settings.integration_code)
         self.http = HttpClient(
             headers={
@@ -123,6 +146,17 @@ class AutotaskClient:
                 f"remain in its budget (Autotask allows 10,000 an hour, shared by all integrations)"
             )
 
+    def write_capacity(self, writes: int) -> Tuple[int, str]:
+        """(how many of ``writes`` fit in what is left of the allowance, the message for the rest)."""
+        left = self.remaining_budget
+        fits = writes
+        while fits > 0 and fits + READS_PER_BATCH * -(-fits // self.write_batch) > left:
+            fits -= 1
+        after = _now() + timedelta(minutes=self._timeframe)
+        if self._zone is not None:
+            after = after.astimezone(self._zone)
+        return fits, f"hourly API allowance exhausted; re-run after {after:%H:%M}"
+
     # -- zone ----------------------------------------------------------------
 
     @property
@@ -150,6 +184,9 @@ class AutotaskClient:
         if isinstance(info, dict):
             threshold = info.get("externalRequestThreshold")
             used = info.get("currentTimeframeRequestCount")
+            timeframe = info.get("requestThresholdTimeframe")
+            if isinstance(timeframe, int) and timeframe > 0:
+                self._timeframe = timeframe
             if isinstance(threshold, int) and isinstance(used, int):
                 left = max(0, threshold - used) + self.request_count
                 if self.http.max_requests is None or left < self.http.max_requests:
@@ -157,6 +194,33 @@ class AutotaskClient:
                 return (f"Autotask at {origin(self.base)} as {self.username}: "
                         f"{used}/{threshold} requests used this hour")
         return f"Autotask at {origin(self.base)} as {self.username}"
+
+    def resolve_products(self, values: Sequence[str]) -> Tuple[Dict[str, str], Dict[str, str]]:
+        """[products] values -> service ids, and values -> why they cannot be used.
+
+        A value is a service id (a TOML integer or a numeric string) or a
+        service name, found in Services by exact name, once per run.
+        """
+        resolved: Dict[str, str] = {}
+        problems: Dict[str, str] = {}
+        names = sorted({v for v in values if not v.strip().isdigit()})
+        for value in values:
+            if value.strip().isdigit():
+                resolved[value] = str(int(value.strip()))
+        found: Dict[str, List[int]] = {}
+        for batch in batches(names, IN_BATCH):
+            for row in self._query("Services", [_in("name", batch)], ["id", "name", "isActive"]):
+                found.setdefault(str(row.get("name") or ""), []).append(int(row["id"]))
+        for name in names:
+            ids = sorted(set(found.get(name, [])))  # exact: the API compares names ignoring case
+            if len(ids) == 1:
+                resolved[name] = str(ids[0])
+            elif ids:
+                problems[name] = (f"{len(ids)} Autotask services are named {name!r} "
+                                  f"(#{', #'.join(str(i) for i in ids[:5])})")
+            else:
+                problems[name] = f"no Autotask service is named {name!r}"
+        return resolved, problems
 
     def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = ()) -> List[Company]:
         ids = {i.lower() for i in identifiers}
@@ -197,68 +261,171 @@ class AutotaskClient:
         return self.lines_for([agreement])[agreement.id]
 
     def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
-        """Lines of many contracts, read in bulk with ``in`` filters (500 ids a query)."""
+        """Lines of many contracts, read in bulk with ``in`` filters (500 ids a query).
+
+        A line's quantity is the units of the period a write would change: the
+        billing date's, or the first unposted one after it. Service bundles on
+        the contracts are read too, so a product billed through one can say so.
+        """
         ids = sorted({_numeric(a.id, "contract id") for a in agreements})
         result: Dict[str, List[Line]] = {str(cid): [] for cid in ids}
         services: List[Dict[str, Any]] = []
-        current: Dict[int, Tuple[int, str]] = {}
+        current: Dict[int, Target] = {}
         for batch in batches(ids, IN_BATCH):
             services.extend(self._query("ContractServices", [_in("contractID", batch)],
                                         ["id", "contractID", "serviceID"]))
-            current.update(self._current_units([_in("contractID", batch)]))
+            current.update(self._targets([_in("contractID", batch)]))
+            for row in self._query("ContractServiceBundles", [_in("contractID", batch)],
+                                   ["id", "contractID", "serviceBundleID"]):
+                self._bundles.setdefault(str(row.get("contractID")), []).append(whole(row.get("serviceBundleID")))
         for row in services:
             period = current.get(int(row["id"]))
             if period is None or str(row.get("contractID")) not in result:
-                continue  # no billing period covers today: nothing to bill against
+                continue  # no billing period covers the billing date: nothing to bill against
             result[str(row["contractID"])].append(Line(id=str(row["id"]), agreement_id=str(row["contractID"]),
-                                                       product=str(row.get("serviceID")), quantity=period[0]))
+                                                       product=str(row.get("serviceID")), quantity=period.units))
         return result
 
-    def _current_units(self, filters: List[Dict[str, Any]]) -> Dict[int, Tuple[int, str]]:
-        """contract service id -> (units, period start "YYYY-MM-DD") for today's period."""
-        today = self._today().isoformat()
-        best: Dict[int, Tuple[int, str]] = {}
-        rows = self._query("ContractServiceUnits", filters + [{"op": "gte", "field": "endDate", "value": today}],
-                           ["id", "contractServiceID", "startDate", "endDate", "units"])
-        for row in rows:
-            start = str(row.get("startDate") or "")[:10]
-            end = str(row.get("endDate") or "")[:10]
-            if not start or not (start <= today <= end):
+    def missing_note(self, agreement_id: str, product: str) -> Optional[str]:
+        """Why ``product`` has no line on the contract, when a service bundle explains it."""
+        bundles = sorted(set(self._bundles.get(str(agreement_id), [])))
+        if not bundles:
+            return None
+        shown = ", ".join(f"#{b}" for b in bundles[:5])
+        return (f"service {product!r} is not a contract service of contract #{agreement_id}; the contract bills "
+                f"through service bundle {shown}, and psabill adjusts contract services only")
+
+    def _targets(self, filters: List[Dict[str, Any]]) -> Dict[int, Target]:
+        """contract service id -> the units row a write aims at (see the module docstring)."""
+        day = self.billing_date.isoformat()
+        stamp = _stamp(self.billing_date)
+        bounded = filters + [{"op": "lte", "field": "startDate", "value": stamp},
+                             {"op": "gte", "field": "endDate", "value": stamp}]
+        rows: Dict[int, List[Dict[str, Any]]] = {}
+        for row in self._query("ContractServiceUnits", bounded, UNIT_FIELDS):
+            rows.setdefault(int(row["contractServiceID"]), []).append(row)
+        best: Dict[int, Target] = {}
+        posted: Dict[int, str] = {}
+        for csid, candidates in rows.items():
+            row = _current(candidates, day)
+            if row is None:
                 continue
-            key = int(row["contractServiceID"])
-            if key not in best or start > best[key][1]:
-                best[key] = (whole(row.get("units")), start)
+            if row.get("approveAndPostDate"):
+                posted[csid] = calendar.month_name[int(_day(row["startDate"])[5:7])]
+            else:
+                best[csid] = Target(whole(row.get("units")), _day(row["startDate"]))
+        for batch in batches(sorted(posted), IN_BATCH):
+            later: Dict[int, List[Dict[str, Any]]] = {}
+            filters_later = [_in("contractServiceID", list(batch)), {"op": "gt", "field": "startDate", "value": stamp},
+                             {"op": "notExist", "field": "approveAndPostDate"}]
+            for row in self._query("ContractServiceUnits", filters_later, UNIT_FIELDS):
+                later.setdefault(int(row["contractServiceID"]), []).append(row)
+            for csid, candidates in later.items():
+                first = min(_day(r["startDate"]) for r in candidates)
+                row = _current([r for r in candidates if _day(r["startDate"]) == first], first)
+                if row is not None:
+                    best[csid] = Target(whole(row.get("units")), first, posted[csid])
         return best
 
-    # -- the write -----------------------------------------------------------
+    # -- writes --------------------------------------------------------------
 
-    def set_quantity(self, line: Line, quantity: int) -> int:
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
-            raise PsaError(f"refusing to set units {quantity!r} on contract service {line.id}: not a whole number >= 0")
-        contract_id = _numeric(line.agreement_id, "contract id")
-        service_id = _numeric(line.product, "service id")
-        csid = _numeric(line.id, "contract service id")
+    def set_quantity(self, line: Line, quantity: int) -> Union[int, Written]:
+        """One line, re-read right before each attempt (the bulk path is :meth:`set_quantities`)."""
+        contract_id, service_id, csid = self._ids(line, quantity)
         found: Optional[int] = None
         for attempt in range(WRITE_ATTEMPTS):
-            period = self._current_units([_eq("contractServiceID", csid)]).get(csid)
-            if period is None:
-                raise PsaError(f"contract service {csid} on contract {contract_id} has no billing period covering "
-                               f"{self._today().isoformat()}")
-            current, start = period
-            found = current if found is None else found
-            if current == quantity:
-                return found
-            body = {"contractID": contract_id, "serviceID": service_id, "effectiveDate": start,
-                    "unitChange": quantity - current}
+            target = self._targets([_eq("contractServiceID", csid)]).get(csid)
+            if target is None:
+                raise self._no_period(csid, contract_id)
+            found = target.units if found is None else found
+            if target.units == quantity:
+                return _written(found, quantity, target)
             try:
-                self.http.request("POST", self.base + "/ContractServiceAdjustments", json=body,
-                                  endpoint="ContractServiceAdjustments", idempotent=False)
-                return found
+                self._post(contract_id, service_id, csid, target, quantity - target.units)
+                return _written(found, quantity, target)
             except PsaUnreachable:
                 # The adjustment may or may not have landed: re-read before trying again.
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]],
+                       run: Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]] = map,
+                       ) -> Dict[str, Union[Written, Exception]]:
+        """Write one batch: read its units in bulk, post the deltas, re-read in bulk and verify.
+
+        ``run`` maps the post over the batch (the engine passes its thread
+        pool's ``map``). Returns line id -> Written or the exception for that
+        line. A failed bulk read raises: nothing of the batch was written.
+        """
+        checked = [(line, qty) + self._ids(line, qty) for line, qty in targets]
+        csids = sorted({c[4] for c in checked})
+        before = self._targets([_in("contractServiceID", csids)])
+        results: Dict[str, Union[Written, Exception]] = {}
+        todo = []
+        for line, qty, contract_id, service_id, csid in checked:
+            target = before.get(csid)
+            if target is None:
+                results[line.id] = self._no_period(csid, contract_id)
+            elif target.units == qty:
+                results[line.id] = _written(target.units, qty, target)
+            else:
+                todo.append((line, qty, contract_id, service_id, csid, target))
+
+        def post(job: Tuple[Any, ...]) -> Optional[Exception]:
+            line, qty, contract_id, service_id, csid, target = job
+            try:
+                self._post(contract_id, service_id, csid, target, qty - target.units)
+            except PsaError as exc:
+                return exc
+            return None
+
+        failures = dict(zip((job[0].id for job in todo), run(post, todo)))
+        for exc in failures.values():
+            if isinstance(exc, PsaAuthError):
+                raise exc  # credentials refused mid-batch: the engine stops writing
+        try:
+            after = self._targets([_in("contractServiceID", sorted({job[4] for job in todo}))]) if todo else {}
+        except PsaError as unverified:
+            # Autotask took the posts it answered; the rest stay unknown until a re-run re-reads them.
+            for line, qty, _contract_id, _service_id, csid, target in todo:
+                exc = failures.get(line.id)
+                results[line.id] = exc if exc is not None else _written(target.units, qty, target)
+            if isinstance(unverified, PsaAuthError):
+                raise
+            return results
+        for line, qty, _contract_id, _service_id, csid, target in todo:
+            now = after.get(csid)
+            exc = failures.get(line.id)
+            if now is not None and now.units == qty:
+                results[line.id] = _written(target.units, qty, target)  # landed, even if the answer was lost
+            elif exc is not None:
+                results[line.id] = exc
+            else:
+                results[line.id] = PsaError(
+                    f"contract service {csid} holds {now.units if now else 'no'} units after the adjustment, "
+                    f"not {qty}")
+        return results
+
+    def _ids(self, line: Line, quantity: int) -> Tuple[int, int, int]:
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
+            raise PsaError(f"refusing to set units {quantity!r} on contract service {line.id}: not a whole number >= 0")
+        return (_numeric(line.agreement_id, "contract id"), _numeric(line.product, "service id"),
+                _numeric(line.id, "contract service id"))
+
+    def _no_period(self, csid: int, contract_id: int) -> PsaError:
+        return PsaError(f"contract service {csid} on contract {contract_id} has no unposted billing period "
+                        f"from {self.billing_date.isoformat()}")
+
+    def _post(self, contract_id: int, service_id: int, csid: int, target: Target, change: int) -> None:
+        body = {"contractID": contract_id, "contractServiceID": csid, "serviceID": service_id,
+                "effectiveDate": f"{target.start}T00:00:00", "unitChange": change}
+        response = self.http.request("POST", self.base + "/ContractServiceAdjustments", json=body,
+                                     endpoint="ContractServiceAdjustments", idempotent=False)
+        answer = self.http.json_of(response, "POST ContractServiceAdjustments")
+        errors = answer.get("errors") if isinstance(answer, dict) else None
+        if errors:
+            raise PsaError(self.http.scrub(f"Autotask refused the adjustment: {'; '.join(map(str, errors))}"))
 
     def close(self) -> None:
         self.http.close()
@@ -266,12 +433,16 @@ class AutotaskClient:
     # -- paging --------------------------------------------------------------
 
     def _query(self, entity: str, filters: List[Dict[str, Any]], fields: Sequence[str]) -> Iterator[Dict[str, Any]]:
+        """Every item of a query. A next page is POSTed to nextPageUrl (on our origin) with the same body."""
         base = self.base
-        response = self.http.request("POST", f"{base}/{entity}/query",
-                                     json={"filter": filters, "IncludeFields": list(fields)}, endpoint=entity)
+        query = {"filter": filters, "IncludeFields": list(fields)}
+        response = self.http.request("POST", f"{base}/{entity}/query", json=query, endpoint=entity)
         seen = set()
         for _ in range(MAX_PAGES):
             body = self.http.json_of(response, f"query {entity}")
+            if isinstance(body, dict) and body.get("errors"):
+                raise PsaError(self.http.scrub(f"query {entity}: Autotask answered with errors: "
+                                               f"{'; '.join(map(str, body['errors']))}"))
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
                 raise PsaError(f"query {entity}: expected an object with items")
             for item in body["items"]:
@@ -284,14 +455,40 @@ class AutotaskClient:
             if following in seen:
                 raise PsaError(f"query {entity}: nextPageUrl repeats itself")
             seen.add(following)
-            response = self.http.request("GET", following, endpoint=entity)
+            response = self.http.request("POST", following, json=query, endpoint=entity)
         raise PsaError(f"query {entity}: more than {MAX_PAGES} pages")
 
 
-def _utc_today() -> date:
+def _now() -> datetime:
     from psabill import clock
 
-    return clock.now().date()
+    return clock.now()
+
+
+def _utc_today() -> date:
+    return _now().date()
+
+
+def _stamp(day: date) -> str:
+    return f"{day.isoformat()}T00:00:00"
+
+
+def _day(value: Any) -> str:
+    return str(value or "")[:10]
+
+
+def _current(rows: Sequence[Mapping[str, Any]], day: str) -> Optional[Mapping[str, Any]]:
+    """The row in effect on ``day``: latest start, then latest end, then highest id."""
+    holding = [r for r in rows if _day(r.get("startDate")) and _day(r.get("startDate")) <= day <= _day(r.get("endDate"))]
+    if not holding:
+        return None
+    return max(holding, key=lambda r: (_day(r.get("startDate")), _day(r.get("endDate")), whole(r.get("id"))))
+
+
+def _written(before: int, quantity: int, target: Target) -> Union[int, Written]:
+    if target.posted:
+        return Written(before, f"{target.posted} is posted; {quantity} seats take effect {target.start}")
+    return before
 
 
 def _all_ids() -> Dict[str, Any]:

@@ -65,6 +65,14 @@ class Line:
     quantity: Quantity  # exact: 2.5 is not 2
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a write found and did, when there is more to say than the quantity before."""
+
+    before: int
+    note: str = ""  # e.g. "December is posted; 12 seats take effect 2027-01-01"
+
+
 class PsaClient(Protocol):
     kind: str  # "connectwise" | "autotask"
     terms: Terms
@@ -96,8 +104,8 @@ class PsaClient(Protocol):
     def ensure_budget(self, planned: int) -> None:
         """Raise PsaError if ``planned`` more requests would overrun the allowance (only when ``budgeted``)."""
 
-    def set_quantity(self, line: Line, quantity: int) -> Quantity:
-        """Make the line's quantity ``quantity``; return the quantity found just before.
+    def set_quantity(self, line: Line, quantity: int) -> "Quantity | Written":
+        """Make the line's quantity ``quantity``; return the quantity found just before (or a Written).
 
         ConnectWise writes the absolute value. Autotask re-reads the current units
         and posts the delta, so calling this twice never double-counts.

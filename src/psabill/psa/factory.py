@@ -8,7 +8,7 @@ config error.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, tzinfo
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,11 +19,12 @@ from psabill.settings import PsaSettings
 
 
 def make_client(psa: PsaSettings, config_path: Path, *, billing_date: Optional[date] = None,
-                **options: Any) -> PsaClient:
+                zone: Optional[tzinfo] = None, **options: Any) -> PsaClient:
     """A ConnectWise or Autotask client; ``options`` pass through (tests: backoff, zone_lookup).
 
     ``billing_date`` is the date on the account's calendar that lines must be
-    billing on (None: the client's own idea of today).
+    billing on (None: the client's own idea of today); ``zone`` is the account's
+    zone, in which Autotask states when its hourly allowance resets.
     """
     if not psa.kind:
         raise ConfigError(f"{config_path}: [psa] kind is not set (connectwise or autotask)")
@@ -35,7 +36,7 @@ def make_client(psa: PsaSettings, config_path: Path, *, billing_date: Optional[d
             return ConnectWiseClient(psa, secret, billing_date=billing_date, **options)
         from psabill.psa.autotask import AutotaskClient
 
-        return AutotaskClient(psa, secret, **options)
+        return AutotaskClient(psa, secret, billing_date=billing_date, zone=zone, **options)
     except PsaError as exc:
         # Raised before any request: a bad CA file or a plain-HTTP URL is a config problem.
         raise ConfigError(f"{config_path}: [psa] {exc}") from None

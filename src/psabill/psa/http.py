@@ -17,7 +17,10 @@ Policy, in the order a request meets it:
 * Retries: 429/502/503/504 and transport failures (refused, reset, DNS,
   timeouts) are retried with capped exponential backoff plus jitter; a numeric
   ``Retry-After`` replaces the backoff but is capped too. 500 is retried for
-  idempotent requests only (ConnectWise documents 500 as often transient).
+  idempotent requests only (ConnectWise documents 500 as often transient),
+  except a 500 whose JSON body carries an ``errors`` list of strings: that is
+  Autotask refusing deterministically (wrong user name, integration code or
+  permission), so it fails at once with Autotask's own message.
   A non-idempotent request (an Autotask delta adjustment) is retried only when
   the PSA certainly did not apply it (429, or the connection never opened);
   anything ambiguous is raised so the caller can re-read and recompute.
@@ -286,6 +289,9 @@ class HttpClient:
                     return response
                 if status in (401, 403):
                     raise PsaAuthError(self.scrub(f"{where}: HTTP {status} (credentials refused): {self._excerpt(response)}"))
+                refusal = _refusal(response) if status == 500 else None
+                if refusal is not None:
+                    raise PsaError(self.scrub(f"{where}: HTTP 500: {refusal}"))
                 retryable = status in RETRY_STATUSES or (status == 500 and idempotent)
                 if not idempotent and status != 429:
                     retryable = False
@@ -319,6 +325,18 @@ class HttpClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _refusal(response: httpx.Response) -> Optional[str]:
+    """Autotask's deterministic refusal: a body ``{"errors": ["...", ...]}`` (strings), joined."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors or not all(isinstance(e, str) for e in errors):
+        return None
+    return "; ".join(errors)  # whole: the caller scrubs before anything is cut
 
 
 def _retry_after(response: httpx.Response) -> Optional[float]:

@@ -39,7 +39,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, 
 
 from psabill.errors import AbortError
 from psabill.fsutil import one_line
-from psabill.psa.base import Agreement, Company, Line, PsaAuthError, PsaClient, PsaError, PsaUnreachable, Terms
+from psabill.psa.base import Agreement, Company, Line, PsaAuthError, PsaClient, PsaError, PsaUnreachable, Terms, Written
 from psabill.report import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
 from psabill.run.mapping import Pin
 from psabill.sources import UsageRow
@@ -126,8 +126,12 @@ def refresh(
                 if not work.done:
                     _compare(work, dry_run)
             writes = [work for work in works if not work.done]
-            _ensure_budget(client, len(writes), where)
-            _write_all(client, writes, terms, pool, emit, settled=[work for work in works if work.done])
+            if getattr(client, "bulk_writes", False):
+                writes = _within_allowance(client, writes)
+                _write_batches(client, writes, terms, pool, emit, settled=[work for work in works if work.done])
+            else:
+                _ensure_budget(client, len(writes), where)
+                _write_all(client, writes, terms, pool, emit, settled=[work for work in works if work.done])
     finally:
         report.api_requests = client.request_count
     order = {id(work.item): work.index for work in works}
@@ -157,6 +161,19 @@ def _resolve(client: PsaClient, works: List[_Work], terms: Terms, pool: ThreadPo
         # A budgeted PSA (Autotask) shares its hourly allowance with every other
         # integration; check() learns how much of it is left.
         client.check()
+    resolve_products = getattr(client, "resolve_products", None)
+    if resolve_products is not None:
+        # Autotask: [products] may name a service; names are looked up once per run.
+        resolved, problems = resolve_products(sorted({w.product for w in pending}))
+        for work in pending:
+            if work.product in problems:
+                work.fail(f"SKU {work.row.sku!r}: {problems[work.product]}",
+                          f"set the SKU to the service id in [products], or make the name unique in {terms.psa}")
+            else:
+                work.product = resolved.get(work.product, work.product)
+        pending = [w for w in pending if not w.done]
+        if not pending:
+            return
     wanted = sorted({w.pin or w.row.customer for w in pending})
     companies = client.companies(identifiers=wanted, names=wanted)
     index = _CompanyIndex(companies)
@@ -179,7 +196,7 @@ def _resolve(client: PsaClient, works: List[_Work], terms: Terms, pool: ThreadPo
             needed.setdefault(agreement.id, agreement)
     lines, errors = _read_lines(client, list(needed.values()), pool)
     for work in pending:
-        _pick_line(work, lines, errors, terms)
+        _pick_line(work, lines, errors, terms, getattr(client, "missing_note", None))
 
 
 def _company(work: _Work) -> Company:
@@ -280,7 +297,8 @@ def _read_lines(client: PsaClient, agreements: List[Agreement], pool: ThreadPool
     return lines, errors
 
 
-def _pick_line(work: _Work, lines: Dict[str, List[Line]], errors: Dict[str, Exception], terms: Terms) -> None:
+def _pick_line(work: _Work, lines: Dict[str, List[Line]], errors: Dict[str, Exception], terms: Terms,
+               missing_note: Optional[Callable[[str, str], Optional[str]]] = None) -> None:
     company = _company(work)
     for agreement in work.candidates:
         if agreement.id in errors:
@@ -294,6 +312,10 @@ def _pick_line(work: _Work, lines: Dict[str, List[Line]], errors: Dict[str, Exce
         where = (f"{terms.agreement} {_agreement(work.candidates[0])}" if len(work.candidates) == 1
                  else f"any of the {len(work.candidates)} active {terms.agreement}s of {company.identifier}")
         work.item.agreement = work.candidates[0].id if len(work.candidates) == 1 else None
+        notes = [n for n in (missing_note(a.id, work.product) for a in work.candidates) if n] if missing_note else []
+        if notes:  # Autotask: billed through a service bundle
+            work.fail(notes[0], f"bill {work.product!r} as its own contract service, or adjust the bundle by hand")
+            return
         work.fail(f"product {work.product!r} (SKU {work.row.sku}) is not on {where}",
                   f"add {work.product!r} to the {terms.agreement} in {terms.psa}; psabill never adds products")
         return
@@ -380,14 +402,65 @@ def _write_all(client: PsaClient, writes: List[_Work], terms: Terms, pool: Threa
                 work.fail(f"update failed: {_why(exc)}",
                           f"check the {terms.line} in {terms.psa}, then re-run; other updates are kept")
             else:
-                work.item.old = before
-                work.item.outcome = UNCHANGED if before == work.row.seats else UPDATED
+                _settle(work, before)
             emit(work)
     finally:
         # On Ctrl-C or SIGTERM: writes not yet started never start.
         stop.set()
         for future in futures:
             future.cancel()
+
+
+def _settle(work: _Work, result: "int | Written") -> None:
+    before, note = (result.before, result.note) if isinstance(result, Written) else (result, "")
+    work.item.old = before
+    work.item.outcome = UNCHANGED if before == work.row.seats else UPDATED
+    work.item.message = note
+
+
+def _within_allowance(client: PsaClient, writes: List[_Work]) -> List[_Work]:
+    """Autotask's hourly allowance: write what fits; the rest fail as not written, to be re-run."""
+    fits, message = client.write_capacity(len(writes))  # type: ignore[attr-defined]
+    for work in writes[fits:]:
+        work.fail(f"not written: {message}", "re-run after that time; nothing is double-counted")
+    return writes[:fits]
+
+
+def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: ThreadPoolExecutor,
+                   emit: Callable[[_Work], None], settled: Sequence[_Work]) -> None:
+    """Autotask: each batch re-reads its units in bulk, writes, then re-reads to verify."""
+    for work in settled:
+        emit(work)
+    size = max(1, int(getattr(client, "write_batch", 500)))
+    stopped: Optional[str] = None
+    for start in range(0, len(writes), size):
+        batch = writes[start: start + size]
+        if stopped is None:
+            try:
+                results = client.set_quantities([(w.line, w.row.seats) for w in batch],  # type: ignore[attr-defined]
+                                                pool.map)
+            except (PsaUnreachable, PsaAuthError) as exc:
+                stopped = _why(exc)
+                for work in batch:
+                    work.fail(f"update failed: {stopped}", "re-run once the PSA is reachable; nothing is double-counted")
+                    emit(work)
+                continue
+            except PsaError as exc:
+                results = {w.line.id: exc for w in batch if w.line is not None}
+            for work in batch:
+                assert work.line is not None
+                result = results.get(work.line.id)
+                if isinstance(result, Exception) or result is None:
+                    work.fail(f"update failed: {_why(result or PsaError('no result'))}",
+                              f"check the {terms.line} in {terms.psa}, then re-run; other updates are kept")
+                else:
+                    _settle(work, result)
+                emit(work)
+        else:
+            for work in batch:
+                work.fail(f"not written: {terms.psa} became unreachable or refused the credentials earlier in this run",
+                          "re-run; quantities already written are kept and not written twice")
+                emit(work)
 
 
 def _completed(futures: Dict["Future[R]", K]) -> Iterator[Tuple["Future[R]", K]]:

@@ -8,7 +8,7 @@ only after the run is recorded, so a failed email never loses a result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Callable, Optional
 
 from psabill import report as rpt
@@ -93,15 +93,19 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
     return Outcome(report, code, error)
 
 
+def account_zone(settings: Settings) -> tzinfo:
+    """The account's zone ([account] timezone; UTC when unset)."""
+    from psabill.clock import load_zone
+
+    return load_zone(settings.account.timezone or "UTC")
+
+
 def billing_date(settings: Settings, report: RunReport) -> date:
     """The date the run bills for: its start on the account's calendar, not the UTC date.
 
     A run at 09:00 on 1 December in Sydney is still 30 November in UTC.
     """
-    from psabill.clock import load_zone
-
-    zone = load_zone(settings.account.timezone or "UTC")
-    return report.started_at.astimezone(zone).date()
+    return report.started_at.astimezone(account_zone(settings)).date()
 
 
 def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
@@ -117,7 +121,8 @@ def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
     products = settings.product_map
     rows = sources.read(settings.source, set(products), settings.path)
     pins = mapping.load(settings.mapping_file)
-    client = make_client(settings.psa, settings.path, billing_date=billing_date(settings, report))
+    client = make_client(settings.psa, settings.path, billing_date=billing_date(settings, report),
+                         zone=account_zone(settings))
     try:
         engine.refresh(client, rows, report, products=products, pins=pins, dry_run=dry_run, record=record,
                        concurrency=settings.psa.concurrency, url=settings.psa.url,

@@ -1,12 +1,27 @@
-"""An Autotask REST v1.0 sandbox on loopback, for the tests and benchmarks.
+"""An Autotask REST v1.0 stand-in on loopback, for the tests, demo and benchmarks.
 
-It implements what :class:`psabill.psa.autotask.AutotaskClient` uses:
-ZoneInformation, ThresholdInformation, ``POST /v1.0/{Entity}/query`` for
-Companies, Contracts, ContractServices and ContractServiceUnits (filters eq,
-noteq, in, gt/gte/lt/lte, and/or; ``IncludeFields``; pages of 500 with a GET
-``nextPageUrl``), and ``POST /v1.0/ContractServiceAdjustments``, which changes
-the units of the period containing its effective date and, like Autotask,
-splits that period when the date is not its first day.
+It behaves like live Autotask where psabill depends on it:
+
+* ZoneInformation, ThresholdInformation; ``POST /v1.0/{Entity}/query`` for
+  Companies, Contracts, ContractServices, ContractServiceUnits,
+  ContractServiceBundles and Services (filters eq, noteq, in, notIn,
+  gt/gte/lt/lte, exist/notExist, and/or; ``IncludeFields``). Pages hold 500
+  items; ``nextPageUrl`` reads ``.../{Entity}/query/next?paging=...`` and must be
+  POSTed with the same body: a GET there answers 405, another body 500.
+* ContractServiceUnits holds a row per monthly billing period for the whole
+  contract term, future periods included. Date fields are date-only: compared
+  by their date, never time-zone converted. A filter on a date field must give
+  a date-time string (``YYYY-MM-DDTHH:MM:SS``).
+* ``POST /v1.0/ContractServiceAdjustments`` takes ``effectiveDate`` as
+  ``YYYY-MM-DDT00:00:00`` and applies ``unitChange`` from that date on: on a
+  period's first day it adds a new units row with the same dates (so two rows
+  start the same day; the one with the highest id is current), inside a period
+  it splits the period. Later periods change too. A change that would touch a
+  period with ``approveAndPostDate`` set is refused.
+* Errors come the way Autotask sends them: ``{"errors": [...]}`` with HTTP 500
+  for a wrong user name, integration code, field or value, 401 for a wrong
+  secret. :meth:`AutotaskStandin.error_in_200` injects a 200 that carries an
+  error body.
 
 Test knobs (latency, faults, die_after, request log, per-endpoint counters and
 the in-flight maximum) come from the sandbox's LoopbackServer; endpoints are
@@ -16,17 +31,36 @@ labelled by entity, which is how Autotask counts its 3-threads-per-endpoint rule
 from __future__ import annotations
 
 import calendar
+import hashlib
 import json
 import re
 from datetime import date, timedelta
-from typing import Any, Dict, List, Optional, Sequence
-from urllib.parse import quote
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from psabill.sandbox.server import BadRequest, LoopbackServer, Reply
+from psabill.sandbox.server import BadRequest, LoopbackServer, Reply  # noqa: F401 - BadRequest for _match
 
 PAGE = 500
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
-ENTITIES = ("Companies", "Contracts", "ContractServices", "ContractServiceUnits")
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")
+_MIDNIGHT = re.compile(r"^\d{4}-\d{2}-\d{2}T00:00:00(\.0+)?$")
+ENTITIES = ("Companies", "Contracts", "ContractServices", "ContractServiceUnits", "ContractServiceBundles",
+            "Services")
+DATE_FIELDS = {"startdate", "enddate", "approveandpostdate", "effectivedate", "createdate", "lastmodifieddate"}
+FIELDS = {  # the fields the stand-in models; a filter on another one is refused like a misspelling
+    "Companies": ("id", "companyName", "companyNumber", "isActive"),
+    "Contracts": ("id", "companyID", "contractName", "status", "contractType", "startDate", "endDate"),
+    "ContractServices": ("id", "contractID", "serviceID", "unitPrice"),
+    "ContractServiceUnits": ("id", "contractID", "contractServiceID", "serviceID", "startDate", "endDate", "units",
+                             "price", "approveAndPostDate"),
+    "ContractServiceBundles": ("id", "contractID", "serviceBundleID", "unitPrice"),
+    "Services": ("id", "name", "isActive"),
+}
+ADJUSTMENT_FIELDS = {"id", "contractid", "contractserviceid", "serviceid", "unitchange", "effectivedate",
+                     "adjustedunitprice", "adjustedunitcost", "allowrepeatservice", "quoteitemid", "userdefinedfields"}
+
+
+class AutotaskError(Exception):
+    """Refused the way Autotask refuses: HTTP 500 with {"errors": [message]}."""
 
 
 def month_period(day: date) -> tuple:
@@ -38,12 +72,22 @@ def _stamp(day: date) -> str:
     return f"{day.isoformat()}T00:00:00"
 
 
+def current_row(rows: Sequence[Dict[str, Any]], day: str) -> Optional[Dict[str, Any]]:
+    """The units row in effect on ``day``: latest start, then latest end, then highest id."""
+    holding = [r for r in rows if r["startDate"][:10] <= day <= r["endDate"][:10]]
+    if not holding:
+        return None
+    return max(holding, key=lambda r: (r["startDate"][:10], r["endDate"][:10], r["id"]))
+
+
 class AutotaskStandin(LoopbackServer):
-    LOGGED_HEADERS = ("Content-Type", "UserName", "ApiIntegrationCode")
+    LOGGED_HEADERS = ("Content-Type", "UserName", "ApiIntegrationCode", "Secret")
+    MASKED_HEADERS = ("Secret",)
 
     def __init__(self, *, today: date, username: str = "api@example.test", secret: str = "standin-secret",
                  integration_code: str = "STANDIN-CODE", latency_ms: float = 0.0,
-                 threshold: int = 10_000, used_this_hour: int = 0) -> None:
+                 threshold: int = 10_000, used_this_hour: int = 0, page_size: int = PAGE,
+                 term_months: int = 12) -> None:
         super().__init__(latency_ms=latency_ms)
         self.today = today
         self.username = username
@@ -51,8 +95,11 @@ class AutotaskStandin(LoopbackServer):
         self.integration_code = integration_code
         self.threshold = threshold
         self.used_this_hour = used_this_hour
+        self.page_size = page_size
+        self.term_months = term_months
         self.tables: Dict[str, Dict[int, Dict[str, Any]]] = {name: {} for name in ENTITIES}
         self.adjustments: List[Dict[str, Any]] = []
+        self._pages: Dict[str, Tuple[str, str, int]] = {}  # paging token -> (entity, body, offset)
         self._next = 1000
 
     # -- data ------------------------------------------------------------------
@@ -74,35 +121,67 @@ class AutotaskStandin(LoopbackServer):
                                              "status": status, "contractType": 7}
             return cid
 
-    def add_service(self, contract_id: int, service_id: int, units: int, *, months: int = 3) -> int:
-        """A contract service with monthly periods: last month, this month, and ``months - 2`` ahead."""
+    def add_catalog_service(self, name: str, service_id: Optional[int] = None, active: bool = True) -> int:
+        """A row of Services (the catalogue), found by name when [products] names a service."""
+        with self._lock:
+            sid = service_id if service_id is not None else self._new_id()
+            self.tables["Services"][sid] = {"id": sid, "name": name, "isActive": active}
+            return sid
+
+    def add_bundle(self, contract_id: int, bundle_id: int) -> int:
+        """A service bundle on a contract (ContractServiceBundles)."""
+        with self._lock:
+            rid = self._new_id()
+            self.tables["ContractServiceBundles"][rid] = {"id": rid, "contractID": contract_id,
+                                                          "serviceBundleID": bundle_id, "unitPrice": 0.0}
+            return rid
+
+    def add_service(self, contract_id: int, service_id: int, units: int, *, months: Optional[int] = None) -> int:
+        """A contract service with a units row per monthly period for the whole term.
+
+        The term starts the month before today and runs ``months`` (default
+        ``term_months``) months: past, current and every future period.
+        """
         with self._lock:
             csid = self._new_id()
-            self.tables["ContractServices"][csid] = {"id": csid, "contractID": contract_id, "serviceID": service_id}
+            self.tables["ContractServices"][csid] = {"id": csid, "contractID": contract_id, "serviceID": service_id,
+                                                     "unitPrice": 3.0}
             start, _ = month_period(self.today)
             start = (start - timedelta(days=1)).replace(day=1)
-            for _ in range(months):
+            for _ in range(self.term_months if months is None else months):
                 first, last = month_period(start)
                 uid = self._new_id()
                 self.tables["ContractServiceUnits"][uid] = {
                     "id": uid, "contractID": contract_id, "contractServiceID": csid, "serviceID": service_id,
-                    "startDate": _stamp(first), "endDate": _stamp(last), "units": float(units)}
+                    "startDate": _stamp(first), "endDate": _stamp(last), "units": int(units), "price": 3.0 * units,
+                    "approveAndPostDate": None}
                 start = last + timedelta(days=1)
             return csid
 
+    def post_period(self, csid: int, day: date) -> None:
+        """Approve and post the period holding ``day``: Autotask then refuses to change it."""
+        when = day.isoformat()
+        with self._lock:
+            for row in self.tables["ContractServiceUnits"].values():
+                if row["contractServiceID"] == csid and row["startDate"][:10] <= when <= row["endDate"][:10]:
+                    row["approveAndPostDate"] = _stamp(day)
+
     def units(self, csid: int, day: Optional[date] = None) -> int:
         """The units in effect on ``day`` (default: today)."""
-        when = (day or self.today).isoformat()
         with self._lock:
-            rows = [r for r in self.tables["ContractServiceUnits"].values()
-                    if r["contractServiceID"] == csid and r["startDate"][:10] <= when <= r["endDate"][:10]]
-        rows.sort(key=lambda r: r["startDate"])
-        return int(rows[-1]["units"])
+            rows = [r for r in self.tables["ContractServiceUnits"].values() if r["contractServiceID"] == csid]
+            row = current_row(rows, (day or self.today).isoformat())
+        assert row is not None, f"no period of {csid} holds {day or self.today}"
+        return int(row["units"])
 
     def periods(self, csid: int) -> List[Dict[str, Any]]:
         with self._lock:
             return sorted((dict(r) for r in self.tables["ContractServiceUnits"].values()
-                           if r["contractServiceID"] == csid), key=lambda r: r["startDate"])
+                           if r["contractServiceID"] == csid), key=lambda r: (r["startDate"], r["id"]))
+
+    def error_in_200(self, message: str, times: int = 1, *, endpoint: Optional[str] = None) -> None:
+        """The next matching requests answer HTTP 200 with ``{"errors": [message]}`` and no items."""
+        self.fail(200, times, body={"errors": [message]}, endpoint=endpoint)
 
     # -- HTTP ------------------------------------------------------------------
 
@@ -116,12 +195,21 @@ class AutotaskStandin(LoopbackServer):
     def authorize(self, headers: Dict[str, str], path: str) -> Optional[Reply]:
         if path.lower().endswith("/zoneinformation"):
             return None  # the zone lookup is anonymous
-        if (headers.get("apiintegrationcode") != self.integration_code or headers.get("username") != self.username
-                or headers.get("secret") != self.secret):
+        if headers.get("username") != self.username:
+            return 500, {}, {"errors": ["Invalid user name"]}
+        if headers.get("apiintegrationcode") != self.integration_code:
+            return 500, {}, {"errors": ["IntegrationCode is invalid."]}
+        if headers.get("secret") != self.secret:
             return 401, {}, {"errors": ["Unauthorized"]}
         return None
 
     def route(self, method: str, path: str, query: Dict[str, str], body: Any) -> Reply:
+        try:
+            return self._route(method, path, query, body)
+        except AutotaskError as exc:
+            return 500, {}, {"errors": [str(exc)]}
+
+    def _route(self, method: str, path: str, query: Dict[str, str], body: Any) -> Reply:
         parts = path.strip("/").split("/")
         lowered = [p.lower() for p in parts]
         if lowered[:2] != ["atservicesrest", "v1.0"] or len(parts) < 3:
@@ -136,70 +224,118 @@ class AutotaskStandin(LoopbackServer):
                              "currentTimeframeRequestCount": self.used_this_hour + self.total}
         if entity in ENTITIES and len(parts) == 4 and lowered[3] == "query":
             if method == "POST":
-                if not isinstance(body, dict):
-                    raise BadRequest("expected a query object")
                 return self._query(entity, body, 0)
             if method == "GET" and "search" in query:
-                return self._query(entity, json.loads(query["search"]), int(query.get("paging", "0")))
+                return self._query(entity, json.loads(query["search"]), 0)
+        if entity in ENTITIES and len(parts) == 5 and lowered[3:] == ["query", "next"]:
+            if method != "POST":
+                return 405, {"Allow": "POST"}, {"errors": [
+                    f"The requested resource does not support http method '{method}'."]}
+            page = self._pages.get(query.get("paging", ""))
+            if page is None or page[0] != entity:
+                raise AutotaskError("Invalid paging parameter")
+            if _canonical(body) != page[1]:
+                raise AutotaskError("The next page must be requested with the body of the original query")
+            return self._query(entity, body, page[2])
         if method == "POST" and entity == "ContractServiceAdjustments" and len(parts) == 3:
             return self._adjust(body)
         return 404, {}, {"errors": ["Not found"]}
 
-    def _query(self, entity: str, search: Dict[str, Any], offset: int) -> Reply:
-        filters = search.get("filter")
+    def _query(self, entity: str, search: Any, offset: int) -> Reply:
+        if not isinstance(search, dict):
+            raise AutotaskError("expected a query object")
+        lowered = {str(k).lower(): v for k, v in search.items()}
+        filters = lowered.get("filter")
         if not isinstance(filters, list) or not filters:
-            raise BadRequest("a query needs at least one filter")
+            raise AutotaskError("a query needs at least one filter")
+        known = {f.lower() for f in FIELDS[entity]}
+        _check_filters(entity, filters, known)
+        fields = lowered.get("includefields")
+        for name in fields or ():
+            if str(name).lower() not in known:
+                raise AutotaskError(f"Unknown field {name!r} in IncludeFields of {entity}")
         with self._lock:
             # The stand-in shares the client's two cores: a cheap exact-key pass on
             # numeric eq/in filters keeps it from becoming the bottleneck of a big run.
             rows = [dict(r) for r in _narrow(self.tables[entity].values(), filters)
                     if all(_match(r, f) for f in filters)]
         rows.sort(key=lambda r: r["id"])
-        chunk = rows[offset: offset + PAGE]
-        fields = search.get("IncludeFields")
+        chunk = rows[offset: offset + self.page_size]
         if fields:
             keep = {f.lower() for f in fields} | {"id"}
             chunk = [{k: v for k, v in r.items() if k.lower() in keep} for r in chunk]
         following = None
-        if offset + PAGE < len(rows):
-            following = (f"{self.url}/ATServicesRest/V1.0/{entity}/query?search={quote(json.dumps(search))}"
-                         f"&paging={offset + PAGE}")
-        return 200, {}, {"items": chunk, "pageDetails": {"count": len(chunk), "requestCount": PAGE,
+        if offset + self.page_size < len(rows):
+            canonical = _canonical(search)
+            token = f"{offset + self.page_size}-{hashlib.sha1(canonical.encode()).hexdigest()[:16]}"
+            with self._lock:
+                self._pages[token] = (entity, canonical, offset + self.page_size)
+            following = f"{self.url}/ATServicesRest/V1.0/{entity}/query/next?paging={token}"
+        return 200, {}, {"items": chunk, "pageDetails": {"count": len(chunk), "requestCount": self.page_size,
                                                          "prevPageUrl": None, "nextPageUrl": following}}
 
     def _adjust(self, body: Any) -> Reply:
         if not isinstance(body, dict):
-            raise BadRequest("expected an object")
-        for key in ("contractID", "serviceID", "effectiveDate", "unitChange"):
-            if key not in body:
-                raise BadRequest(f"missing {key}")
-        effective = str(body["effectiveDate"])
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(T00:00:00(Z|\.000Z)?)?", effective):
-            raise BadRequest(f"effectiveDate {effective!r} is not a UTC date")
+            raise AutotaskError("expected a ContractServiceAdjustment object")
+        given = {str(k).lower(): v for k, v in body.items()}
+        unknown = sorted(k for k in body if str(k).lower() not in ADJUSTMENT_FIELDS)
+        if unknown:
+            raise AutotaskError(f"Unknown field(s) {', '.join(unknown)} on ContractServiceAdjustment")
+        for key in ("contractid", "serviceid", "effectivedate", "unitchange"):
+            if key not in given:
+                raise AutotaskError(f"{key} is required")
+        effective = given["effectivedate"]
+        if not isinstance(effective, str) or not _MIDNIGHT.match(effective):
+            raise AutotaskError(f"effectiveDate {effective!r} must be a date: YYYY-MM-DDT00:00:00")
         day = effective[:10]
-        change = body["unitChange"]
+        change = given["unitchange"]
         if isinstance(change, bool) or not isinstance(change, int):
-            raise BadRequest("unitChange must be an integer")
+            raise AutotaskError("unitChange must be an integer")
         with self._lock:
             rows = [r for r in self.tables["ContractServiceUnits"].values()
-                    if r["contractID"] == body["contractID"] and r["serviceID"] == body["serviceID"]
-                    and r["startDate"][:10] <= day <= r["endDate"][:10]]
-            if not rows:
-                raise BadRequest("no contract service period contains effectiveDate")
-            row = max(rows, key=lambda r: r["startDate"])
-            if row["units"] + change < 0:
-                raise BadRequest("units cannot go below zero")
+                    if r["contractID"] == given["contractid"] and r["serviceID"] == given["serviceid"]
+                    and given.get("contractserviceid") in (None, r["contractServiceID"])]
+            row = current_row(rows, day)
+            if row is None:
+                raise AutotaskError("no contract service period contains effectiveDate")
+            touched = [row] + [r for r in rows if r["startDate"][:10] > day]
+            if any(r.get("approveAndPostDate") for r in touched):
+                raise AutotaskError("The adjustment would modify a period that has been approved and posted")
+            if any(r["units"] + change < 0 for r in touched):
+                raise AutotaskError("units cannot go below zero")
+            first = date.fromisoformat(day)
+            uid = self._new_id()
+            new = dict(row, id=uid, startDate=_stamp(first), units=row["units"] + change)
             if row["startDate"][:10] != day:
-                # Autotask splits the period at the effective date; the adjustment applies to the rest.
-                first = date.fromisoformat(day)
-                uid = self._new_id()
-                self.tables["ContractServiceUnits"][uid] = dict(row, id=uid, startDate=_stamp(first))
-                row["endDate"] = _stamp(first - timedelta(days=1))
-                row = self.tables["ContractServiceUnits"][uid]
-            row["units"] = row["units"] + change
+                row["endDate"] = _stamp(first - timedelta(days=1))  # split the period at the effective date
+            self.tables["ContractServiceUnits"][uid] = new
+            for later in touched[1:]:
+                later["units"] = later["units"] + change
             aid = self._new_id()
             self.adjustments.append(dict(body, id=aid))
         return 200, {}, {"itemId": aid}
+
+
+def _canonical(body: Any) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def _check_filters(entity: str, filters: Sequence[Any], known: set) -> None:
+    for f in filters:
+        if not isinstance(f, dict):
+            raise AutotaskError("a filter item must be an object")
+        op = str(f.get("op", "")).lower()
+        if op in ("and", "or"):
+            _check_filters(entity, f.get("items") or [], known)
+            continue
+        field = str(f.get("field", "")).lower()
+        if field not in known:
+            raise AutotaskError(f"Unknown field {f.get('field')!r} on {entity}")
+        if field in DATE_FIELDS and op not in ("exist", "notexist"):
+            values = f.get("value") if isinstance(f.get("value"), list) else [f.get("value")]
+            for value in values:
+                if not isinstance(value, str) or not _DATE_TIME.match(value):
+                    raise AutotaskError(f"{f.get('field')} takes a date-time (YYYY-MM-DDTHH:MM:SS), not {value!r}")
 
 
 def _narrow(rows: Any, filters: Sequence[Dict[str, Any]]) -> Any:
@@ -208,6 +344,12 @@ def _narrow(rows: Any, filters: Sequence[Dict[str, Any]]) -> Any:
         op, field, wanted = str(f.get("op", "")).lower(), str(f.get("field")), f.get("value")
         if op == "eq" and isinstance(wanted, int) and not isinstance(wanted, bool):
             rows = [r for r in rows if field not in r or r[field] == wanted]
+        elif op in ("lte", "gte") and isinstance(wanted, str) and _DATE.match(wanted):
+            day = wanted[:10]
+            if op == "lte":
+                rows = [r for r in rows if not isinstance(r.get(field), str) or r[field][:10] <= day]
+            else:
+                rows = [r for r in rows if not isinstance(r.get(field), str) or r[field][:10] >= day]
         elif op == "in" and isinstance(wanted, list) and all(isinstance(w, int) for w in wanted):
             allowed = set(wanted)
             rows = [r for r in rows if field not in r or r[field] in allowed]
@@ -218,7 +360,7 @@ def _value(record: Dict[str, Any], field: str) -> Any:
     for key, value in record.items():
         if key.lower() == field.lower():
             return value
-    raise BadRequest(f"Unknown field {field!r}")
+    return None  # a known field this row leaves empty (the query checked the name)
 
 
 def _norm(value: Any, like: Any) -> Any:
@@ -235,11 +377,18 @@ def _match(record: Dict[str, Any], f: Dict[str, Any]) -> bool:
         items: Sequence[Dict[str, Any]] = f.get("items") or []
         results = (_match(record, i) for i in items)
         return all(results) if op == "and" else any(results)
+    if op in ("exist", "notexist"):
+        present = _value(record, str(f.get("field"))) not in (None, "")
+        return present if op == "exist" else not present
     actual = _value(record, str(f.get("field")))
     wanted = f.get("value")
+    if op == "notin":
+        return not _match(record, dict(f, op="in"))
     if op == "in":
         if not isinstance(wanted, list):
             raise BadRequest("in needs a list")
+        if not isinstance(actual, str):
+            return actual in wanted  # numbers: a plain scan, no per-row set
         return _norm(actual, actual) in {_norm(w, actual) for w in wanted}
     a, b = _norm(actual, wanted), _norm(wanted, actual)
     if op == "eq":

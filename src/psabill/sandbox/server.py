@@ -61,6 +61,7 @@ class LoopbackServer:
 
     #: headers copied into the request log (never Authorization or secrets).
     LOGGED_HEADERS: Sequence[str] = ("Accept", "Content-Type", "clientId")
+    MASKED_HEADERS: Sequence[str] = ()  # logged as "[present]": a log must never hold a secret
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0) -> None:
         self.latency_ms = latency_ms
@@ -205,7 +206,8 @@ class LoopbackServer:
         if dead:
             handler.close_connection = True
             return
-        headers = {k: handler.headers[k] for k in self.LOGGED_HEADERS if handler.headers.get(k) is not None}
+        headers = {k: ("[present]" if k in self.MASKED_HEADERS else handler.headers[k])
+                   for k in self.LOGGED_HEADERS if handler.headers.get(k) is not None}
         body: Any = None
         reply: Reply
         with self._lock:
