@@ -259,6 +259,29 @@ def validate(data: Mapping[str, Any], path: Path) -> None:
             if spec is None:
                 raise ConfigError(f"{path}: unknown key {key!r}")
             _check(spec, value, key, path)
+    _check_retention(data, path)
+
+
+def _check_retention(data: Mapping[str, Any], path: Path) -> None:
+    """Pruning must never erase a run the guard could still need (catch-up + 3 h)."""
+    history = data.get("history")
+    if not isinstance(history, dict) or "retention_days" not in history:
+        return
+    schedule = data.get("schedule") if isinstance(data.get("schedule"), dict) else {}
+    catch_up = parse_duration(schedule.get("catch_up", DEFAULT_CATCH_UP))
+    needed = guard_horizon(catch_up)
+    days = history["retention_days"]
+    if timedelta(days=days) < needed:
+        at_least = math.ceil(needed / timedelta(days=1))
+        raise ConfigError(
+            f"{path}: history.retention_days = {days}: must cover [schedule] catch_up "
+            f"({schedule.get('catch_up', DEFAULT_CATCH_UP)}) + 3h, so at least {at_least}"
+        )
+
+
+def guard_horizon(catch_up: timedelta) -> timedelta:
+    """How far back the guard may look into the history: catch-up plus the 3 h an occurrence may run late."""
+    return catch_up + timedelta(hours=3)
 
 
 def _validate_section(name: str, table: Mapping[str, Any], spec: Any, path: Path) -> None:
@@ -427,6 +450,11 @@ class Settings:
     log_max_bytes: int = 1_000_000
     log_backups: int = 5
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def guard_horizon(self) -> timedelta:
+        """The history the guard may still need; pruning never goes closer than this."""
+        return guard_horizon(self.schedule.catch_up)
 
     @property
     def product_map(self) -> Dict[str, str]:

@@ -68,7 +68,7 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
         ", ".join(f"{k} {v}" for k, v in report.counts.items()), report.api_requests,
         report.api_requests / seconds,
     )
-    pruned = history.prune(report.started_at - timedelta(days=settings.retention_days))
+    pruned = history.prune(timedelta(days=settings.retention_days), settings.guard_horizon)
     if pruned:
         logger.info("history: removed %d runs older than the retention period", pruned)
     code = error_code or {rpt.FAILED_RUN: ExitCode.PARTIAL, rpt.PARTIAL: ExitCode.PARTIAL}.get(
