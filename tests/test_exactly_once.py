@@ -93,3 +93,54 @@ def test_a_retention_shorter_than_catch_up_plus_3h_is_refused_at_load(env: Env) 
                                      "catch_up (2d) + 3h, so at least 3")
     edit_config(env, history={"retention_days": 3})
     assert env.run("status").exit_code == 0
+
+
+# -- 8. Cron's zone, not the shell's --------------------------------------------------------
+
+
+def test_the_host_zone_is_the_system_zone_never_the_shells_tz(env: Env, tmp_path: Path) -> None:
+    localtime = tmp_path / "localtime"
+    localtime.symlink_to("/usr/share/zoneinfo/Europe/Berlin")
+    env.monkeypatch.setattr(clock, "LOCALTIME", localtime)
+    env.monkeypatch.setattr(clock, "TIMEZONE_FILE", tmp_path / "no-timezone")
+    env.monkeypatch.delenv("PSABILL_HOST_TZ")
+    env.monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert str(clock.host_zone()) == "Europe/Berlin"
+    localtime.unlink()
+    (tmp_path / "timezone").write_text("America/Chicago\n")
+    env.monkeypatch.setattr(clock, "TIMEZONE_FILE", tmp_path / "timezone")
+    assert str(clock.host_zone()) == "America/Chicago"
+    env.monkeypatch.setenv("PSABILL_HOST_TZ", "Australia/Sydney")
+    assert str(clock.host_zone()) == "Australia/Sydney"
+
+
+def test_schedule_set_says_which_zone_it_used_when_the_shells_tz_differs(env: Env) -> None:
+    result = env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED,
+                     env={"TZ": "Asia/Tokyo"})
+    assert result.exit_code == 0, result.output
+    assert ("Cron fires in the system zone UTC, not in your shell's TZ=Asia/Tokyo: "
+            "the crontab entry was planned for UTC.") in result.output
+    quiet = env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED, env={"TZ": "UTC"})
+    assert "Cron fires" not in quiet.output
+
+
+# -- 16. Fixed-offset zone names ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, message", [
+    ("EST", "EST is a fixed UTC-5 offset with no daylight saving: use America/New_York"),
+    ("Etc/GMT+5", "Etc/GMT+5 is a fixed UTC-5 offset with no daylight saving: use the IANA name of the place, "
+                  "such as America/New_York"),
+    ("HST", "HST is a fixed UTC-10 offset with no daylight saving: use Pacific/Honolulu"),
+])
+def test_a_fixed_offset_zone_name_is_refused_as_the_account_zone_with_the_iana_name_to_use(
+        env: Env, name: str, message: str) -> None:
+    result = env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", name, now=SAVED)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: {message}"
+    assert not env.config.exists()
+    assert daily(env).exit_code == 0  # UTC is fine
+    edit_config(env, account={"timezone": name})
+    loaded = env.run("status")
+    assert loaded.exit_code == 3
+    assert loaded.output.strip() == f"Error: {env.config}: account.timezone = {name!r}: {message}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from psabill import settings as settings_mod
-from psabill.clock import load_zone
+from psabill.clock import load_account_zone, load_zone
 from psabill.errors import ConfigError, UsageError
 from psabill.paths import Paths
 from psabill.report import RunReport
@@ -102,7 +102,7 @@ def plan_save(current: Settings, request: ScheduleRequest, now: datetime, host: 
     account = settings_mod.section_of(current, "account")
     zone_from_host = False
     if request.timezone:
-        load_zone(request.timezone)
+        load_account_zone(request.timezone, "time zone")
         account["timezone"] = request.timezone
     elif not account.get("timezone"):
         account["timezone"] = str(host)

@@ -118,7 +118,7 @@ def check_catch_up(value: Any) -> Optional[str]:
 
 
 def _zone(value: Any) -> Optional[str]:
-    from psabill.clock import load_zone
+    from psabill.clock import fixed_offset_problem, load_zone
 
     if not isinstance(value, str):
         return "expected an IANA zone name"
@@ -126,7 +126,7 @@ def _zone(value: Any) -> Optional[str]:
         load_zone(value)
     except UsageError:
         return "unknown time zone (use an IANA name such as America/New_York)"
-    return None
+    return fixed_offset_problem(value)
 
 
 def _aware(value: Any) -> Optional[str]:

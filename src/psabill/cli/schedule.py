@@ -82,7 +82,7 @@ def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, h
         except ValueError:
             raise UsageError(f"--start {start!r} is not a date (YYYY-MM-DD)") from None
     if tz_name is not None:
-        clock.load_zone(tz_name)
+        clock.load_account_zone(tz_name, "time zone")
     emails = parse_list(notify) if notify is not None else None
     mode = "monthly" if monthly is not None else "weekly" if weekly is not None else "daily"
     request = scheduling.ScheduleRequest(
@@ -111,6 +111,10 @@ def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, h
         click.echo(note)
     if saved.zone_from_host:
         click.echo(f"No --timezone given: using the host's zone, {saved.schedule.zone}.")
+    shell_tz = clock.shell_tz_differs(host)
+    if shell_tz:
+        click.echo(f"Cron fires in the system zone {host}, not in your shell's TZ={shell_tz}: "
+                   f"the crontab entry was planned for {host}.")
     if upcoming:
         click.echo(f"Next run: {upcoming[0]['account']} (host {upcoming[0]['host']}).")
     if no_cron:
