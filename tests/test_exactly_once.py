@@ -124,6 +124,46 @@ def test_schedule_set_says_which_zone_it_used_when_the_shells_tz_differs(env: En
     assert "Cron fires" not in quiet.output
 
 
+# -- 13. Cron's empty environment --------------------------------------------------------------------
+
+
+def test_a_secret_from_a_variable_cron_will_not_have_is_warned_about_with_file_recommended(env: Env) -> None:
+    env.make_ready()
+    edit_config(env, psa={"private_key_env": "CW_PRIVATE_KEY"})
+    doc = env.config.read_text().replace('private_key_file = "psa-key"\n', "")
+    env.config.write_text(doc)
+    warning = ("[psa] private_key_env = 'CW_PRIVATE_KEY': cron runs with an almost empty environment and will "
+               "not have $CW_PRIVATE_KEY; use private_key_file (a file readable only by you) instead")
+    assert f"Warning: {warning}" in daily(env).output
+    assert warning in env.run("status").output
+    assert json.loads(env.run("status", "--json").output)["warnings"] == [warning]
+    assert f"Warning: {warning}" in env.run("check").output
+
+
+# -- 15. Not configured is not success --------------------------------------------------------------------
+
+
+def test_a_run_without_psa_or_source_exits_3_names_what_to_configure_and_records_nothing(env: Env) -> None:
+    assert daily(env).exit_code == 0
+    for args in (("run", "--scheduled"), ("run", "--yes"), ("run", "--dry-run")):
+        result = env.run(*args, now=DUE)
+        assert result.exit_code == 3, args
+        assert result.output.strip() == (f"Error: not ready: no [psa] configured and no [source] configured: "
+                                         f"add [psa] and [source] to {env.config}")
+    assert not (env.state_dir / "state.db").exists()
+
+
+def test_schedule_set_and_status_say_what_is_still_missing(env: Env) -> None:
+    out = daily(env).output
+    assert f"Not ready: no [psa] configured: scheduled runs will fail until it is added to {env.config}" in out
+    assert "Not ready: no [source] configured" in out
+    assert "Not ready:  no [psa] configured" in env.run("status", now=SAVED).output
+    assert json.loads(env.run("status", "--json", now=SAVED).output)["not_ready"] == [
+        "no [psa] configured", "no [source] configured"]
+    env.make_ready()
+    assert "Not ready" not in env.run("status", now=SAVED).output
+
+
 # -- 16. Fixed-offset zone names ----------------------------------------------------------------------------
 
 

@@ -63,6 +63,8 @@ class Status:
     next_run: Optional[Dict[str, Any]] = None
     last_run: Optional[Dict[str, Any]] = None
     missed: List[str] = field(default_factory=list)
+    not_ready: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         """The stable JSON document of ``status --json``."""
@@ -79,12 +81,14 @@ class Status:
             "last_run": self.last_run,
             "missed": self.missed,
             "notify": self.notify,
+            "not_ready": self.not_ready,
+            "warnings": self.warnings,
         }
 
 
 def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Status:
     """Read the crontab and the history and assemble the status."""
-    from psabill import crontab, scheduling
+    from psabill import crontab, readiness, scheduling
 
     schedule = scheduling.schedule_of(settings)
     enabled = schedule is not None and settings.schedule.enabled
@@ -112,6 +116,8 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
                 "report": f"emailed to {len(emails)} address(es) after each scheduled run" if emails
                 else "no report is sent (no addresses configured)"},
         last_run=last,
+        not_ready=readiness.missing(settings) if settings.exists else [],
+        warnings=readiness.cron_env_warnings(settings),
     )
     if schedule is not None:
         status.schedule = {

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import click
 
-from psabill.cli.options import App, emit_json, json_option, pass_app
+from psabill.cli.options import App, emit_json, json_option, pass_app, warn_not_ready
 from psabill.errors import UsageError
 
 
@@ -95,6 +95,7 @@ def set_(app: App, monthly: Optional[str], weekly: Optional[str], daily: bool, h
     saved = scheduling.plan_save(current, request, now, host)
     lines = scheduling.apply(app.paths, current, saved.settings, now, host, install_cron=not no_cron)
     upcoming = next_occurrences(saved.schedule, now, host, 1)
+    warn_not_ready(saved.settings)
     if as_json:
         emit_json({
             "schedule": saved.schedule.describe(),

@@ -89,10 +89,8 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
 
 def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
              record: Callable[[rpt.ItemResult], None], progress: Progress) -> None:
-    """Read usage and update the PSA. Without [psa] there is nothing to update yet."""
-    if settings.psa is None:
-        report.message = "no [psa] configured: nothing to update"
-        return
+    """Read usage and update the PSA (the guard refused a config without [psa] or [source])."""
+    assert settings.psa is not None
     from psabill import sources
     from psabill.psa.factory import make_client
     from psabill.run import engine, mapping
