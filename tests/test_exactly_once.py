@@ -124,6 +124,104 @@ def test_schedule_set_says_which_zone_it_used_when_the_shells_tz_differs(env: En
     assert "Cron fires" not in quiet.output
 
 
+# -- 9. One state dir -------------------------------------------------------------------------
+
+
+def test_the_installed_command_under_crons_empty_environment_writes_the_history_status_shows(
+        env: Env, sandbox: Any) -> None:
+    env.monkeypatch.delenv("PSABILL_STATE_DIR")
+    env.monkeypatch.setenv("XDG_STATE_HOME", str(env.tmp / "xdg-state"))  # the admin's shell only
+    assert daily(env).exit_code == 0
+    env.config.parent.joinpath("usage.csv").write_text("customer,sku,seats,psa_company\nCUST00001,LastPass,21,\n")
+    env.config.parent.joinpath("cw-key").write_text(sandbox.private_key)
+    edit_config(env, source={"kind": "csv", "path": "usage.csv"}, products={"LastPass": "SEATS-STD"},
+                psa={**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0})
+    line = next(x for x in env.crontab.read_text().splitlines() if not x.startswith("@"))
+    home = env.tmp / "cron-home"
+    home.mkdir()
+    # What cron does: an empty environment, HOME and a minimal PATH, /bin/sh -c LINE.
+    # (PSABILL_NOW only pins the clock to the due occurrence.)
+    proc = subprocess.run(["env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin", f"PSABILL_NOW={DUE}",
+                           "/bin/sh", "-c", cron_to_sh(line)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), proc.stderr
+    status = json.loads(env.run("status", "--json", now=DUE).output)
+    assert status["state_dir"] == str(env.tmp / "xdg-state" / "psabill")
+    assert status["last_run"]["occurrence"] == "2026-11-27T06:00:00+00:00"
+    assert not (home / ".local").exists()
+
+
+# -- 10. Lines are owned by config ------------------------------------------------------------
+
+ADMIN = "MAILTO=ops@msp.example\n0 3 * * * /usr/local/bin/backup  # psabill: keep this, it is mine\n"
+
+
+def test_schedule_set_cron_install_and_disable_touch_only_their_own_configs_lines(env: Env) -> None:
+    other = env.tmp / "other" / "config.toml"
+    env.crontab.write_text(ADMIN)
+    assert daily(env).exit_code == 0
+    assert daily(env, config=other).exit_code == 0
+    text = env.crontab.read_text()
+    assert text.startswith(ADMIN)
+    mine = [x for x in text.splitlines() if cron.is_ours(x, env.config)]
+    theirs = [x for x in text.splitlines() if cron.is_ours(x, other)]
+    assert len(mine) == 2 and len(theirs) == 2 and not set(mine) & set(theirs)
+    assert f"# psabill[{cron.config_id(env.config)}]: billing update for {env.config} " in mine[0]
+    assert env.run("schedule", "disable", now=SAVED).exit_code == 0
+    assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in theirs)
+    assert env.run("schedule", "enable", now=SAVED).exit_code == 0
+    assert env.run("cron", "install", now=SAVED).exit_code == 0
+    assert env.run("--config", str(other), "schedule", "disable", now=SAVED).exit_code == 0
+    assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in mine)
+
+
+def test_an_old_format_line_of_the_same_config_is_migrated_and_another_configs_is_kept(env: Env) -> None:
+    assert daily(env, "--no-cron").exit_code == 0
+    exe = "/usr/bin/psabill"
+    old = (f"0 6 * * * {exe} --config {env.config} --state-dir {env.state_dir} run --scheduled "
+           f"# {cron.LEGACY_SCHEDULE_TAG}\n@reboot {exe} --config {env.config} --state-dir {env.state_dir} "
+           f"run --scheduled # {cron.LEGACY_REBOOT_TAG}\n")
+    foreign = (f"0 7 * * * {exe} --config /srv/other.toml --state-dir /srv/state run --scheduled "
+               f"# {cron.LEGACY_SCHEDULE_TAG}\n")
+    env.crontab.write_text(ADMIN + old + foreign)
+    assert not json.loads(env.run("status", "--json", now=SAVED).output)["cron"]["in_sync"]
+    assert env.run("cron", "install", now=SAVED).exit_code == 0
+    lines = env.crontab.read_text().splitlines(keepends=True)
+    assert "".join(lines[:2]) == ADMIN
+    assert all(cron.marker(env.config) in x for x in lines[2:4])
+    assert lines[4:] == [foreign]
+
+
+# -- 11. A mistyped --config changes nothing -----------------------------------------------------
+
+
+def test_cron_install_with_a_config_that_does_not_exist_is_refused_and_changes_nothing(env: Env) -> None:
+    assert daily(env).exit_code == 0
+    before = env.snapshot()
+    typo = env.tmp / "conf" / "confg.toml"
+    result = env.run("--config", str(typo), "cron", "install", now=SAVED)
+    assert result.exit_code == 3
+    assert result.output.strip() == f"Error: no config at {typo}: run 'psabill schedule set' first"
+    assert env.snapshot() == before and not typo.exists()
+
+
+# -- 12. psabill cron remove ----------------------------------------------------------------------
+
+
+def test_cron_remove_removes_this_configs_lines(env: Env) -> None:
+    other = env.tmp / "other" / "config.toml"
+    env.crontab.write_text(ADMIN)
+    daily(env)
+    daily(env, config=other)
+    theirs = [x for x in env.crontab.read_text().splitlines() if cron.is_ours(x, other)]
+    config_before = env.config.read_bytes()
+    result = env.run("cron", "remove", now=SAVED)
+    assert result.exit_code == 0 and f"Removed 2 crontab line(s) for {env.config}." in result.output
+    assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in theirs)
+    assert env.config.read_bytes() == config_before
+    again = env.run("cron", "remove", now=SAVED)
+    assert again.exit_code == 0 and "nothing removed" in again.output
+
+
 # -- 13. Cron's empty environment --------------------------------------------------------------------
 
 

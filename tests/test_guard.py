@@ -139,7 +139,7 @@ def test_simulated_cron_runs_every_occurrence_exactly_once(env: Env, args: list,
     env.host(host)
     env.run("schedule", "set", *args, "--timezone", account, now=SAVED)
     env.make_ready()
-    lines = [line for line in env.crontab.read_text().splitlines() if is_ours(line)]
+    lines = [line for line in env.crontab.read_text().splitlines() if is_ours(line, env.config)]
     start = datetime.fromisoformat(SAVED)
     end = start + timedelta(days=366)
     for fired in firings(lines, host, start, end):

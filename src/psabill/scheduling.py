@@ -174,7 +174,7 @@ def desired_lines(paths: Paths, settings: Settings, now: datetime, host: tzinfo)
     schedule = schedule_of(settings)
     if schedule is None or not settings.schedule.enabled:
         return []
-    return crontab.desired_lines(cronplan.plan(schedule, host, now).expression, cron_argv(paths))
+    return crontab.desired_lines(cronplan.plan(schedule, host, now).expression, cron_argv(paths), paths.config)
 
 
 def sync_cron(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> List[str]:
@@ -182,7 +182,7 @@ def sync_cron(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> 
     from psabill import crontab
 
     lines = desired_lines(paths, settings, now, host)
-    crontab.Crontab(paths.crontab_file).replace(lines)
+    crontab.Crontab(paths.crontab_file, paths.config).replace(lines)
     return lines
 
 

@@ -92,7 +92,7 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
 
     schedule = scheduling.schedule_of(settings)
     enabled = schedule is not None and settings.schedule.enabled
-    tab = crontab.Crontab(paths.crontab_file)
+    tab = crontab.Crontab(paths.crontab_file, paths.config)
     installed = tab.lines()
     expected = scheduling.desired_lines(paths, settings, now, host)
     last = None
