@@ -282,3 +282,39 @@ def test_a_fixed_offset_zone_name_is_refused_as_the_account_zone_with_the_iana_n
     loaded = env.run("status")
     assert loaded.exit_code == 3
     assert loaded.output.strip() == f"Error: {env.config}: account.timezone = {name!r}: {message}"
+
+
+# -- 18. Ctrl-C, SIGTERM and "no" ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_sigint_or_sigterm_during_a_run_is_recorded_as_interrupted_and_exits_130_or_143(
+        env: Env, signum: int, code: int) -> None:
+    daily(env)
+    env.make_ready()
+
+    def killed(settings: Any, report: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signum)
+
+    env.monkeypatch.setattr("psabill.run.perform._refresh", killed)
+    result = env.run("run", "--scheduled", now=DUE)
+    assert result.exit_code == code
+    name = signal.Signals(signum).name
+    assert f"Error: interrupted by {name} before it finished" in result.output
+    assert [(r["status"], r["occurrence"]) for r in runs(env)] == [("interrupted", "2026-11-27T06:00:00+00:00")]
+    env.monkeypatch.setattr("psabill.run.perform._refresh", lambda settings, report, **kwargs: None)
+    assert env.run("run", "--scheduled", now="2026-11-27T06:10:00Z").exit_code == 0  # it runs again
+    assert [r["status"] for r in runs(env)] == ["success", "interrupted"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_answering_no_at_the_confirmation_prompt_writes_nothing_and_exits_0_with_cancelled(env: Env) -> None:
+    daily(env)
+    env.make_ready()
+    env.monkeypatch.setattr("psabill.cli.run.interactive", lambda: True)
+    before = env.snapshot()
+    result = env.run("run", input="n\n", now=DUE)
+    assert result.exit_code == 0
+    assert "cancelled" in result.output
+    assert env.snapshot() == before
+    assert not env.state_dir.exists()
