@@ -318,3 +318,17 @@ def test_answering_no_at_the_confirmation_prompt_writes_nothing_and_exits_0_with
     assert "cancelled" in result.output
     assert env.snapshot() == before
     assert not env.state_dir.exists()
+
+
+# -- 19. A dry run is history, not the last run ----------------------------------------------------------------
+
+
+def test_a_dry_run_is_in_the_history_as_dry_run_but_status_shows_the_last_real_run(env: Env) -> None:
+    daily(env)
+    env.make_ready()
+    assert env.run("run", "--scheduled", now=DUE).exit_code == 0
+    assert env.run("run", "--dry-run", now="2026-11-27T08:00:00Z").exit_code == 0
+    assert [r["trigger"] for r in runs(env)] == ["dry-run", "scheduled"]
+    data = json.loads(env.run("status", "--json", now="2026-11-27T09:00:00Z").output)
+    assert data["last_run"]["trigger"] == "scheduled"
+    assert data["last_run"]["occurrence"] == "2026-11-27T06:00:00+00:00"

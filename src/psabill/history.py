@@ -366,8 +366,10 @@ class History:
             (status, message, run_id),
         )
 
-    def last_run(self) -> Optional[RunRow]:
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1")
+    def last_run(self, *, real: bool = False) -> Optional[RunRow]:
+        """The newest run; with ``real``, the newest that was not a dry run."""
+        where = "WHERE trigger != 'dry-run' " if real else ""
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs {where}ORDER BY id DESC LIMIT 1")
         return RunRow(*rows[0]) if rows else None
 
     def runs(self, since: Optional[datetime] = None) -> List[RunRow]:

@@ -99,7 +99,7 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
     done: List[str] = []
     if paths.db.exists():
         with History(paths.db) as history:
-            row = history.last_run()
+            row = history.last_run(real=True)
             last = row.to_json() if row else None
             done = history.done_occurrences(now - MISSED_HORIZON - timedelta(days=1))
     emails = list(settings.notify.emails)
