@@ -332,3 +332,40 @@ def test_a_dry_run_is_in_the_history_as_dry_run_but_status_shows_the_last_real_r
     data = json.loads(env.run("status", "--json", now="2026-11-27T09:00:00Z").output)
     assert data["last_run"]["trigger"] == "scheduled"
     assert data["last_run"]["occurrence"] == "2026-11-27T06:00:00+00:00"
+
+
+# -- 3. Re-saving unchanged occurrences keeps saved_at --------------------------------------------------------
+
+
+def test_resaving_a_schedule_whose_occurrences_did_not_change_keeps_saved_at_so_the_pending_occurrence_runs(
+        env: Env) -> None:
+    daily(env)
+    env.make_ready()
+    saved_at = json.loads(env.run("status", "--json", now=SAVED).output)["schedule"]["saved_at"]
+    # 06:30: the 06:00 occurrence is pending (the host was down); only the addresses change.
+    assert env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", "--notify", "ops@msp.example",
+                   "--catch-up", "12h", now="2026-11-27T06:30:00Z").exit_code == 0
+    assert json.loads(env.run("status", "--json", now=SAVED).output)["schedule"]["saved_at"] == saved_at
+    assert env.run("run", "--scheduled", now="2026-11-27T06:45:00Z").exit_code == 0
+    assert [r["occurrence"] for r in runs(env)] == ["2026-11-27T06:00:00+00:00"]
+    # A change of hour is a new schedule: a new saved moment.
+    env.run("schedule", "set", "--daily", "--hour", "7", "--timezone", "UTC", now="2026-11-27T06:50:00Z")
+    assert json.loads(env.run("status", "--json", now=SAVED).output)["schedule"]["saved_at"] == (
+        "2026-11-27T06:50:00+00:00")
+
+
+# -- 4. Nothing that fell due while disabled runs after enable --------------------------------------------------
+
+
+def test_an_occurrence_that_fell_due_while_the_schedule_was_disabled_never_runs_late_after_enable(env: Env) -> None:
+    daily(env)
+    env.make_ready()
+    env.run("schedule", "disable", now="2026-11-27T05:00:00Z")
+    assert env.run("schedule", "enable", now="2026-11-27T07:00:00Z").exit_code == 0  # 06:00 fell due while off
+    assert env.run("run", "--scheduled", now="2026-11-27T07:05:00Z").exit_code == 0
+    assert runs(env) == []
+    status = json.loads(env.run("status", "--json", now="2026-11-28T12:00:00Z").output)
+    assert status["schedule"]["enabled_at"] == "2026-11-27T07:00:00+00:00"
+    assert status["missed"] == []
+    assert env.run("run", "--scheduled", now="2026-11-28T06:00:00Z").exit_code == 0
+    assert [r["occurrence"] for r in runs(env)] == ["2026-11-28T06:00:00+00:00"]

@@ -169,6 +169,7 @@ SCHEMA: Dict[str, Dict[str, Any]] = {
         "hour": _range(0, 23),
         "start": _type(date),
         "saved_at": _aware,
+        "enabled_at": _aware,
         "catch_up": check_catch_up,
     },
     "notify": {
@@ -373,6 +374,7 @@ class ScheduleSettings:
     weekday: Optional[str] = None  # "mon".."sun" (weekly)
     start: Optional[date] = None
     saved_at: Optional[datetime] = None
+    enabled_at: Optional[datetime] = None  # the latest `schedule enable`; nothing before it runs
     catch_up_text: str = DEFAULT_CATCH_UP
 
     @property
@@ -498,7 +500,7 @@ def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -
         schedule=ScheduleSettings(
             mode=sched.get("mode"), enabled=bool(sched.get("enabled", True)), hour=int(sched.get("hour", 0)),
             day=sched.get("day"), weekday=sched.get("weekday"), start=sched.get("start"),
-            saved_at=sched.get("saved_at"), catch_up_text=str(sched.get("catch_up", DEFAULT_CATCH_UP)),
+            saved_at=sched.get("saved_at"), enabled_at=sched.get("enabled_at"), catch_up_text=str(sched.get("catch_up", DEFAULT_CATCH_UP)),
         ),
         notify=NotifySettings(
             emails=tuple(notify.get("emails", ())),

@@ -129,7 +129,8 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
             "hour": schedule.hour,
             "timezone": str(schedule.zone),
             "start": schedule.start.isoformat() if schedule.start else None,
-            "saved_at": schedule.saved_at.isoformat() if schedule.saved_at else None,
+            "saved_at": settings.schedule.saved_at.isoformat() if settings.schedule.saved_at else None,
+            "enabled_at": settings.schedule.enabled_at.isoformat() if settings.schedule.enabled_at else None,
             "catch_up": settings.schedule.catch_up_text,
         }
         status.missed = missed_occurrences(schedule, settings.schedule.catch_up, done, now)

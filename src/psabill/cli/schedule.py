@@ -184,7 +184,8 @@ def _toggle(app: App, enabled: bool) -> None:
     from psabill import clock, scheduling
 
     current = app.settings(must_exist=True)
-    scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled), clock.now(), clock.host_zone())
+    now = clock.now()
+    scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled, now), now, clock.host_zone())
 
 
 @schedule.command()
