@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from support.env import Env, last_line
+from psabill.crontab import config_id
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,7 +40,7 @@ class TestScheduleSet:
         assert data["notify"]["emails"] == ["billing@msp.example", "ops@msp.example"]
         lines = env.crontab.read_text().splitlines()
         assert lines[0].startswith("0 13,14 * * 2 ")
-        assert "run --scheduled" in lines[0] and "# psabill:" in lines[0]
+        assert "run --scheduled" in lines[0] and f"# psabill[{config_id(env.config)}]: " in lines[0]
         assert lines[1].startswith("@reboot ") and "run --scheduled" in lines[1]
 
     def test_the_config_is_created_with_mode_0600(self, env: Env) -> None:

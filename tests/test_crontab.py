@@ -35,28 +35,32 @@ def cron_to_sh(line: str) -> str:
     return command.replace("\\%", "%")
 
 
+CONFIG = Path("/etc/psabill/config.toml")
+M = cron.marker(CONFIG)  # "psabill[<hash of CONFIG>]:"
+
+
 class TestPreservation:
     def test_every_other_byte_survives_install_and_removal(self, tmp_path: Path) -> None:
-        tab = cron.Crontab(tmp_path / "crontab")
+        tab = cron.Crontab(tmp_path / "crontab", CONFIG)
         tab.file.write_text(ADMIN_TAB)  # type: ignore[union-attr]
-        tab.replace(["0 9 * * * /x run --scheduled # psabill: billing update"])
+        tab.replace([f"0 9 * * * /x run --scheduled # {M} billing update"])
         text = tab.file.read_text()  # type: ignore[union-attr]
-        assert text == ADMIN_TAB + "0 9 * * * /x run --scheduled # psabill: billing update\n"
+        assert text == ADMIN_TAB + f"0 9 * * * /x run --scheduled # {M} billing update\n"
         tab.replace([])
         assert tab.file.read_text() == ADMIN_TAB  # type: ignore[union-attr]
 
     def test_lines_are_replaced_where_they_stood(self) -> None:
-        text = "A=1\n0 9 * * * old # psabill: billing update\n@reboot old # psabill: catch-up\n# tail\n"
-        assert cron.splice(text, ["new1 # psabill: x", "new2 # psabill: y"]) == (
-            "A=1\nnew1 # psabill: x\nnew2 # psabill: y\n# tail\n"
+        text = f"A=1\n0 9 * * * old # {M} billing update\n@reboot old # {M} catch-up\n# tail\n"
+        assert cron.splice(text, [f"new1 # {M} x", f"new2 # {M} y"], CONFIG) == (
+            f"A=1\nnew1 # {M} x\nnew2 # {M} y\n# tail\n"
         )
 
     def test_a_commented_out_psabill_line_is_the_admins_and_is_kept(self) -> None:
-        text = "# 0 9 * * * old # psabill: billing update\n"
-        assert cron.splice(text, ["new # psabill: x"]) == text + "new # psabill: x\n"
+        text = f"# 0 9 * * * old # {M} billing update\n"
+        assert cron.splice(text, [f"new # {M} x"], CONFIG) == text + f"new # {M} x\n"
 
     def test_a_file_without_final_newline_keeps_its_last_line(self) -> None:
-        assert cron.splice("0 1 * * * job", ["n # psabill: x"]) == "0 1 * * * job\nn # psabill: x\n"
+        assert cron.splice("0 1 * * * job", [f"n # {M} x"], CONFIG) == f"0 1 * * * job\nn # {M} x\n"
 
 
 class TestQuoting:
@@ -70,7 +74,7 @@ class TestQuoting:
         result = env.run("--config", str(odd), "schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC",
                          now="2026-11-26T12:00:00Z")
         assert result.exit_code == 0, result.output
-        line = [x for x in env.crontab.read_text().splitlines() if cron.is_ours(x)][0]
+        line = [x for x in env.crontab.read_text().splitlines() if cron.is_ours(x, odd)][0]
         command = cron_to_sh(line).replace(" run --scheduled", " status --json")
         proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
                               env={"PATH": "/usr/bin:/bin", "PSABILL_HOST_TZ": "UTC",

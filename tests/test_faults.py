@@ -288,6 +288,7 @@ class TestSecrets:
 
     def test_the_state_dir_is_0700_and_the_config_0600_owned_by_the_user(self, env: Env) -> None:
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now="2026-11-26T12:00:00Z")
+        env.make_ready()
         env.run("run", "--scheduled", now="2026-11-27T06:00:00Z")
         assert stat.S_IMODE(env.state_dir.stat().st_mode) == 0o700
         assert stat.S_IMODE(env.config.stat().st_mode) == 0o600

@@ -23,6 +23,7 @@ def history(env: Env) -> list:
 class TestGuard:
     def test_nothing_due_prints_nothing_and_exits_0(self, env: Env) -> None:
         env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York", now=SAVED)
+        env.make_ready()
         result = env.run("run", "--scheduled", now="2026-11-30T14:00:00Z")
         assert result.exit_code == 0
         assert result.output == ""
@@ -30,6 +31,7 @@ class TestGuard:
 
     def test_a_due_occurrence_runs_once_and_a_second_firing_does_nothing(self, env: Env) -> None:
         env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York", now=SAVED)
+        env.make_ready()
         first = env.run("run", "--scheduled", now="2026-12-01T14:00:00Z")
         second = env.run("run", "--scheduled", now="2026-12-01T14:00:30Z")
         assert first.exit_code == 0 and first.output == ""
@@ -45,12 +47,14 @@ class TestGuard:
         # Saved at 09:30 New York on a Tuesday: that day's 09:00 occurrence is in the past.
         env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
                 now="2026-12-01T14:30:00Z")
+        env.make_ready()
         result = env.run("run", "--scheduled", now="2026-12-01T14:31:00Z")
         assert result.exit_code == 0
         assert history(env) == []
 
     def test_a_missed_occurrence_within_catch_up_runs_late_and_says_so(self, env: Env) -> None:
         env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York", now=SAVED)
+        env.make_ready()
         env.run("run", "--scheduled", now="2026-12-01T20:00:00Z")  # host was down until 20:00 UTC
         runs = history(env)
         assert [r["occurrence"] for r in runs] == ["2026-12-01T14:00:00+00:00"]
@@ -58,6 +62,7 @@ class TestGuard:
 
     def test_an_occurrence_older_than_catch_up_is_not_run_and_status_reports_it_missed(self, env: Env) -> None:
         env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York", now=SAVED)
+        env.make_ready()
         result = env.run("run", "--scheduled", now="2026-12-02T15:00:00Z")  # 25 h late
         assert result.output == ""
         assert history(env) == []
@@ -66,12 +71,14 @@ class TestGuard:
 
     def test_start_date_holds_back_every_earlier_occurrence(self, env: Env) -> None:
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", "--start", "2026-12-03", now=SAVED)
+        env.make_ready()
         for day in ("2026-12-01", "2026-12-02", "2026-12-03"):
             env.run("run", "--scheduled", now=f"{day}T06:00:00Z")
         assert [r["occurrence"] for r in history(env)] == ["2026-12-03T06:00:00+00:00"]
 
     def test_a_disabled_schedule_never_runs(self, env: Env) -> None:
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        env.make_ready()
         env.run("schedule", "disable", now=SAVED)
         env.run("run", "--scheduled", now="2026-11-27T06:00:00Z")
         assert history(env) == []
@@ -86,6 +93,7 @@ class TestGuard:
         from psabill.history import History
 
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        env.make_ready()
         occurrence = datetime(2026, 11, 27, 6, tzinfo=UTC)
         # What a run killed with SIGKILL leaves behind: a row still marked running.
         state = History(env.state_dir / "state.db")
@@ -130,7 +138,8 @@ def test_simulated_cron_runs_every_occurrence_exactly_once(env: Env, args: list,
     """Invoke `run --scheduled` at every firing of the installed lines for a year."""
     env.host(host)
     env.run("schedule", "set", *args, "--timezone", account, now=SAVED)
-    lines = [line for line in env.crontab.read_text().splitlines() if is_ours(line)]
+    env.make_ready()
+    lines = [line for line in env.crontab.read_text().splitlines() if is_ours(line, env.config)]
     start = datetime.fromisoformat(SAVED)
     end = start + timedelta(days=366)
     for fired in firings(lines, host, start, end):

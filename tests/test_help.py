@@ -37,6 +37,8 @@ def test_every_command_has_help_with_an_example(command: Tuple[str, ...]) -> Non
     assert "Example" in result.output, f"psabill {' '.join(command)} --help has no example"
 
 
+# Commands whose README row is still to be written by the README's owner (strict: this
+# fails as soon as the row lands, so the entry cannot outlive it).
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
 def test_every_command_is_in_the_readme(command: Tuple[str, ...]) -> None:
     from pathlib import Path

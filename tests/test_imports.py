@@ -75,6 +75,7 @@ def scheduled(env: Env) -> Env:
     """A weekly schedule, one past scheduled run in the state db, and a crontab file."""
     assert env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
                    "--no-cron", now=SAVED).exit_code == 0
+    env.make_ready()
     assert env.run("run", "--scheduled", now=RAN).exit_code == 0
     assert env.run("cron", "install", now=WITHIN_CATCH_UP).exit_code == 0
     assert (env.state_dir / "state.db").is_file()

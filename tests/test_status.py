@@ -52,6 +52,7 @@ def test_status_without_addresses_says_no_report_is_sent(env: Env) -> None:
 
 def test_status_shows_the_last_run(env: Env) -> None:
     env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+    env.make_ready()
     env.run("run", "--scheduled", now="2026-11-27T06:00:00Z")
     last = status(env, "2026-11-27T07:00:00Z")["last_run"]
     assert last["occurrence"] == "2026-11-27T06:00:00+00:00"

@@ -8,6 +8,7 @@ it for tests and drills. ``PSABILL_HOST_TZ`` pins the zone cron fires in.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Optional
 from zoneinfo import ZoneInfo
@@ -70,11 +71,93 @@ def suggest_zone(name: str) -> Optional[str]:
     return zones[close[0]] if close else None
 
 
+# Legacy names that are one fixed offset all year, and the place a user most likely meant.
+_FIXED = {"EST": "America/New_York", "MST": "America/Denver (or America/Phoenix, which keeps no daylight saving)",
+          "HST": "Pacific/Honolulu"}
+_UTC_NAMES = {"UTC", "Etc/UTC", "UCT", "Etc/UCT", "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0",
+              "GMT0", "GMT+0", "GMT-0", "Greenwich", "Etc/Greenwich", "Universal", "Etc/Universal", "Zulu",
+              "Etc/Zulu"}
+
+
+def fixed_offset_problem(name: str) -> Optional[str]:
+    """Why ``name`` will not do as an account zone (a fixed offset with no daylight saving), or None."""
+    import re
+
+    if name in _UTC_NAMES:
+        return None
+    etc = re.fullmatch(r"(?:Etc/)?GMT([+-]\d{1,2})", name)
+    if name not in _FIXED and not etc:
+        return None
+    offset = ZoneInfo(name).utcoffset(datetime(2026, 1, 1))
+    assert offset is not None
+    hours = offset.total_seconds() / 3600
+    shown = f"UTC{'+' if hours >= 0 else '-'}{abs(hours):g}"
+    use = _FIXED.get(name, "the IANA name of the place, such as America/New_York")
+    return f"{name} is a fixed {shown} offset with no daylight saving: use {use}"
+
+
+def load_account_zone(name: str, what: str = "account time zone") -> ZoneInfo:
+    """Like :func:`load_zone`, but refuses fixed-offset names (UTC is fine)."""
+    zone = load_zone(name, what)
+    problem = fixed_offset_problem(name)
+    if problem:
+        raise UsageError(problem)
+    return zone
+
+
+LOCALTIME = Path("/etc/localtime")
+TIMEZONE_FILE = Path("/etc/timezone")
+
+
+def system_zone_name() -> Optional[str]:
+    """The system zone, as the cron daemon sees it: never the invoking shell's ``TZ``.
+
+    The ``/etc/localtime`` symlink target, else ``/etc/timezone``, else tzlocal
+    asked with ``TZ`` hidden (tzlocal reads ``TZ`` first), else None.
+    """
+    try:  # one level only: the name the admin chose, even when tzdata links it on (US/Eastern)
+        target = os.readlink(LOCALTIME)
+        target = os.path.normpath(os.path.join(os.path.dirname(LOCALTIME), target))
+    except OSError:
+        target = ""
+    if "/zoneinfo/" in target:
+        name = target.split("/zoneinfo/", 1)[1]
+        if name.startswith(("posix/", "right/")):
+            name = name.split("/", 1)[1]
+        if _valid(name):
+            return name
+    try:
+        name = TIMEZONE_FILE.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    if name and _valid(name):
+        return name
+    saved = os.environ.pop("TZ", None)
+    try:
+        import tzlocal
+
+        name = tzlocal.get_localzone_name() or ""
+    except Exception:  # tzlocal raises assorted errors on odd hosts; the caller falls back to UTC
+        name = ""
+    finally:
+        if saved is not None:
+            os.environ["TZ"] = saved
+    return name if name and _valid(name) else None
+
+
+def _valid(name: str) -> bool:
+    try:
+        load_zone(name)
+    except UsageError:
+        return False
+    return True
+
+
 def host_zone() -> ZoneInfo:
     """The zone the cron daemon fires in.
 
-    ``PSABILL_HOST_TZ``, else ``TZ`` when it names an IANA zone, else the
-    system zone (via tzlocal), else UTC.
+    ``PSABILL_HOST_TZ``, else the system zone (:func:`system_zone_name`), else
+    UTC. The shell's ``TZ`` is never used: cron does not run in that shell.
     """
     pinned = os.environ.get("PSABILL_HOST_TZ")
     if pinned:
@@ -82,21 +165,13 @@ def host_zone() -> ZoneInfo:
             return load_zone(pinned, "host time zone (PSABILL_HOST_TZ)")
         except UsageError as exc:
             raise ConfigError(exc.message) from None
-    tz_env = os.environ.get("TZ", "").lstrip(":")
-    if tz_env:
-        try:
-            return load_zone(tz_env)
-        except UsageError:
-            pass  # a POSIX TZ string like "EST5EDT,M3.2.0,M11.1.0": fall through to the system zone
-    try:
-        import tzlocal
+    name = system_zone_name()
+    return ZoneInfo(name) if name else ZoneInfo("UTC")
 
-        name = tzlocal.get_localzone_name()
-    except Exception:  # tzlocal raises assorted errors on odd hosts; UTC is the safe default
-        name = None
-    if name:
-        try:
-            return load_zone(name)
-        except UsageError:
-            pass
-    return ZoneInfo("UTC")
+
+def shell_tz_differs(host: ZoneInfo) -> Optional[str]:
+    """The shell's ``TZ`` when it is set and is not the zone cron fires in (``host``), else None."""
+    tz_env = os.environ.get("TZ", "").lstrip(":")
+    if not tz_env or tz_env == str(host):
+        return None
+    return tz_env

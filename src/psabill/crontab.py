@@ -7,11 +7,19 @@ python-crontab re-renders a whole crontab when it writes one: it reorders
 variables, normalizes spacing and drops lines it cannot parse. An admin's
 crontab must survive byte for byte, so we only let it build and validate our
 own job lines and run the ``crontab`` command; the splice is done on the raw
-text here. Our lines are recognised by their marker comment.
+text here.
+
+Lines are owned by a config: each carries the marker ``# psabill[<id>]:``, where
+``<id>`` is a short hash of the config's absolute path (the comment shows the
+path too). Every operation touches only its own config's lines: never another
+config's, and never an admin line that merely mentions "# psabill:". Lines in
+the old format (``# psabill: billing update ...``) are still recognised as this
+config's when their command names this config, so the next write migrates them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import shutil
@@ -23,9 +31,31 @@ from psabill.errors import CrontabError
 from psabill.fsutil import atomic_write, one_line
 
 MARKER = "psabill"
-SCHEDULE_TAG = f"{MARKER}: billing update (managed by psabill; edit with 'psabill schedule set')"
-REBOOT_TAG = f"{MARKER}: catch-up after reboot (managed by psabill)"
-_OURS = re.compile(r"#\s*psabill: ")
+# The tags of the format before lines were owned by a config (recognised for migration only).
+LEGACY_SCHEDULE_TAG = f"{MARKER}: billing update (managed by psabill; edit with 'psabill schedule set')"
+LEGACY_REBOOT_TAG = f"{MARKER}: catch-up after reboot (managed by psabill)"
+
+
+def config_id(config: Path) -> str:
+    """A short, stable id for a config: the first 8 hex digits of SHA-256 of its absolute path."""
+    return hashlib.sha256(str(config).encode("utf-8")).hexdigest()[:8]
+
+
+def marker(config: Path) -> str:
+    return f"{MARKER}[{config_id(config)}]:"
+
+
+def _shown(config: Path) -> str:
+    # The comment reaches /bin/sh as a shell comment; cron would still turn a bare % into a newline.
+    return str(config).replace("%", "\\%")
+
+
+def schedule_tag(config: Path) -> str:
+    return f"{marker(config)} billing update for {_shown(config)} (managed by psabill; edit with 'psabill schedule set')"
+
+
+def reboot_tag(config: Path) -> str:
+    return f"{marker(config)} catch-up after reboot for {_shown(config)} (managed by psabill)"
 
 
 def command_line(argv: Sequence[str]) -> str:
@@ -41,34 +71,43 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(argument) for argument in argv)
 
 
-def desired_lines(expression: str, argv: Sequence[str], catch_up: bool = True) -> List[str]:
-    """The crontab lines for one schedule, rendered by python-crontab."""
+def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True) -> List[str]:
+    """The crontab lines for one config's schedule, rendered by python-crontab."""
     from crontab import CronTab
 
     tab = CronTab(tab="")
     command = command_line(argv)
-    job = tab.new(command=command, comment=SCHEDULE_TAG)
+    job = tab.new(command=command, comment=schedule_tag(config))
     try:
         job.setall(expression)
     except (KeyError, ValueError) as exc:
         raise CrontabError(f"invalid cron expression {expression!r}: {exc}") from None
     lines = [job.render()]
     if catch_up:
-        reboot = tab.new(command=command, comment=REBOOT_TAG)
+        reboot = tab.new(command=command, comment=reboot_tag(config))
         reboot.every_reboot()
         lines.append(reboot.render())
     return lines
 
 
-def is_ours(line: str) -> bool:
-    return bool(_OURS.search(line)) and not line.lstrip().startswith("#")
+def is_ours(line: str, config: Path) -> bool:
+    """Whether ``line`` is one of ``config``'s job lines (a commented-out line is the admin's)."""
+    if line.lstrip().startswith("#"):
+        return False
+    if re.search(r"#\s*" + re.escape(marker(config)) + " ", line):
+        return True
+    body = line.rstrip("\r\n")
+    legacy = body.endswith((f"# {LEGACY_SCHEDULE_TAG}", f"# {LEGACY_REBOOT_TAG}"))
+    needle = " --config " + shlex.quote(str(config)).replace("%", "\\%") + " "  # python-crontab escapes %
+    return legacy and needle in body
 
 
 @dataclass
 class Crontab:
     """A crontab target: the user's (``file=None``) or a file."""
 
-    file: Optional[Path] = None
+    file: Optional[Path]
+    config: Path  # whose lines this handle reads and writes
 
     @property
     def where(self) -> str:
@@ -90,12 +129,12 @@ class Crontab:
         return str(getattr(tab, "raw_text", ""))
 
     def lines(self) -> List[str]:
-        return [line for line in self.read().splitlines() if is_ours(line)]
+        return [line for line in self.read().splitlines() if is_ours(line, self.config)]
 
     def replace(self, new_lines: Sequence[str]) -> None:
-        """Put ``new_lines`` where psabill's lines were (appended if none); keep the rest."""
+        """Put ``new_lines`` where this config's lines were (appended if none); keep the rest."""
         old = self.read()
-        text = splice(old, new_lines)
+        text = splice(old, new_lines, self.config)
         if text != old:
             self._write(text)
 
@@ -109,14 +148,14 @@ class Crontab:
             raise CrontabError(f"cannot write the user's crontab: {one_line(exc)}") from None
 
 
-def splice(text: str, new_lines: Sequence[str]) -> str:
-    """Replace our lines in ``text`` in place; every other byte is kept."""
+def splice(text: str, new_lines: Sequence[str], config: Path) -> str:
+    """Replace ``config``'s lines in ``text`` in place; every other byte is kept."""
     if text and not text.endswith("\n"):
         text += "\n"
     kept: List[str] = []
     inserted = False
     for line in text.splitlines(keepends=True):
-        if is_ours(line):
+        if is_ours(line, config):
             if not inserted:
                 kept.extend(f"{new}\n" for new in new_lines)
                 inserted = True

@@ -18,6 +18,8 @@ class ExitCode(enum.IntEnum):
     EMAIL = 5  # the run was recorded but its report could not be delivered
     CRONTAB = 6  # the crontab could not be read or written
     STATE = 7  # the state dir / history database is unusable, or the run lock timed out
+    INTERRUPTED = 130  # Ctrl-C (SIGINT) during a run: recorded as interrupted
+    TERMINATED = 143  # SIGTERM during a run: recorded as interrupted
 
 
 class PsabillError(Exception):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -383,8 +383,10 @@ class History:
             (status, message, run_id),
         )
 
-    def last_run(self) -> Optional[RunRow]:
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1")
+    def last_run(self, *, real: bool = False) -> Optional[RunRow]:
+        """The newest run; with ``real``, the newest that was not a dry run."""
+        where = "WHERE trigger != 'dry-run' " if real else ""
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs {where}ORDER BY id DESC LIMIT 1")
         return RunRow(*rows[0]) if rows else None
 
     def runs(self, since: Optional[datetime] = None) -> List[RunRow]:
@@ -439,11 +441,21 @@ class History:
         )
         return report
 
-    def prune(self, before: datetime) -> int:
-        """Delete runs (and their items) started before ``before``; keep the newest always."""
+    def prune(self, retention: timedelta, keep: timedelta) -> int:
+        """Delete runs (and their items) older than the retention window; keep the newest always.
+
+        The window is measured from the newest record, never from a "now" that
+        could be earlier than the records (a clock set back), and it is never
+        shorter than ``keep``: what the guard may still need (catch-up + 3 h).
+        """
+        rows = self._query("SELECT started_at FROM runs ORDER BY started_at DESC LIMIT 1")
+        if not rows:
+            return 0
+        newest = datetime.fromisoformat(rows[0][0])
+        cutoff = newest - max(retention, keep)
         cursor = self._execute(
             "DELETE FROM runs WHERE started_at < ? AND id != (SELECT MAX(id) FROM runs)",
-            (iso(before),),
+            (iso(cutoff),),
         )
         return cursor.rowcount
 

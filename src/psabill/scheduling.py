@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from psabill import settings as settings_mod
-from psabill.clock import load_zone
+from psabill.clock import load_account_zone, load_zone
 from psabill.errors import ConfigError, UsageError
 from psabill.paths import Paths
 from psabill.report import RunReport
@@ -43,10 +43,16 @@ def schedule_of(settings: Settings) -> Optional[Schedule]:
             day=section.day if section.mode == "monthly" else None,
             weekday=parse_weekday(section.weekday) if section.mode == "weekly" and section.weekday else None,
             start=section.start,
-            saved_at=section.saved_at,
+            saved_at=_floor(section.saved_at, section.enabled_at),
         )
     except ScheduleError as exc:
         raise ConfigError(f"{settings.path}: [schedule] {exc}") from None
+
+
+def _floor(saved_at: Optional[datetime], enabled_at: Optional[datetime]) -> Optional[datetime]:
+    """No occurrence before the schedule was saved, nor before it was last enabled, ever runs."""
+    moments = [m for m in (saved_at, enabled_at) if m is not None]
+    return max(moments) if moments else None
 
 
 def is_active(settings: Settings) -> bool:
@@ -102,7 +108,7 @@ def plan_save(current: Settings, request: ScheduleRequest, now: datetime, host: 
     account = settings_mod.section_of(current, "account")
     zone_from_host = False
     if request.timezone:
-        load_zone(request.timezone)
+        load_account_zone(request.timezone, "time zone")
         account["timezone"] = request.timezone
     elif not account.get("timezone"):
         account["timezone"] = str(host)
@@ -126,6 +132,13 @@ def plan_save(current: Settings, request: ScheduleRequest, now: datetime, host: 
         section["weekday"] = WEEKDAYS[int(request.weekday or 0)]
     if request.start is not None:
         section["start"] = request.start
+    old = current.schedule
+    if old.mode and old.enabled and old.saved_at is not None and _same_occurrences(current, section, account):
+        # Only --notify, --catch-up or the name changed: keep the saved moment (and the latest
+        # enable), so an occurrence that is pending right now still runs.
+        section["saved_at"] = old.saved_at
+        if old.enabled_at is not None:
+            section["enabled_at"] = old.enabled_at
     changes: Dict[str, Any] = {"account": account, "schedule": section}
     if request.emails is not None:
         notify = settings_mod.section_of(current, "notify")
@@ -137,11 +150,25 @@ def plan_save(current: Settings, request: ScheduleRequest, now: datetime, host: 
     return PlannedSave(schedule, zone_from_host, new)
 
 
-def with_enabled(current: Settings, enabled: bool) -> Settings:
-    """The settings with the schedule switched on or off; nothing is written."""
+def _same_occurrences(current: Settings, section: Dict[str, Any], account: Dict[str, Any]) -> bool:
+    """Whether the new ``[schedule]`` section fires at exactly the saved schedule's occurrences."""
+    old = settings_mod.section_of(current, "schedule")
+    keys = ("mode", "hour", "day", "weekday", "start")
+    return (all(old.get(k) == section.get(k) for k in keys)
+            and current.account.timezone == account.get("timezone"))
+
+
+def with_enabled(current: Settings, enabled: bool, now: datetime) -> Settings:
+    """The settings with the schedule switched on or off; nothing is written.
+
+    Enabling a disabled schedule records ``enabled_at``: an occurrence that fell
+    due while it was off never runs late.
+    """
     if schedule_of(current) is None:
         raise ConfigError(f"no schedule saved in {current.path}: run 'psabill schedule set' first")
     section = settings_mod.section_of(current, "schedule")
+    if enabled and not current.schedule.enabled:
+        section["enabled_at"] = settings_mod.utc_now_seconds(now)
     section["enabled"] = enabled
     return settings_mod.prospective(current, {"schedule": section})
 
@@ -179,7 +206,7 @@ def desired_lines(paths: Paths, settings: Settings, now: datetime, host: tzinfo)
     schedule = schedule_of(settings)
     if schedule is None or not settings.schedule.enabled:
         return []
-    return crontab.desired_lines(cronplan.plan(schedule, host, now).expression, cron_argv(paths))
+    return crontab.desired_lines(cronplan.plan(schedule, host, now).expression, cron_argv(paths), paths.config)
 
 
 def sync_cron(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> List[str]:
@@ -187,7 +214,7 @@ def sync_cron(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> 
     from psabill import crontab
 
     lines = desired_lines(paths, settings, now, host)
-    crontab.Crontab(paths.crontab_file).replace(lines)
+    crontab.Crontab(paths.crontab_file, paths.config).replace(lines)
     return lines
 
 

@@ -118,7 +118,7 @@ def check_catch_up(value: Any) -> Optional[str]:
 
 
 def _zone(value: Any) -> Optional[str]:
-    from psabill.clock import load_zone, suggest_zone
+    from psabill.clock import fixed_offset_problem, load_zone, suggest_zone
 
     if not isinstance(value, str):
         return "expected an IANA zone name"
@@ -127,7 +127,7 @@ def _zone(value: Any) -> Optional[str]:
     except UsageError:
         guess = suggest_zone(value)
         return f"unknown time zone ({'did you mean ' + guess + '?' if guess else 'use an IANA name such as America/New_York'})"
-    return None
+    return fixed_offset_problem(value)
 
 
 def _aware(value: Any) -> Optional[str]:
@@ -184,6 +184,7 @@ SCHEMA: Dict[str, Dict[str, Any]] = {
         "hour": _range(0, 23),
         "start": _all(_type(date), check_date),
         "saved_at": _all(_aware, check_date),
+        "enabled_at": _all(_aware, check_date),
         "catch_up": check_catch_up,
     },
     "notify": {
@@ -275,6 +276,29 @@ def validate(data: Mapping[str, Any], path: Path) -> None:
             if spec is None:
                 raise ConfigError(f"{path}: unknown key {key!r}")
             _check(spec, value, key, path)
+    _check_retention(data, path)
+
+
+def _check_retention(data: Mapping[str, Any], path: Path) -> None:
+    """Pruning must never erase a run the guard could still need (catch-up + 3 h)."""
+    history = data.get("history")
+    if not isinstance(history, dict) or "retention_days" not in history:
+        return
+    schedule = data.get("schedule") if isinstance(data.get("schedule"), dict) else {}
+    catch_up = parse_duration(schedule.get("catch_up", DEFAULT_CATCH_UP))
+    needed = guard_horizon(catch_up)
+    days = history["retention_days"]
+    if timedelta(days=days) < needed:
+        at_least = math.ceil(needed / timedelta(days=1))
+        raise ConfigError(
+            f"{path}: history.retention_days = {days}: must cover [schedule] catch_up "
+            f"({schedule.get('catch_up', DEFAULT_CATCH_UP)}) + 3h, so at least {at_least}"
+        )
+
+
+def guard_horizon(catch_up: timedelta) -> timedelta:
+    """How far back the guard may look into the history: catch-up plus the 3 h an occurrence may run late."""
+    return catch_up + timedelta(hours=3)
 
 
 def _validate_section(name: str, table: Mapping[str, Any], spec: Any, path: Path) -> None:
@@ -368,6 +392,7 @@ class ScheduleSettings:
     weekday: Optional[str] = None  # "mon".."sun" (weekly)
     start: Optional[date] = None
     saved_at: Optional[datetime] = None
+    enabled_at: Optional[datetime] = None  # the latest `schedule enable`; nothing before it runs
     catch_up_text: str = DEFAULT_CATCH_UP
 
     @property
@@ -448,6 +473,11 @@ class Settings:
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def guard_horizon(self) -> timedelta:
+        """The history the guard may still need; pruning never goes closer than this."""
+        return guard_horizon(self.schedule.catch_up)
+
+    @property
     def product_map(self) -> Dict[str, str]:
         """SKU -> PSA product, as configured in [products]."""
         return dict(self.products)
@@ -489,7 +519,7 @@ def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -
         schedule=ScheduleSettings(
             mode=sched.get("mode"), enabled=bool(sched.get("enabled", True)), hour=int(sched.get("hour", 0)),
             day=sched.get("day"), weekday=sched.get("weekday"), start=sched.get("start"),
-            saved_at=sched.get("saved_at"), catch_up_text=str(sched.get("catch_up", DEFAULT_CATCH_UP)),
+            saved_at=sched.get("saved_at"), enabled_at=sched.get("enabled_at"), catch_up_text=str(sched.get("catch_up", DEFAULT_CATCH_UP)),
         ),
         notify=NotifySettings(
             emails=tuple(notify.get("emails", ())),

@@ -63,6 +63,8 @@ class Status:
     next_run: Optional[Dict[str, Any]] = None
     last_run: Optional[Dict[str, Any]] = None
     missed: List[str] = field(default_factory=list)
+    not_ready: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         """The stable JSON document of ``status --json``."""
@@ -79,23 +81,25 @@ class Status:
             "last_run": self.last_run,
             "missed": self.missed,
             "notify": self.notify,
+            "not_ready": self.not_ready,
+            "warnings": self.warnings,
         }
 
 
 def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Status:
     """Read the crontab and the history and assemble the status."""
-    from psabill import crontab, scheduling
+    from psabill import crontab, readiness, scheduling
 
     schedule = scheduling.schedule_of(settings)
     enabled = schedule is not None and settings.schedule.enabled
-    tab = crontab.Crontab(paths.crontab_file)
+    tab = crontab.Crontab(paths.crontab_file, paths.config)
     installed = tab.lines()
     expected = scheduling.desired_lines(paths, settings, now, host)
     last = None
     done: List[str] = []
     if paths.db.exists():
         with History(paths.db) as history:
-            row = history.last_run()
+            row = history.last_run(real=True)
             last = row.to_json() if row else None
             done = history.done_occurrences(now - MISSED_HORIZON - timedelta(days=1))
     emails = list(settings.notify.emails)
@@ -112,6 +116,8 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
                 "report": f"emailed to {len(emails)} address(es) after each scheduled run" if emails
                 else "no report is sent (no addresses configured)"},
         last_run=last,
+        not_ready=readiness.missing(settings) if settings.exists else [],
+        warnings=readiness.cron_env_warnings(settings),
     )
     if schedule is not None:
         status.schedule = {
@@ -123,7 +129,8 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
             "hour": schedule.hour,
             "timezone": str(schedule.zone),
             "start": schedule.start.isoformat() if schedule.start else None,
-            "saved_at": schedule.saved_at.isoformat() if schedule.saved_at else None,
+            "saved_at": settings.schedule.saved_at.isoformat() if settings.schedule.saved_at else None,
+            "enabled_at": settings.schedule.enabled_at.isoformat() if settings.schedule.enabled_at else None,
             "catch_up": settings.schedule.catch_up_text,
         }
         status.missed = missed_occurrences(schedule, settings.schedule.catch_up, done, now)

@@ -22,14 +22,18 @@ def check(app: App, as_json: bool) -> None:
     from psabill.psa.base import PsaError
     from psabill.psa.factory import make_client
 
+    from psabill import readiness
+    from psabill.errors import ConfigError
+
     settings = app.settings(must_exist=True)
+    for warning in readiness.cron_env_warnings(settings):
+        click.echo(f"Warning: {warning}", err=True)
+    if readiness.missing(settings):
+        raise ConfigError(readiness.not_ready_text(settings))
+    assert settings.psa is not None
     products = settings.product_map
     rows = sources.read(settings.source, set(products), settings.path)
     customers = len({row.customer for row in rows})
-    if settings.psa is None:
-        from psabill.errors import ConfigError
-
-        raise ConfigError(f"{settings.path}: no [psa] configured: nothing to check")
     client = make_client(settings.psa, settings.path)
     try:
         psa = client.check()

@@ -1,4 +1,4 @@
-"""``psabill cron``: show and re-sync psabill's crontab lines."""
+"""``psabill cron``: show, re-sync and remove this config's crontab lines."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def show(app: App, as_json: bool) -> None:
     """
     from psabill import clock, crontab, scheduling
 
-    tab = crontab.Crontab(app.paths.crontab_file)
+    tab = crontab.Crontab(app.paths.crontab_file, app.paths.config)
     installed = tab.lines()
     expected = scheduling.desired_lines(app.paths, app.settings(), clock.now(), clock.host_zone())
     if as_json:
@@ -47,7 +47,9 @@ def show(app: App, as_json: bool) -> None:
 @json_option
 @pass_app
 def install(app: App, as_json: bool) -> None:
-    """Rewrite psabill's crontab lines from the config (other lines are kept).
+    """Rewrite this config's crontab lines from it (every other line is kept).
+
+    A config that does not exist is refused (a mistyped --config changes nothing).
 
     \b
     Example:
@@ -55,7 +57,8 @@ def install(app: App, as_json: bool) -> None:
     """
     from psabill import clock, scheduling
 
-    lines = scheduling.sync_cron(app.paths, app.settings(), clock.now(), clock.host_zone())
+    settings = app.settings(must_exist=True)
+    lines = scheduling.sync_cron(app.paths, settings, clock.now(), clock.host_zone())
     if as_json:
         emit_json({"installed": bool(lines), "lines": lines})
         return
@@ -65,3 +68,23 @@ def install(app: App, as_json: bool) -> None:
             echo(f"  {line}")
     else:
         echo("No enabled schedule: psabill's crontab lines removed.")
+
+
+@cron.command()
+@pass_app
+def remove(app: App) -> None:
+    """Remove this config's crontab lines (every other line is kept; the config is unchanged).
+
+    \b
+    Example:
+      psabill cron remove
+    """
+    from psabill import crontab
+
+    tab = crontab.Crontab(app.paths.crontab_file, app.paths.config)
+    removed = tab.lines()
+    tab.replace([])
+    if removed:
+        echo(f"Removed {len(removed)} crontab line(s) for {app.paths.config}.")
+    else:
+        echo(f"No crontab lines for {app.paths.config}: nothing removed.")

@@ -238,5 +238,19 @@ def render_status(data: Any, now: Any, colour: bool = False) -> None:
     if data["missed"]:
         out(f"Missed:     {', '.join(data['missed'])}")
     out(f"Report:     {data['notify']['report']}")
+    for gap in data["not_ready"]:
+        out(f"Not ready:  {gap} (add it to the config; see 'psabill check')")
+    for warning in data["warnings"]:
+        out(f"Warning:    {warning}")
     out(f"Config:     {data['config']}")
     out(f"State dir:  {data['state_dir']}")
+
+
+def warn_not_ready(settings: Any) -> None:
+    """``schedule set`` / ``check``: say what is still missing and which secrets cron will lack (stderr)."""
+    from psabill import readiness
+
+    for gap in readiness.missing(settings):
+        click.echo(f"Not ready: {gap}: scheduled runs will fail until it is added to {settings.path}", err=True)
+    for warning in readiness.cron_env_warnings(settings):
+        click.echo(f"Warning: {warning}", err=True)

@@ -11,6 +11,11 @@ from psabill.cli.options import App, Fail, emit_json, json_option, pass_app, ren
 from psabill.errors import ExitCode, UsageError
 
 
+def interactive() -> bool:
+    """Whether a human can answer the confirmation prompt."""
+    return sys.stdin.isatty()
+
+
 @click.command()
 @click.option("--scheduled", is_flag=True, help="Cron mode: run only if an occurrence is due; silent unless a human is needed.")
 @click.option("--dry-run", is_flag=True, help="Show the planned changes (old -> new); write nothing to the PSA.")
@@ -37,9 +42,11 @@ def run(app: App, scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> N
             return  # nothing due: silence, because cron mails any output
     else:
         if not dry_run and not yes:
-            if not sys.stdin.isatty():
+            if not interactive():
                 raise UsageError("refusing to change billing without a terminal: pass --yes (or --dry-run)")
-            click.confirm("This changes billing quantities in your PSA and cannot be undone. Continue?", abort=True)
+            if not click.confirm("This changes billing quantities in your PSA and cannot be undone. Continue?"):
+                click.echo("cancelled: nothing was changed or recorded")
+                return
         if sys.stdout.isatty() and not as_json:
             started = time.monotonic()
             with click.progressbar(length=1, label="Updating", show_pos=True) as bar:

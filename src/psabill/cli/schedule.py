@@ -7,7 +7,7 @@ from typing import Any, Optional, Tuple
 
 import click
 
-from psabill.cli.options import App, complete_weekday, complete_zone, echo, emit_json, json_option, pass_app
+from psabill.cli.options import App, complete_weekday, complete_zone, echo, emit_json, json_option, pass_app, warn_not_ready
 from psabill.errors import UsageError
 
 
@@ -131,7 +131,7 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         if problem:
             raise UsageError(f"--start {start}: {problem}")
     if tz_name is not None:
-        clock.load_zone(tz_name)
+        clock.load_account_zone(tz_name, "time zone")
     emails = parse_list(notify) if notify is not None else None
     mode = "monthly" if monthly else "weekly" if weekly else "daily"
     request = scheduling.ScheduleRequest(
@@ -144,6 +144,7 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
     saved = scheduling.plan_save(current, request, now, host)
     lines = scheduling.apply(app.paths, current, saved.settings, now, host, install_cron=not no_cron)
     upcoming = next_occurrences(saved.schedule, now, host, 1)
+    warn_not_ready(saved.settings)
     if as_json:
         emit_json({
             "schedule": saved.schedule.describe(),
@@ -163,6 +164,10 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         echo(note)
     if saved.zone_from_host:
         echo(f"No --timezone given: using the host's zone, {saved.schedule.zone}.")
+    shell_tz = clock.shell_tz_differs(host)
+    if shell_tz:
+        echo(f"Cron fires in the system zone {host}, not in your shell's TZ={shell_tz}: "
+                   f"the crontab entry was planned for {host}.")
     if upcoming:
         echo(f"Next run: {upcoming[0]['account']} (host {upcoming[0]['host']}).")
     if no_cron:
@@ -231,7 +236,8 @@ def _toggle(app: App, enabled: bool, as_json: bool, message: str) -> None:
     from psabill import clock, scheduling
 
     current = app.settings(must_exist=True)
-    lines = scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled), clock.now(),
+    now = clock.now()
+    lines = scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled, now), now,
                              clock.host_zone())
     if as_json:
         emit_json({"enabled": enabled, "config": str(app.paths.config), "cron": {"lines": lines}})

@@ -44,6 +44,7 @@ def run_scheduled(paths: Paths, now: Callable[[], datetime], *, verbose: bool = 
     if due_occurrence(settings, now(), ledger.occurrence_done_readonly) is None:
         return Outcome(None, ExitCode.OK)
     _check_addresses(settings)
+    _check_ready(settings)
     from psabill.lock import run_lock
 
     with run_lock(paths.lock, settings.lock_timeout), History(paths.db) as history:
@@ -65,11 +66,21 @@ def run_manual(paths: Paths, now: Callable[[], datetime], *, dry_run: bool, prog
     from psabill.lock import run_lock
 
     settings = load(paths.config, must_exist=True)
+    _check_ready(settings)
     with run_lock(paths.lock, settings.lock_timeout), History(paths.db) as history:
         history.mark_interrupted()
         report = RunReport(trigger="dry-run" if dry_run else "manual", started_at=now())
         return perform(paths, settings, history, report, dry_run=dry_run, now=now, progress=progress,
                        verbose=verbose)
+
+
+def _check_ready(settings: Settings) -> None:
+    """A config without [psa] or [source] cannot update anything: refuse, record nothing."""
+    from psabill import readiness
+    from psabill.errors import ConfigError
+
+    if readiness.missing(settings):
+        raise ConfigError(readiness.not_ready_text(settings))
 
 
 def _check_addresses(settings: Settings) -> None:

@@ -7,9 +7,12 @@ only after the run is recorded, so a failed email never loses a result.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from psabill import report as rpt
 from psabill.errors import AbortError, EmailError, ExitCode, PsabillError
@@ -55,13 +58,22 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
 
     error: Optional[str] = None
     error_code: Optional[ExitCode] = None
+    interrupted = False
     try:
-        _refresh(settings, report, dry_run=dry_run, record=record, progress=progress)
+        with _signals_interrupt():
+            _refresh(settings, report, dry_run=dry_run, record=record, progress=progress)
     except PsabillError as exc:
         # The run stays in the history either way; the exit code says what went wrong.
         report.status = rpt.ABORTED if isinstance(exc, AbortError) else rpt.FAILED_RUN
         report.message = error = exc.message
         error_code = exc.exit_code
+    except (KeyboardInterrupt, Terminated) as exc:
+        # Ctrl-C or SIGTERM: recorded as interrupted, so a scheduled occurrence runs again.
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        report.status = rpt.INTERRUPTED
+        report.message = error = f"interrupted by {name} before it finished"
+        error_code = ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+        interrupted = True
     report.finished_at = now()
     report.settle()
     history.finish_run(report)
@@ -72,12 +84,12 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
         ", ".join(f"{k} {v}" for k, v in report.counts.items()), report.api_requests,
         report.api_requests / seconds,
     )
-    pruned = history.prune(report.started_at - timedelta(days=settings.retention_days))
+    pruned = history.prune(timedelta(days=settings.retention_days), settings.guard_horizon)
     if pruned:
         logger.info("history: removed %d runs older than the retention period", pruned)
     code = error_code or {rpt.FAILED_RUN: ExitCode.PARTIAL, rpt.PARTIAL: ExitCode.PARTIAL}.get(
         report.status, ExitCode.OK)
-    if not dry_run:
+    if not dry_run and not interrupted:
         from psabill import notify  # decides itself: scheduled runs always, manual ones if [notify] on_manual
 
         try:
@@ -108,12 +120,33 @@ def billing_date(settings: Settings, report: RunReport) -> date:
     return report.started_at.astimezone(account_zone(settings)).date()
 
 
+class Terminated(Exception):
+    """SIGTERM arrived during a run."""
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` (SIGINT already raises KeyboardInterrupt) while a run works."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous_term = signal.signal(signal.SIGTERM, on_term)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
+
 def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
              record: Callable[[rpt.ItemResult], None], progress: Progress) -> None:
-    """Read usage and update the PSA. Without [psa] there is nothing to update yet."""
-    if settings.psa is None:
-        report.message = "no [psa] configured: nothing to update"
-        return
+    """Read usage and update the PSA (the guard refused a config without [psa] or [source])."""
+    assert settings.psa is not None
     from psabill import sources
     from psabill.psa.factory import make_client
     from psabill.run import engine, mapping

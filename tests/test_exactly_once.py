@@ -1,0 +1,371 @@
+"""Exactly once on a real admin's host: the rules of the issue, one test each (named after the rule)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+import tomli_w
+
+from support.env import Env
+from psabill import clock
+from psabill import crontab as cron
+from psabill.history import History
+from psabill.report import RunReport
+
+UTC = timezone.utc
+SAVED = "2026-11-26T12:00:00Z"
+DUE = "2026-11-27T06:00:00Z"  # the daily 06:00 UTC occurrence after SAVED
+
+
+def daily(env: Env, *extra: str, config: Any = None) -> Any:
+    args = ["--config", str(config)] if config else []
+    return env.run(*args, "schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", *extra, now=SAVED)
+
+
+def runs(env: Env) -> List[dict]:
+    return json.loads(env.run("history", "--days", "100000", "--json").output)
+
+
+def edit_config(env: Env, **sections: Any) -> None:
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    data = tomllib.loads(env.config.read_text())
+    for name, section in sections.items():
+        data[name] = {**data.get(name, {}), **section}
+    env.config.write_text(tomli_w.dumps(data))
+    os.chmod(env.config, 0o600)
+
+
+def cron_to_sh(line: str) -> str:
+    command = line.split(None, 5)[5] if not line.startswith("@") else line.split(None, 1)[1]
+    return command.replace("\\%", "%")
+
+
+# -- 1. Pruning never erases what the guard needs ----------------------------------------
+
+
+def _record(history: History, started: datetime, occurrence: Any = None) -> None:
+    report = RunReport(trigger="scheduled" if occurrence else "manual", started_at=started, occurrence=occurrence,
+                       status="success")
+    history.start_run(report)
+    report.finished_at = started
+    history.finish_run(report)
+
+
+def test_pruning_measures_the_retention_window_from_the_newest_record_never_from_an_earlier_now(tmp_path: Path) -> None:
+    day = datetime(2026, 6, 1, 6, tzinfo=UTC)
+    with History(tmp_path / "state.db") as history:
+        for n in range(10):
+            _record(history, day + timedelta(days=n), occurrence=day + timedelta(days=n))
+        # Retention 3 days from the newest record (day 9): days 6..9 stay, whatever "now" is.
+        assert history.prune(timedelta(days=3), timedelta(hours=27)) == 6
+        kept = sorted(r.occurrence for r in history.runs())
+    assert kept == [(day + timedelta(days=n)).isoformat() for n in range(6, 10)]
+
+
+def test_pruning_never_erases_a_run_the_guard_could_still_need(tmp_path: Path) -> None:
+    newest = datetime(2026, 6, 10, 6, tzinfo=UTC)
+    with History(tmp_path / "state.db") as history:
+        _record(history, newest - timedelta(hours=20), occurrence=newest - timedelta(hours=20))
+        _record(history, newest, occurrence=newest)
+        # A retention of 1 h would drop the run from 20 h ago; the guard may need 24h + 3h.
+        assert history.prune(timedelta(hours=1), timedelta(hours=27)) == 0
+        assert history.occurrence_done(newest - timedelta(hours=20))
+
+
+def test_a_retention_shorter_than_catch_up_plus_3h_is_refused_at_load(env: Env) -> None:
+    daily(env, "--catch-up", "2d")
+    edit_config(env, history={"retention_days": 2})
+    result = env.run("status")
+    assert result.exit_code == 3
+    assert result.output.strip() == (f"Error: {env.config}: history.retention_days = 2: must cover [schedule] "
+                                     "catch_up (2d) + 3h, so at least 3")
+    edit_config(env, history={"retention_days": 3})
+    assert env.run("status").exit_code == 0
+
+
+# -- 8. Cron's zone, not the shell's --------------------------------------------------------
+
+
+def test_the_host_zone_is_the_system_zone_never_the_shells_tz(env: Env, tmp_path: Path) -> None:
+    localtime = tmp_path / "localtime"
+    localtime.symlink_to("/usr/share/zoneinfo/Europe/Berlin")
+    env.monkeypatch.setattr(clock, "LOCALTIME", localtime)
+    env.monkeypatch.setattr(clock, "TIMEZONE_FILE", tmp_path / "no-timezone")
+    env.monkeypatch.delenv("PSABILL_HOST_TZ")
+    env.monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert str(clock.host_zone()) == "Europe/Berlin"
+    localtime.unlink()
+    (tmp_path / "timezone").write_text("America/Chicago\n")
+    env.monkeypatch.setattr(clock, "TIMEZONE_FILE", tmp_path / "timezone")
+    assert str(clock.host_zone()) == "America/Chicago"
+    env.monkeypatch.setenv("PSABILL_HOST_TZ", "Australia/Sydney")
+    assert str(clock.host_zone()) == "Australia/Sydney"
+
+
+def test_schedule_set_says_which_zone_it_used_when_the_shells_tz_differs(env: Env) -> None:
+    result = env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED,
+                     env={"TZ": "Asia/Tokyo"})
+    assert result.exit_code == 0, result.output
+    assert ("Cron fires in the system zone UTC, not in your shell's TZ=Asia/Tokyo: "
+            "the crontab entry was planned for UTC.") in result.output
+    quiet = env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED, env={"TZ": "UTC"})
+    assert "Cron fires" not in quiet.output
+
+
+# -- 9. One state dir -------------------------------------------------------------------------
+
+
+def test_the_installed_command_under_crons_empty_environment_writes_the_history_status_shows(
+        env: Env, sandbox: Any) -> None:
+    env.monkeypatch.delenv("PSABILL_STATE_DIR")
+    env.monkeypatch.setenv("XDG_STATE_HOME", str(env.tmp / "xdg-state"))  # the admin's shell only
+    assert daily(env).exit_code == 0
+    env.config.parent.joinpath("usage.csv").write_text("customer,sku,seats,psa_company\nCUST00001,LastPass,21,\n")
+    env.config.parent.joinpath("cw-key").write_text(sandbox.private_key)
+    edit_config(env, source={"kind": "csv", "path": "usage.csv"}, products={"LastPass": "SEATS-STD"},
+                psa={**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0})
+    line = next(x for x in env.crontab.read_text().splitlines() if not x.startswith("@"))
+    home = env.tmp / "cron-home"
+    home.mkdir()
+    # What cron does: an empty environment, HOME and a minimal PATH, /bin/sh -c LINE.
+    # (PSABILL_NOW only pins the clock to the due occurrence.)
+    proc = subprocess.run(["env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin", f"PSABILL_NOW={DUE}",
+                           "/bin/sh", "-c", cron_to_sh(line)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), proc.stderr
+    status = json.loads(env.run("status", "--json", now=DUE).output)
+    assert status["state_dir"] == str(env.tmp / "xdg-state" / "psabill")
+    assert status["last_run"]["occurrence"] == "2026-11-27T06:00:00+00:00"
+    assert not (home / ".local").exists()
+
+
+# -- 10. Lines are owned by config ------------------------------------------------------------
+
+ADMIN = "MAILTO=ops@msp.example\n0 3 * * * /usr/local/bin/backup  # psabill: keep this, it is mine\n"
+
+
+def test_schedule_set_cron_install_and_disable_touch_only_their_own_configs_lines(env: Env) -> None:
+    other = env.tmp / "other" / "config.toml"
+    env.crontab.write_text(ADMIN)
+    assert daily(env).exit_code == 0
+    assert daily(env, config=other).exit_code == 0
+    text = env.crontab.read_text()
+    assert text.startswith(ADMIN)
+    mine = [x for x in text.splitlines() if cron.is_ours(x, env.config)]
+    theirs = [x for x in text.splitlines() if cron.is_ours(x, other)]
+    assert len(mine) == 2 and len(theirs) == 2 and not set(mine) & set(theirs)
+    assert f"# psabill[{cron.config_id(env.config)}]: billing update for {env.config} " in mine[0]
+    assert env.run("schedule", "disable", now=SAVED).exit_code == 0
+    assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in theirs)
+    assert env.run("schedule", "enable", now=SAVED).exit_code == 0
+    assert env.run("cron", "install", now=SAVED).exit_code == 0
+    assert env.run("--config", str(other), "schedule", "disable", now=SAVED).exit_code == 0
+    assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in mine)
+
+
+def test_an_old_format_line_of_the_same_config_is_migrated_and_another_configs_is_kept(env: Env) -> None:
+    assert daily(env, "--no-cron").exit_code == 0
+    exe = "/usr/bin/psabill"
+    old = (f"0 6 * * * {exe} --config {env.config} --state-dir {env.state_dir} run --scheduled "
+           f"# {cron.LEGACY_SCHEDULE_TAG}\n@reboot {exe} --config {env.config} --state-dir {env.state_dir} "
+           f"run --scheduled # {cron.LEGACY_REBOOT_TAG}\n")
+    foreign = (f"0 7 * * * {exe} --config /srv/other.toml --state-dir /srv/state run --scheduled "
+               f"# {cron.LEGACY_SCHEDULE_TAG}\n")
+    env.crontab.write_text(ADMIN + old + foreign)
+    assert not json.loads(env.run("status", "--json", now=SAVED).output)["cron"]["in_sync"]
+    assert env.run("cron", "install", now=SAVED).exit_code == 0
+    lines = env.crontab.read_text().splitlines(keepends=True)
+    assert "".join(lines[:2]) == ADMIN
+    assert all(cron.marker(env.config) in x for x in lines[2:4])
+    assert lines[4:] == [foreign]
+
+
+# -- 11. A mistyped --config changes nothing -----------------------------------------------------
+
+
+def test_cron_install_with_a_config_that_does_not_exist_is_refused_and_changes_nothing(env: Env) -> None:
+    assert daily(env).exit_code == 0
+    before = env.snapshot()
+    typo = env.tmp / "conf" / "confg.toml"
+    result = env.run("--config", str(typo), "cron", "install", now=SAVED)
+    assert result.exit_code == 3
+    assert result.output.strip() == f"Error: no config at {typo}: run 'psabill schedule set' first"
+    assert env.snapshot() == before and not typo.exists()
+
+
+# -- 12. psabill cron remove ----------------------------------------------------------------------
+
+
+def test_cron_remove_removes_this_configs_lines(env: Env) -> None:
+    other = env.tmp / "other" / "config.toml"
+    env.crontab.write_text(ADMIN)
+    daily(env)
+    daily(env, config=other)
+    theirs = [x for x in env.crontab.read_text().splitlines() if cron.is_ours(x, other)]
+    config_before = env.config.read_bytes()
+    result = env.run("cron", "remove", now=SAVED)
+    assert result.exit_code == 0 and f"Removed 2 crontab line(s) for {env.config}." in result.output
+    assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in theirs)
+    assert env.config.read_bytes() == config_before
+    again = env.run("cron", "remove", now=SAVED)
+    assert again.exit_code == 0 and "nothing removed" in again.output
+
+
+# -- 13. Cron's empty environment --------------------------------------------------------------------
+
+
+def test_a_secret_from_a_variable_cron_will_not_have_is_warned_about_with_file_recommended(env: Env) -> None:
+    env.make_ready()
+    edit_config(env, psa={"private_key_env": "CW_PRIVATE_KEY"})
+    doc = env.config.read_text().replace('private_key_file = "psa-key"\n', "")
+    env.config.write_text(doc)
+    warning = ("[psa] private_key_env = 'CW_PRIVATE_KEY': cron runs with an almost empty environment and will "
+               "not have $CW_PRIVATE_KEY; use private_key_file (a file readable only by you) instead")
+    assert f"Warning: {warning}" in daily(env).output
+    assert warning in env.run("status").output
+    assert json.loads(env.run("status", "--json").output)["warnings"] == [warning]
+    assert f"Warning: {warning}" in env.run("check").output
+
+
+# -- 15. Not configured is not success --------------------------------------------------------------------
+
+
+def test_a_run_without_psa_or_source_exits_3_names_what_to_configure_and_records_nothing(env: Env) -> None:
+    assert daily(env).exit_code == 0
+    for args in (("run", "--scheduled"), ("run", "--yes"), ("run", "--dry-run")):
+        result = env.run(*args, now=DUE)
+        assert result.exit_code == 3, args
+        assert result.output.strip() == (f"Error: not ready: no [psa] configured and no [source] configured: "
+                                         f"add [psa] and [source] to {env.config}")
+    assert not (env.state_dir / "state.db").exists()
+
+
+def test_schedule_set_and_status_say_what_is_still_missing(env: Env) -> None:
+    out = daily(env).output
+    assert f"Not ready: no [psa] configured: scheduled runs will fail until it is added to {env.config}" in out
+    assert "Not ready: no [source] configured" in out
+    assert "Not ready:  no [psa] configured" in env.run("status", now=SAVED).output
+    assert json.loads(env.run("status", "--json", now=SAVED).output)["not_ready"] == [
+        "no [psa] configured", "no [source] configured"]
+    env.make_ready()
+    assert "Not ready" not in env.run("status", now=SAVED).output
+
+
+# -- 16. Fixed-offset zone names ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, message", [
+    ("EST", "EST is a fixed UTC-5 offset with no daylight saving: use America/New_York"),
+    ("Etc/GMT+5", "Etc/GMT+5 is a fixed UTC-5 offset with no daylight saving: use the IANA name of the place, "
+                  "such as America/New_York"),
+    ("HST", "HST is a fixed UTC-10 offset with no daylight saving: use Pacific/Honolulu"),
+])
+def test_a_fixed_offset_zone_name_is_refused_as_the_account_zone_with_the_iana_name_to_use(
+        env: Env, name: str, message: str) -> None:
+    result = env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", name, now=SAVED)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: {message}"
+    assert not env.config.exists()
+    assert daily(env).exit_code == 0  # UTC is fine
+    edit_config(env, account={"timezone": name})
+    loaded = env.run("status")
+    assert loaded.exit_code == 3
+    assert loaded.output.strip() == f"Error: {env.config}: account.timezone = {name!r}: {message}"
+
+
+# -- 18. Ctrl-C, SIGTERM and "no" ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_sigint_or_sigterm_during_a_run_is_recorded_as_interrupted_and_exits_130_or_143(
+        env: Env, signum: int, code: int) -> None:
+    daily(env)
+    env.make_ready()
+
+    def killed(settings: Any, report: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signum)
+
+    env.monkeypatch.setattr("psabill.run.perform._refresh", killed)
+    result = env.run("run", "--scheduled", now=DUE)
+    assert result.exit_code == code
+    name = signal.Signals(signum).name
+    assert f"Error: interrupted by {name} before it finished" in result.output
+    assert [(r["status"], r["occurrence"]) for r in runs(env)] == [("interrupted", "2026-11-27T06:00:00+00:00")]
+    env.monkeypatch.setattr("psabill.run.perform._refresh", lambda settings, report, **kwargs: None)
+    assert env.run("run", "--scheduled", now="2026-11-27T06:10:00Z").exit_code == 0  # it runs again
+    assert [r["status"] for r in runs(env)] == ["success", "interrupted"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_answering_no_at_the_confirmation_prompt_writes_nothing_and_exits_0_with_cancelled(env: Env) -> None:
+    daily(env)
+    env.make_ready()
+    env.monkeypatch.setattr("psabill.cli.run.interactive", lambda: True)
+    before = env.snapshot()
+    result = env.run("run", input="n\n", now=DUE)
+    assert result.exit_code == 0
+    assert "cancelled" in result.output
+    assert env.snapshot() == before
+    assert not env.state_dir.exists()
+
+
+# -- 19. A dry run is history, not the last run ----------------------------------------------------------------
+
+
+def test_a_dry_run_is_in_the_history_as_dry_run_but_status_shows_the_last_real_run(env: Env) -> None:
+    daily(env)
+    env.make_ready()
+    assert env.run("run", "--scheduled", now=DUE).exit_code == 0
+    assert env.run("run", "--dry-run", now="2026-11-27T08:00:00Z").exit_code == 0
+    assert [r["trigger"] for r in runs(env)] == ["dry-run", "scheduled"]
+    data = json.loads(env.run("status", "--json", now="2026-11-27T09:00:00Z").output)
+    assert data["last_run"]["trigger"] == "scheduled"
+    assert data["last_run"]["occurrence"] == "2026-11-27T06:00:00+00:00"
+
+
+# -- 3. Re-saving unchanged occurrences keeps saved_at --------------------------------------------------------
+
+
+def test_resaving_a_schedule_whose_occurrences_did_not_change_keeps_saved_at_so_the_pending_occurrence_runs(
+        env: Env) -> None:
+    daily(env)
+    env.make_ready()
+    saved_at = json.loads(env.run("status", "--json", now=SAVED).output)["schedule"]["saved_at"]
+    # 06:30: the 06:00 occurrence is pending (the host was down); only the addresses change.
+    assert env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", "--notify", "ops@msp.example",
+                   "--catch-up", "12h", now="2026-11-27T06:30:00Z").exit_code == 0
+    assert json.loads(env.run("status", "--json", now=SAVED).output)["schedule"]["saved_at"] == saved_at
+    assert env.run("run", "--scheduled", now="2026-11-27T06:45:00Z").exit_code == 0
+    assert [r["occurrence"] for r in runs(env)] == ["2026-11-27T06:00:00+00:00"]
+    # A change of hour is a new schedule: a new saved moment.
+    env.run("schedule", "set", "--daily", "--hour", "7", "--timezone", "UTC", now="2026-11-27T06:50:00Z")
+    assert json.loads(env.run("status", "--json", now=SAVED).output)["schedule"]["saved_at"] == (
+        "2026-11-27T06:50:00+00:00")
+
+
+# -- 4. Nothing that fell due while disabled runs after enable --------------------------------------------------
+
+
+def test_an_occurrence_that_fell_due_while_the_schedule_was_disabled_never_runs_late_after_enable(env: Env) -> None:
+    daily(env)
+    env.make_ready()
+    env.run("schedule", "disable", now="2026-11-27T05:00:00Z")
+    assert env.run("schedule", "enable", now="2026-11-27T07:00:00Z").exit_code == 0  # 06:00 fell due while off
+    assert env.run("run", "--scheduled", now="2026-11-27T07:05:00Z").exit_code == 0
+    assert runs(env) == []
+    status = json.loads(env.run("status", "--json", now="2026-11-28T12:00:00Z").output)
+    assert status["schedule"]["enabled_at"] == "2026-11-27T07:00:00+00:00"
+    assert status["missed"] == []
+    assert env.run("run", "--scheduled", now="2026-11-28T06:00:00Z").exit_code == 0
+    assert [r["occurrence"] for r in runs(env)] == ["2026-11-28T06:00:00+00:00"]
