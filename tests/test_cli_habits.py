@@ -144,10 +144,8 @@ class TestQuietAndVerbose:
         assert last_line(result.output) == "Error: hour 25 is not 0-23 (full hours only)"
 
     def test_verbose_is_accepted_after_the_command(self, env: Env) -> None:
-        # An empty config: the run records "no [psa] configured" and -v echoes the log to stderr.
-        env.config.parent.mkdir(parents=True)
-        env.config.write_text("")
-        os.chmod(env.config, 0o600)
+        # A ready config with an empty usage source: the run succeeds and -v echoes the log to stderr.
+        env.make_ready()
         # The log is set up once per process and state dir: each variant gets its own state dir.
         variants = (["-v", "run", "--yes"], ["run", "--yes", "-v"], ["run", "-v", "--yes"], ["run", "--yes"])
         for n, args in enumerate(variants):

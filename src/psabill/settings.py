@@ -519,7 +519,8 @@ def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -
         schedule=ScheduleSettings(
             mode=sched.get("mode"), enabled=bool(sched.get("enabled", True)), hour=int(sched.get("hour", 0)),
             day=sched.get("day"), weekday=sched.get("weekday"), start=sched.get("start"),
-            saved_at=sched.get("saved_at"), enabled_at=sched.get("enabled_at"), catch_up_text=str(sched.get("catch_up", DEFAULT_CATCH_UP)),
+            saved_at=sched.get("saved_at"), enabled_at=sched.get("enabled_at"),
+            catch_up_text=str(sched.get("catch_up", DEFAULT_CATCH_UP)),
         ),
         notify=NotifySettings(
             emails=tuple(notify.get("emails", ())),
@@ -675,6 +676,9 @@ DOCS: Dict[str, KeyDoc] = {
     "schedule.saved_at": KeyDoc("date-time with offset", _NO_DEFAULT,
                                 "When the schedule was saved (written by psabill; nothing earlier runs).",
                                 "2026-01-01T09:00:00Z"),
+    "schedule.enabled_at": KeyDoc("date-time with offset", _NO_DEFAULT,
+                                  "When the schedule was last enabled (written by psabill; nothing that fell "
+                                  "due while it was disabled runs).", "2026-01-05T09:00:00Z"),
     "schedule.catch_up": KeyDoc("duration", f'"{DEFAULT_CATCH_UP}"',
                                 "How late a missed occurrence may still run (at least 3h).", '"24h"'),
     "notify.emails": KeyDoc("list of addresses", "[]", "Who gets the results email.",

@@ -49,18 +49,24 @@ class Env:
         return CliRunner().invoke(cli, list(args), env=extra, input=input, catch_exceptions=False)
 
     def make_ready(self) -> None:
-        """Add the [source] and [psa] a run needs (a run without them is refused), and stub
-        the refresh: tests that use this are about the guard and the ledger, not the PSA."""
+        """Add the [source], [products] and [psa] a run needs (a run without them is refused),
+        and deliver any report to a file.
+
+        The usage source is empty, so a run reads it, builds the real PSA client and
+        finishes without a single request: tests that use this are about the guard
+        and the ledger, not the PSA."""
         data = tomllib.loads(self.config.read_text()) if self.config.exists() else {}
         self.config.parent.mkdir(parents=True, exist_ok=True)
         (self.config.parent / "usage.csv").write_text("customer,sku,seats\n")
         (self.config.parent / "psa-key").write_text("not-a-real-key\n")
         data["source"] = {"kind": "csv", "path": "usage.csv"}
+        data["products"] = {"LastPass": "SEATS-STD"}
+        data.setdefault("notify", {}).update({"transport": "file", "file": {"dir": str(self.tmp / "outbox")},
+                                             "from": "psabill@msp.example"})
         data["psa"] = {"kind": "connectwise", "url": "https://psa.invalid", "company": "msp",
                        "public_key": "pub", "private_key_file": "psa-key", "client_id": "client"}
         self.config.write_text(tomli_w.dumps(data))
         os.chmod(self.config, 0o600)
-        self.monkeypatch.setattr("psabill.run.perform._refresh", lambda settings, report, **kwargs: None)
 
     def snapshot(self) -> Dict[str, Any]:
         """Bytes of the config and crontab, to prove a failure changed nothing."""

@@ -251,6 +251,6 @@ def warn_not_ready(settings: Any) -> None:
     from psabill import readiness
 
     for gap in readiness.missing(settings):
-        click.echo(f"Not ready: {gap}: scheduled runs will fail until it is added to {settings.path}", err=True)
+        echo(f"Not ready: {gap}: scheduled runs will fail until it is added to {settings.path}", err=True)
     for warning in readiness.cron_env_warnings(settings):
-        click.echo(f"Warning: {warning}", err=True)
+        echo(f"Warning: {warning}", err=True)
