@@ -4,7 +4,6 @@ colour only on a terminal, --json everywhere a result is printed, shell completi
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
