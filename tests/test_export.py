@@ -46,7 +46,7 @@ from psabill.export import (
     systemd_units,
 )
 from psabill.schedule import Schedule
-from zones import UTC, occurrences_between, utc
+from support.zones import UTC, occurrences_between, utc
 
 try:  # cronsim >= 2.7 needs Python 3.10 at import time
     from cronsim import CronSim
