@@ -303,3 +303,70 @@ def test_the_postgres_driver_stays_off_the_sqlite_path(env: Env) -> None:
                          env={**os.environ, "PSABILL_NOW": "2026-11-27T06:00:00Z"}, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "False", (out.stdout, out.stderr)
     assert len(json.loads(env.run("history", "--json").output)) == 1  # it did run
+
+
+class TestTwoHosts:
+    def test_two_installs_sharing_one_ledger_run_each_occurrence_exactly_once(
+            self, env: Env, pg_url: str) -> None:
+        """Two psabill installs (own config copy and state dir, one [state] url) fire together, 8 rounds."""
+        import shutil
+        from datetime import date
+
+        import tomli_w
+
+        from psabill.sandbox.autotask import AutotaskStandin
+        from support.env import tomllib
+
+        env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        with AutotaskStandin(today=date(2026, 12, 5), latency_ms=15) as at:
+            services = {}
+            for n in range(10):
+                services[f"C{n:03d}"] = at.add_service(at.add_contract(at.add_company(f"Customer {n}", f"C{n:03d}")),
+                                                       301, 10)
+            data = tomllib.loads(env.config.read_text())
+            data.update({
+                "source": {"kind": "csv", "path": "usage.csv"},
+                "products": {"LastPass": "301"},
+                "psa": {"kind": "autotask", "url": at.url + "/ATServicesRest/", "username": at.username,
+                        "integration_code": at.integration_code, "secret_env": "AT_SECRET", "concurrency": 2,
+                        "max_retries": 0},
+                "state": {"url": pg_url},
+            })
+            installs = [env.tmp / "host-a", env.tmp / "host-b"]
+            for root in installs:
+                (root / "conf").mkdir(parents=True)
+                (root / "conf" / "config.toml").write_text(tomli_w.dumps(data))
+                os.chmod(root / "conf" / "config.toml", 0o600)
+                shutil.copy(env.crontab, root / "crontab")
+            base = {k: v for k, v in os.environ.items() if k != "PSABILL_STATE_URL"}
+            seats = {customer: 10 for customer in services}
+            for round_no in range(1, 9):
+                seats = {customer: 10 + round_no + i for i, customer in enumerate(services)}
+                usage = "customer,sku,seats\n" + "".join(f"{c},LastPass,{n}\n" for c, n in seats.items())
+                for root in installs:
+                    (root / "conf" / "usage.csv").write_text(usage)
+                now = f"2026-12-{round_no:02d}T06:00:{round_no:02d}Z"
+                before = len(at.adjustments)
+                procs = [subprocess.Popen(
+                    [sys.executable, "-m", "psabill", "run", "--scheduled"], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True,
+                    env={**base, "PSABILL_CONFIG": str(root / "conf" / "config.toml"),
+                         "PSABILL_STATE_DIR": str(root / "state"), "PSABILL_CRONTAB": str(root / "crontab"),
+                         "PSABILL_NOW": now, "AT_SECRET": at.secret}) for root in installs]
+                outputs = [proc.communicate(timeout=120) for proc in procs]
+                assert [proc.returncode for proc in procs] == [0, 0], outputs
+                runs = json.loads(env.run("history", "--days", "100000", "--json",
+                                          env={"PSABILL_STATE_URL": pg_url}).output)
+                assert len(runs) == round_no, (round_no, outputs)
+                assert runs[0]["occurrence"] == f"2026-12-{round_no:02d}T06:00:00+00:00"
+                assert runs[0]["status"] == SUCCESS and runs[0]["counts"]["updated"] == len(services)
+                assert len(at.adjustments) - before == len(services)  # one adjustment per service, never two
+                for customer, csid in services.items():
+                    assert at.units(csid) == seats[customer]
+            # Each install logged locally; between them, exactly one run per round.
+            started = sum((root / "state" / "psabill.log").read_text().count(" started (scheduled")
+                          for root in installs if (root / "state" / "psabill.log").exists())
+            assert started == 8
+            for customer, csid in services.items():
+                contract = at.tables["ContractServices"][csid]["contractID"]
+                assert sum(a["unitChange"] for a in at.adjustments if a["contractID"] == contract) == seats[customer] - 10
