@@ -370,3 +370,12 @@ class TestTwoHosts:
             for customer, csid in services.items():
                 contract = at.tables["ContractServices"][csid]["contractID"]
                 assert sum(a["unitChange"] for a in at.adjustments if a["contractID"] == contract) == seats[customer] - 10
+
+
+def test_a_state_url_with_a_password_needs_a_private_config(env: Env) -> None:
+    env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+    with env.config.open("a") as fh:
+        fh.write('\n[state]\nurl = "postgresql://billing:hunter2@db.example/psabill"\n')
+    os.chmod(env.config, 0o644)
+    result = env.run("status")
+    assert result.exit_code == 3 and "state.url (its password)" in result.output and "hunter2" not in result.output

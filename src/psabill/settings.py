@@ -158,6 +158,16 @@ POSITIVE = _range(1, 1_000_000)
 
 ANY_STR_KEYS = "*"  # a section whose keys are free-form (e.g. [products])
 
+def _url_password(url: str) -> Optional[str]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return parts.password or dict(parse_qsl(parts.query)).get("password")
+    except ValueError:
+        return None
+
+
 def _state_url(value: Any) -> Optional[str]:
     problem = STR(value)
     if problem:
@@ -318,6 +328,9 @@ def _check_literal_secrets(data: Mapping[str, Any], path: Path) -> None:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and key in node:
             literal.append(f"{section}.{key}")
+    url = data.get("state", {}).get("url") if isinstance(data.get("state"), dict) else None
+    if isinstance(url, str) and _url_password(url):
+        literal.append("state.url (its password)")
     if not literal:
         return
     try:
