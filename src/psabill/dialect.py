@@ -18,7 +18,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence, Tuple, Type
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from psabill.errors import StateError
@@ -72,6 +72,17 @@ CREATE TABLE IF NOT EXISTS items (
 MIGRATIONS = {2: ("ALTER TABLE runs ADD COLUMN host TEXT",)}
 
 
+class Cursor(Protocol):
+    """What History uses of a DB-API cursor, sqlite3's or psycopg's."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> List[Any]: ...
+
+
 def redact(url: str) -> str:
     """``url`` without its password (in the authority or as a ``password=`` parameter)."""
     try:
@@ -106,6 +117,10 @@ class Dialect:
         return text
 
     def has_meta(self, conn: Any) -> bool:
+        raise NotImplementedError
+
+    def migrate(self, conn: Any) -> int:
+        """Create or upgrade the schema in one transaction; the schema version it ends at."""
         raise NotImplementedError
 
     def transaction(self, conn: Any, *, exclusive: bool = False) -> "contextlib.AbstractContextManager[None]":
@@ -283,7 +298,7 @@ class PostgresDialect(Dialect):
         return True  # a server, not a file: opening it creates nothing until a run writes
 
     def connect(self, readonly: bool = False) -> Any:
-        extra = {} if "connect_timeout" in self.url else {"connect_timeout": 10}
+        extra: Dict[str, Any] = {} if "connect_timeout" in self.url else {"connect_timeout": 10}
         try:
             return self._psycopg.connect(self.url, autocommit=True, application_name="psabill", **extra)
         except self._psycopg.Error as exc:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Union
 
 from psabill import dialect as dialect_mod
-from psabill.dialect import Dialect, SqliteDialect
+from psabill.dialect import Cursor, Dialect, SqliteDialect
 from psabill.errors import StateError
 from psabill.fsutil import make_private_dir
 from psabill.paths import Paths
@@ -184,16 +184,18 @@ class History:
             self._conn.close()
             self._conn = None
 
-    def _execute(self, sql: str, params: Any = ()) -> Any:
+    def _execute(self, sql: str, params: Any = ()) -> Cursor:
         try:
             with self.dialect.transaction(self.conn):
-                return self.conn.execute(self.dialect.sql(sql), params)
+                cursor: Cursor = self.conn.execute(self.dialect.sql(sql), params)
+                return cursor
         except self.dialect.errors as exc:
             raise self._db_error(exc) from None
 
     def _query(self, sql: str, params: Any = ()) -> List[Any]:
         try:
-            return self.conn.execute(self.dialect.sql(sql), params).fetchall()
+            rows: List[Any] = self.conn.execute(self.dialect.sql(sql), params).fetchall()
+            return rows
         except self.dialect.errors as exc:
             raise self._db_error(exc) from None
 
@@ -403,7 +405,7 @@ def open_store(paths: Paths, url: Optional[str]) -> Store:
         if not url.startswith(("postgresql://", "postgres://")):
             raise StateError(f"[state] url {dialect_mod.redact(url)} is not a postgresql:// URL")
         try:
-            pg: Dialect = PostgresDialect(url)
+            pg = PostgresDialect(url)
         except ImportError:
             raise StateError("[state] url needs psycopg 3: install psabill with the 'postgres' extra "
                              "(pip install 'psabill[postgres]')") from None
