@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Optional
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,6 +22,12 @@ def history(env: Env) -> list:
 
 
 class TestGuard:
+    """Every guard rule, with the ledger in SQLite and in PostgreSQL."""
+
+    @pytest.fixture(autouse=True)
+    def _each_ledger(self, ledger_url: Optional[str]) -> None:
+        self.ledger_url = ledger_url
+
     def test_nothing_due_prints_nothing_and_exits_0(self, env: Env) -> None:
         env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York", now=SAVED)
         env.make_ready()
@@ -90,13 +97,13 @@ class TestGuard:
 
     def test_an_interrupted_run_is_marked_and_its_occurrence_runs_again(self, env: Env) -> None:
         from psabill.report import RunReport
-        from psabill.history import History
+        from support.ledger import history_for
 
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
         env.make_ready()
         occurrence = datetime(2026, 11, 27, 6, tzinfo=UTC)
         # What a run killed with SIGKILL leaves behind: a row still marked running.
-        state = History(env.state_dir / "state.db")
+        state = history_for(env.state_dir, self.ledger_url)
         state.start_run(RunReport(trigger="scheduled", started_at=occurrence, occurrence=occurrence))
         state.close()
         env.run("run", "--scheduled", now="2026-11-27T06:05:00Z")

@@ -7,6 +7,7 @@ from trustme. Nothing leaves the machine.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 import os
 import ssl
 import stat
@@ -449,7 +450,8 @@ class TestTransports:
         outbox = tmp_path / "outbox"
         cfg = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
         first = recorded(state, fixed_report())
-        second = recorded(state, fixed_report())
+        # The next week's occurrence: the ledger records each occurrence's run once.
+        second = recorded(state, replace(fixed_report(), occurrence=datetime(2026, 3, 17, 13, 0, tzinfo=UTC)))
         notify.send_report(cfg.notify, first, state, outbox=state.dir / 'outbox')
         notify.send_report(cfg.notify, second, state, outbox=state.dir / 'outbox')
         notify.send_report(cfg.notify, first, state, outbox=state.dir / 'outbox', force=True)  # a resend replaces, never duplicates

@@ -12,11 +12,13 @@ import email
 import json
 import os
 from email import policy
+from typing import Optional
 
 from support.env import ADDRESSES, SCHEDULED_NOW, Env, Sink, configure, free_port, last_line
 from psabill.sandbox.connectwise import Sandbox
 
-def test_a_scheduled_run_updates_the_psa_and_mails_both_addresses(env: Env, sandbox: Sandbox) -> None:
+def test_a_scheduled_run_updates_the_psa_and_mails_both_addresses(
+        env: Env, sandbox: Sandbox, ledger_url: Optional[str]) -> None:
     from aiosmtpd.controller import Controller
 
     sink = Sink()
@@ -50,7 +52,9 @@ def test_a_scheduled_run_updates_the_psa_and_mails_both_addresses(env: Env, sand
     assert len(sandbox.patches()) == len(updated)
 
 
-def test_with_the_smtp_server_down_the_run_is_recorded_exits_5_and_resend_delivers(env: Env, sandbox: Sandbox) -> None:
+def test_with_the_smtp_server_down_the_run_is_recorded_exits_5_and_resend_delivers(
+        env: Env, sandbox: Sandbox, ledger_url: Optional[str]) -> None:
+    # Both ledgers: the run's record, its email status and the resend live in SQLite or PostgreSQL.
     from aiosmtpd.controller import Controller
 
     port = free_port()

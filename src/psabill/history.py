@@ -1,13 +1,20 @@
-"""The run history (SQLite in the state dir) that doubles as the once-only ledger.
+"""The run history that doubles as the once-only ledger: SQLite or PostgreSQL.
 
-* ``state.db`` holds one ``runs`` row per run and one ``items`` row per
+* By default it is ``state.db`` in the state dir. With ``[state] url`` (or
+  ``PSABILL_STATE_URL``, which wins) it is a PostgreSQL database that several
+  hosts share; :func:`open_store` picks, and :mod:`psabill.dialect` holds what
+  differs. The log always stays local.
+* It holds one ``runs`` row per run and one ``items`` row per
   (customer, SKU). Rows are written as the run goes, so a run that is killed
   leaves its record; the next run that takes the lock marks it ``interrupted``.
 * A scheduled occurrence counts as *done* once a run for it exists in any
   status but ``interrupted``: an interrupted occurrence is run again (the PSA
   writes are idempotent or re-read before each change), every other one never.
-* Runs are serialized by :mod:`psabill.lock`; the guard re-checks the ledger
-  after taking it.
+* Runs are serialized by the store's run lock (an ``flock`` in the state dir,
+  or a PostgreSQL advisory lock on a connection held for the run); the guard
+  re-checks the ledger after taking it, and a scheduled run claims its
+  occurrence in one transaction.
+* Every run records the host it ran on.
 * A corrupt or unreadable database is an error, never a silent fresh start:
   the file is left exactly as found for the admin to inspect.
 """
@@ -15,58 +22,21 @@
 from __future__ import annotations
 
 import os
-import sqlite3
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Union
 
+from psabill import dialect as dialect_mod
+from psabill.dialect import Cursor, Dialect, SqliteDialect
 from psabill.errors import StateError
 from psabill.fsutil import make_private_dir
+from psabill.paths import Paths
 from psabill.report import INTERRUPTED, RUNNING, ItemResult, RunReport
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    trigger TEXT NOT NULL,
-    occurrence TEXT,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    status TEXT NOT NULL,
-    late_seconds INTEGER,
-    message TEXT NOT NULL DEFAULT '',
-    psa_kind TEXT,
-    api_requests INTEGER NOT NULL DEFAULT 0,
-    updated INTEGER NOT NULL DEFAULT 0,
-    unchanged INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    unmapped INTEGER NOT NULL DEFAULT 0,
-    email_status TEXT,
-    email_message TEXT NOT NULL DEFAULT '',
-    pid INTEGER
-);
-CREATE INDEX IF NOT EXISTS runs_occurrence ON runs (occurrence);
-CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
-CREATE TABLE IF NOT EXISTS items (
-    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    customer TEXT NOT NULL,
-    sku TEXT NOT NULL,
-    psa_company TEXT,
-    agreement TEXT,
-    line TEXT,
-    old INTEGER,  -- a PSA quantity: INTEGER affinity keeps a decimal 2.5 as REAL 2.5, exactly
-    new INTEGER,
-    outcome TEXT NOT NULL,
-    message TEXT NOT NULL DEFAULT '',
-    hint TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, seq)
-);
-"""
+SCHEMA_VERSION = dialect_mod.SCHEMA_VERSION
 
 
 def _stored(value: Any) -> Any:
@@ -111,6 +81,7 @@ class RunRow:
     unmapped: int
     email_status: Optional[str]
     email_message: str
+    host: Optional[str] = None
 
     @property
     def request_rate(self) -> Optional[float]:
@@ -140,22 +111,31 @@ class RunRow:
                 "unmapped": self.unmapped,
             },
             "email": {"status": self.email_status, "message": self.email_message},
+            "host": self.host,
         }
 
 
 _RUN_COLUMNS = (
     "id, trigger, occurrence, started_at, finished_at, status, late_seconds, message, "
-    "psa_kind, api_requests, updated, unchanged, failed, unmapped, email_status, email_message"
+    "psa_kind, api_requests, updated, unchanged, failed, unmapped, email_status, email_message, host"
 )
+_ITEM_COLUMNS = ("run_id", "seq", "customer", "sku", "psa_company", "agreement", "line", "old", "new", "outcome",
+                 "message", "hint")
 
 
 class History:
-    """The history database. Open one per command or run, and close it (it is a context manager)."""
+    """The history database. Open one per command or run, and close it (it is a context manager).
 
-    def __init__(self, db_path: Path) -> None:
-        self.dir = db_path.parent
-        self.db_path = db_path
-        self._conn: Optional[sqlite3.Connection] = None
+    ``where`` is the SQLite file (the default, in the state dir) or a
+    :class:`~psabill.dialect.Dialect` such as PostgreSQL's; every query below is
+    written once, with ``?`` placeholders the dialect rewrites.
+    """
+
+    def __init__(self, where: Union[Path, Dialect]) -> None:
+        self.dialect: Dialect = SqliteDialect(where) if isinstance(where, Path) else where
+        self.db_path: Optional[Path] = where if isinstance(where, Path) else None
+        self.dir = self.db_path.parent if self.db_path is not None else None
+        self._conn: Any = None
 
     def __enter__(self) -> "History":
         return self
@@ -165,146 +145,101 @@ class History:
 
     @property
     def exists(self) -> bool:
-        """Whether the database file exists (read-only commands never create it)."""
-        return self.db_path.exists()
+        """Whether the database exists (read-only commands never create the SQLite file)."""
+        return self.dialect.exists()
+
+    @property
+    def where(self) -> str:
+        """The database, as messages name it (a URL never shows its password)."""
+        return self.dialect.where
 
     # -- opening --------------------------------------------------------------
 
     def ensure_dir(self) -> None:
         """Create the state dir (0700) if it is missing."""
-        make_private_dir(self.dir, StateError, "state dir")
+        if self.dir is not None:
+            make_private_dir(self.dir, StateError, "state dir")
 
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> Any:
         if self._conn is None:
-            self.ensure_dir()
-            self._conn = self._connect(self.db_path)
+            self._conn = self._connect()
         return self._conn
 
-    def _connect(self, path: Path, readonly: bool = False) -> sqlite3.Connection:
+    def _connect(self, readonly: bool = False) -> Any:
+        conn = None
         try:
-            if readonly:
-                conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
-            else:
-                conn = sqlite3.connect(str(path), timeout=5)
-                os.chmod(path, 0o600)
-                # One commit per item keeps a killed run's record; WAL with NORMAL sync makes
-                # each commit cheap (no fsync) and still survives a killed process intact.
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
+            conn = self.dialect.connect(readonly=readonly)
             if not readonly:
-                version = self._migrate(conn)
+                version = self.dialect.migrate(conn)
             else:
-                version = self._read_version(conn)
+                version = dialect_mod._read_version(self.dialect, conn)
                 if version == 0:
                     return conn  # created by a process still writing its schema: nothing has run yet
+                if version < SCHEMA_VERSION:
+                    return conn  # an older schema: readable; the next writer migrates it
             if version != SCHEMA_VERSION:
                 raise StateError(
-                    f"history database {path} has schema version {version}, this psabill "
-                    f"knows {SCHEMA_VERSION}: upgrade psabill (the file was left unchanged)"
+                    f"history database {self.where} has schema version {version}, this psabill "
+                    f"knows {SCHEMA_VERSION}: upgrade psabill (the database was left unchanged)"
                 )
-        except sqlite3.DatabaseError as exc:
-            raise self._db_error(path, exc) from None
+        except self.dialect.errors as exc:
+            if conn is not None:
+                conn.close()
+            raise self._db_error(exc) from None
+        except StateError:
+            if conn is not None:
+                conn.close()
+            raise
         return conn
 
-    @staticmethod
-    def _db_error(path: Path, exc: sqlite3.Error) -> StateError:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            return StateError(f"history database {path} is locked by another process ({text}); retry later")
-        if "full" in text or "disk I/O" in text:
-            return StateError(f"cannot write the history database {path}: the disk is full or failing ({text}); "
-                              "free space, then retry")
-        if "readonly" in text or "read-only" in text or "unable to open" in text:
-            return StateError(f"cannot write the history database {path} ({text}): make it and its directory "
-                              "writable by this user, then retry")
-        if "not a database" in text or "malformed" in text or "corrupt" in text:
-            return StateError(
-                f"history database {path} is corrupt ({text}); it was left unchanged. Moving it aside starts "
-                "a fresh history, but loses the record of which occurrences already ran"
-            )
-        return StateError(f"history database {path} failed ({text}); it was left unchanged: retry, and if it "
-                          "persists, check the file and the disk")
-
-    @staticmethod
-    def _read_version(conn: sqlite3.Connection) -> int:
-        """The stored schema version; 0 for a database whose schema was never committed."""
-        if not _has_meta(conn):
-            return 0
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
-
-    def _migrate(self, conn: sqlite3.Connection) -> int:
-        """Create the schema in one IMMEDIATE transaction: another process sees all of it or none.
-
-        Two guards opening a fresh state dir together serialize here (the second
-        waits on SQLite's busy timeout, then finds the schema); a creation that
-        fails half-way, on a full disk say, rolls back and leaves nothing that
-        wedges the next run.
-        """
-        if _has_meta(conn):
-            return self._read_version(conn)
-        conn.isolation_level = None  # explicit BEGIN/COMMIT: DDL stays inside the transaction
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if not _has_meta(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                                 (str(SCHEMA_VERSION),))
-                version = self._read_version(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.isolation_level = ""
-        return version
+    def _db_error(self, exc: BaseException) -> StateError:
+        return self.dialect.error(exc)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    def _execute(self, sql: str, params: Any = ()) -> Cursor:
         try:
-            with self.conn:
-                return self.conn.execute(sql, params)
-        except sqlite3.DatabaseError as exc:
-            raise self._db_error(self.db_path, exc) from None
+            with self.dialect.transaction(self.conn):
+                cursor: Cursor = self.conn.execute(self.dialect.sql(sql), params)
+                return cursor
+        except self.dialect.errors as exc:
+            raise self._db_error(exc) from None
 
     def _query(self, sql: str, params: Any = ()) -> List[Any]:
         try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise self._db_error(self.db_path, exc) from None
+            rows: List[Any] = self.conn.execute(self.dialect.sql(sql), params).fetchall()
+            return rows
+        except self.dialect.errors as exc:
+            raise self._db_error(exc) from None
 
     # -- the cheap read used by the not-due guard path ----------------------
 
     def occurrence_done_readonly(self, occurrence: datetime) -> bool:
         """Like :meth:`occurrence_done`, without creating anything."""
-        if not self.db_path.exists():
+        if not self.exists:
             return False
+        conn = self._connect(readonly=True)
         try:
-            conn = self._connect(self.db_path, readonly=True)
-        except StateError:
-            raise
-        try:
-            return _has_meta(conn) and _done(conn, occurrence)
-        except sqlite3.DatabaseError as exc:
-            raise self._db_error(self.db_path, exc) from None
+            return self.dialect.has_meta(conn) and _done(self.dialect, conn, occurrence)
+        except self.dialect.errors as exc:
+            raise self._db_error(exc) from None
         finally:
             conn.close()
 
     def occurrence_done(self, occurrence: datetime) -> bool:
         try:
-            return _done(self.conn, occurrence)
-        except sqlite3.DatabaseError as exc:
-            raise self._db_error(self.db_path, exc) from None
+            return _done(self.dialect, self.conn, occurrence)
+        except self.dialect.errors as exc:
+            raise self._db_error(exc) from None
+
+    def hosts(self) -> List[str]:
+        """Every host that has a run in the history."""
+        rows = self._query("SELECT DISTINCT host FROM runs WHERE host IS NOT NULL ORDER BY host")
+        return [row[0] for row in rows]
 
     # -- runs -----------------------------------------------------------------
 
@@ -318,27 +253,36 @@ class History:
         return cursor.rowcount
 
     def start_run(self, report: RunReport) -> int:
-        cursor = self._execute(
-            "INSERT INTO runs (trigger, occurrence, started_at, status, late_seconds, psa_kind, pid) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                report.trigger,
-                iso(report.occurrence),
-                iso(report.started_at),
-                RUNNING,
-                report.late_seconds,
-                report.psa_kind,
-                os.getpid(),
-            ),
+        """Record the run as ``running``. A scheduled run claims its occurrence: the check that
+        nobody ran it and the insert are one transaction that keeps other writers out."""
+        params = (
+            report.trigger,
+            iso(report.occurrence),
+            iso(report.started_at),
+            RUNNING,
+            report.late_seconds,
+            report.psa_kind,
+            os.getpid(),
+            socket.gethostname(),
         )
-        run_id = int(cursor.lastrowid or 0)
+        sql = self.dialect.sql(
+            "INSERT INTO runs (trigger, occurrence, started_at, status, late_seconds, psa_kind, pid, host) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        claim = report.trigger == "scheduled" and report.occurrence is not None
+        try:
+            with self.dialect.transaction(self.conn, exclusive=claim):
+                if claim and report.occurrence is not None and _done(self.dialect, self.conn, report.occurrence):
+                    raise StateError(f"occurrence {iso(report.occurrence)} already ran (see 'psabill history'); "
+                                     "nothing was run")
+                run_id = self.dialect.insert_id(self.conn, sql, params)
+        except self.dialect.errors as exc:
+            raise self._db_error(exc) from None
         report.run_id = run_id
         return run_id
 
     def add_item(self, run_id: int, seq: int, item: ItemResult) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO items (run_id, seq, customer, sku, psa_company, agreement, line, "
-            "old, new, outcome, message, hint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.dialect.upsert("items", _ITEM_COLUMNS, ("run_id", "seq")),
             (
                 run_id,
                 seq,
@@ -460,17 +404,55 @@ class History:
         return cursor.rowcount
 
 
-def _has_meta(conn: sqlite3.Connection) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
-    return row is not None
+ENV_STATE_URL = "PSABILL_STATE_URL"
 
 
-def _done(conn: sqlite3.Connection, occurrence: datetime) -> bool:
+def state_url(configured: Optional[str]) -> Optional[str]:
+    """``PSABILL_STATE_URL``, then ``[state] url``; None (or empty) keeps SQLite in the state dir."""
+    return os.environ.get(ENV_STATE_URL) or configured or None
+
+
+@dataclass
+class Store:
+    """The history and the run lock that guards it."""
+
+    history: History
+    lock: Callable[[float], ContextManager[None]]  # lock(timeout): hold the run lock
+
+    @property
+    def shared(self) -> bool:
+        """Whether several hosts can share this ledger (PostgreSQL)."""
+        return self.history.dialect.shared
+
+
+def open_store(paths: Paths, url: Optional[str]) -> Store:
+    """The history (not yet connected) and its run lock: PostgreSQL at ``url`` (see :func:`state_url`),
+    else SQLite and an ``flock`` in the state dir. Nothing is opened until it is used."""
+    if url:
+        from psabill.dialect import PostgresDialect
+
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise StateError(f"[state] url {dialect_mod.redact(url)} is not a postgresql:// URL")
+        try:
+            pg = PostgresDialect(url)
+        except ImportError:
+            raise StateError("[state] url needs psycopg 3: install psabill with the 'postgres' extra "
+                             "(pip install 'psabill[postgres]')") from None
+        return Store(History(pg), pg.lock)
+    def flock(timeout: float) -> ContextManager[None]:
+        from psabill.lock import run_lock
+
+        return run_lock(paths.lock, timeout)
+
+    return Store(History(paths.db), flock)
+
+
+def _done(dialect: Dialect, conn: Any, occurrence: datetime) -> bool:
     # A row still "running" is either in progress (its owner holds the run lock, and
     # we re-check after taking it) or left by a killed run: neither counts as done.
-    row = conn.execute(
+    row = conn.execute(dialect.sql(
         "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' "
-        "AND status NOT IN (?, ?) LIMIT 1",
+        "AND status NOT IN (?, ?) LIMIT 1"),
         (iso(occurrence), INTERRUPTED, RUNNING),
     ).fetchone()
     return row is not None

@@ -173,6 +173,25 @@ POSITIVE = _range(1, 1_000_000)
 
 ANY_STR_KEYS = "*"  # a section whose keys are free-form (e.g. [products])
 
+def _url_password(url: str) -> Optional[str]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return parts.password or dict(parse_qsl(parts.query)).get("password")
+    except ValueError:
+        return None
+
+
+def _state_url(value: Any) -> Optional[str]:
+    problem = STR(value)
+    if problem:
+        return problem
+    if value and not str(value).startswith(("postgresql://", "postgres://")):
+        return "expected a postgresql:// URL (or nothing, for SQLite in the state dir)"
+    return None
+
+
 SCHEMA: Dict[str, Dict[str, Any]] = {
     "": {"version": _range(1, VERSION)},
     "account": {"name": STR, "timezone": _zone},
@@ -240,6 +259,7 @@ SCHEMA: Dict[str, Dict[str, Any]] = {
     },
     "history": {"retention_days": POSITIVE},
     "run": {"lock_timeout": _duration},
+    "state": {"url": _state_url},
     "log": {"max_bytes": POSITIVE, "backups": _range(0, 100)},
 }
 
@@ -251,6 +271,10 @@ DEFAULT_CATCH_UP = "24h"
 DEFAULT_LOCK_TIMEOUT = "10m"
 DEFAULT_RETENTION_DAYS = 400  # LastPass keeps 60 days; a year and a bit serves audits
 MAX_DURATION_DAYS = 366
+
+
+# Shown redacted in every message: the URL may carry the database password.
+REDACTED_KEYS = {"state.url"}
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -331,6 +355,10 @@ def _show(value: Any) -> str:
 def _check(check: Check, value: Any, where: str, path: Path) -> None:
     problem = check(value)
     if problem:
+        if where in REDACTED_KEYS and isinstance(value, str):
+            from psabill.dialect import redact
+
+            raise ConfigError(f"{path}: {where} = {redact(value)!r}: {problem}")
         raise ConfigError(f"{path}: {where} = {_show(value)}: {problem}")
 
 
@@ -342,6 +370,9 @@ def _check_literal_secrets(data: Mapping[str, Any], path: Path) -> None:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and key in node:
             literal.append(f"{section}.{key}")
+    url = data.get("state", {}).get("url") if isinstance(data.get("state"), dict) else None
+    if isinstance(url, str) and _url_password(url):
+        literal.append("state.url (its password)")
     if not literal:
         return
     try:
@@ -468,6 +499,7 @@ class Settings:
     psa: Optional[PsaSettings] = None  # None: no [psa] section
     retention_days: int = DEFAULT_RETENTION_DAYS
     lock_timeout: float = 600.0
+    state_url: Optional[str] = field(default=None, repr=False)  # [state] url: a shared PostgreSQL ledger; None: SQLite in the state dir
     log_max_bytes: int = 1_000_000
     log_backups: int = 5
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -555,6 +587,7 @@ def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -
         ),
         retention_days=int(table("history").get("retention_days", DEFAULT_RETENTION_DAYS)),
         lock_timeout=parse_duration(table("run").get("lock_timeout", DEFAULT_LOCK_TIMEOUT)).total_seconds(),
+        state_url=str(table("state").get("url") or "") or None,
         log_max_bytes=int(table("log").get("max_bytes", 1_000_000)),
         log_backups=int(table("log").get("backups", 5)),
         document=data,

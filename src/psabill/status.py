@@ -2,6 +2,9 @@
 
 :func:`build` reads the settings, the crontab and the history once; "now" and
 the host zone are arguments. The JSON keys are stable (the README lists them).
+``ledger`` names the history (SQLite file or PostgreSQL URL without its
+password) and the hosts that ran; ``warnings`` flags runs from several hosts on
+a ledger they cannot share.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import islice
 from typing import Any, Dict, List, Optional
 
-from psabill.history import History
+from psabill.history import open_store, state_url
 from psabill.paths import Paths
 from psabill.schedule import WEEKDAYS, Schedule
 from psabill.settings import Settings
@@ -64,6 +67,7 @@ class Status:
     last_run: Optional[Dict[str, Any]] = None
     missed: List[str] = field(default_factory=list)
     not_ready: List[str] = field(default_factory=list)
+    ledger: Dict[str, Any] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
@@ -82,6 +86,7 @@ class Status:
             "missed": self.missed,
             "notify": self.notify,
             "not_ready": self.not_ready,
+            "ledger": self.ledger,
             "warnings": self.warnings,
         }
 
@@ -97,11 +102,18 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
     expected = scheduling.desired_lines(paths, settings, now, host)
     last = None
     done: List[str] = []
-    if paths.db.exists():
-        with History(paths.db) as history:
+    hosts: List[str] = []
+    store = open_store(paths, state_url(settings.state_url))
+    if store.history.exists:
+        with store.history as history:
             row = history.last_run(real=True)
             last = row.to_json() if row else None
             done = history.done_occurrences(now - MISSED_HORIZON - timedelta(days=1))
+            hosts = history.hosts()
+    warnings = []
+    if len(hosts) > 1 and not store.shared:
+        warnings.append(f"the history has runs from {len(hosts)} hosts ({', '.join(hosts)}) but no shared ledger: "
+                        "run one scheduler per config, or set [state] url so the hosts share one")
     emails = list(settings.notify.emails)
     status = Status(
         config=str(paths.config),
@@ -117,7 +129,9 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
                 else "no report is sent (no addresses configured)"},
         last_run=last,
         not_ready=readiness.missing(settings) if settings.exists else [],
-        warnings=readiness.cron_env_warnings(settings),
+        ledger={"kind": store.history.dialect.kind, "where": store.history.where, "shared": store.shared,
+                "hosts": hosts},
+        warnings=readiness.cron_env_warnings(settings) + warnings,
     )
     if schedule is not None:
         status.schedule = {

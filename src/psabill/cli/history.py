@@ -31,8 +31,9 @@ def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
     app = click_ctx.find_object(App)
     assert app is not None
     rows = []
-    if app.paths.db.exists():
-        with app.history() as history_db:
+    history_db = app.history()
+    if history_db.exists:
+        with history_db:
             rows = history_db.runs(clock.now() - timedelta(days=days))
     if as_json:
         emit_json([row.to_json() for row in rows])
@@ -40,11 +41,11 @@ def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
     if not rows:
         click.echo("No runs recorded.")
         return
-    click.echo(f"{'ID':>5}  {'STARTED (UTC)':<25} {'TRIGGER':<9} {'STATUS':<11} {'UPD':>5} {'SAME':>5} {'FAIL':>5} {'UNMAP':>5}  EMAIL")
+    click.echo(f"{'ID':>5}  {'STARTED (UTC)':<25} {'TRIGGER':<9} {'STATUS':<11} {'UPD':>5} {'SAME':>5} {'FAIL':>5} {'UNMAP':>5}  {'EMAIL':<7} HOST")
     for row in rows:
         click.echo(
             f"{row.id:>5}  {row.started_at[:25]:<25} {row.trigger:<9} {row.status:<11} {row.updated:>5} "
-            f"{row.unchanged:>5} {row.failed:>5} {row.unmapped:>5}  {row.email_status or '-'}"
+            f"{row.unchanged:>5} {row.failed:>5} {row.unmapped:>5}  {row.email_status or '-':<7} {row.host or '-'}"
         )
 
 
@@ -62,8 +63,9 @@ def show(app: App, run_id: int, as_json: bool, as_csv: bool) -> None:
       psabill history show 12 --csv > run-12.csv
     """
     row = None
-    if app.paths.db.exists():
-        with app.history() as history_db:
+    history_db = app.history()
+    if history_db.exists:
+        with history_db:
             row = history_db.run(run_id)
             items = history_db.items(run_id) if row is not None else []
     if row is None:
@@ -75,6 +77,7 @@ def show(app: App, run_id: int, as_json: bool, as_csv: bool) -> None:
         emit_json({**row.to_json(), "items": [item.to_json() for item in items]})
         return
     click.echo(f"Run {row.id}: {row.status} ({row.trigger}), started {row.started_at}, finished {row.finished_at or '-'}")
+    click.echo(f"Host: {row.host or '-'}")
     if row.occurrence:
         click.echo(f"Occurrence: {row.occurrence}" + (f" (ran {row.late_seconds}s late)" if row.late_seconds else ""))
     if row.message:

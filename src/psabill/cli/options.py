@@ -31,11 +31,15 @@ class App:
 
         return load(self.paths.config, check_addresses=check_addresses, must_exist=must_exist)
 
-    def history(self) -> Any:
-        """A History on this state dir; use it as a context manager."""
-        from psabill.history import History
+    def store(self) -> Any:
+        """The history and run lock: ``[state] url`` / PSABILL_STATE_URL, else SQLite in the state dir."""
+        from psabill.history import open_store, state_url
 
-        return History(self.paths.db)
+        return open_store(self.paths, state_url(self.settings(check_addresses=False).state_url))
+
+    def history(self) -> Any:
+        """The History of :meth:`store` (not yet opened); use it as a context manager."""
+        return self.store().history
 
 
 pass_app = click.make_pass_decorator(App)
@@ -229,6 +233,8 @@ def render_status(data: Any, now: Any, colour: bool = False) -> None:
     out(f"Zones:      account {data['account']['timezone'] or 'n/a'}, host {data['host_timezone']}")
     if nxt:
         out(f"Next run:   {nxt['account']} (host {nxt['host']}, UTC {nxt['utc']})")
+    if last:
+        out(f"Last run:   {last['status']} ({last['trigger']}) on host {last.get('host') or '-'}")
     cron = data["cron"]
     state = "installed" if cron["installed"] else "not installed"
     sync = paint("in sync" if cron["in_sync"] else "OUT OF SYNC: run 'psabill cron install'", colour)
@@ -242,6 +248,8 @@ def render_status(data: Any, now: Any, colour: bool = False) -> None:
         out(f"Not ready:  {gap} (add it to the config; see 'psabill check')")
     for warning in data["warnings"]:
         out(f"Warning:    {warning}")
+    ledger = data["ledger"]
+    out(f"Ledger:     {ledger['kind']} {ledger['where']}" + (" (shared)" if ledger["shared"] else ""))
     out(f"Config:     {data['config']}")
     out(f"State dir:  {data['state_dir']}")
 

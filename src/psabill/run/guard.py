@@ -1,15 +1,16 @@
 """What is due, and running it exactly once.
 
 The not-due path is what cron hits most, so :func:`run_scheduled` parses the
-config once, asks the pure schedule core, and makes one read-only
-SQLite query. The refresh, the PSA clients, httpx and Jinja2 are imported only
-once a run starts.
+config once, asks the pure schedule core, and makes one read-only ledger
+query (SQLite, or PostgreSQL with ``[state] url``). The refresh, the PSA
+clients, httpx and Jinja2 are imported only once a run starts.
 
 Guard rule: at ``now`` the due occurrence is the latest occurrence at or before
 ``now`` that has not run and is at most ``[schedule] catch_up`` old. Anything
 older is *missed* (``status`` reports it); it is never run late.
 
-Each run opens one :class:`~psabill.history.History` and closes it on every path.
+Each run opens one :class:`~psabill.history.History` (and its run lock) through
+:func:`~psabill.history.open_store`, and closes it on every path.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Callable, Optional
 
 from psabill.errors import ExitCode
-from psabill.history import History
+from psabill.history import open_store, state_url
 from psabill.paths import Paths
 from psabill.report import RunReport
 from psabill.run.perform import Outcome, Progress, perform
@@ -40,14 +41,13 @@ def due_occurrence(settings: Settings, now: datetime, done: Callable[[datetime],
 def run_scheduled(paths: Paths, now: Callable[[], datetime], *, verbose: bool = False) -> Outcome:
     """The cron entry point. Prints nothing and returns OK when nothing is due."""
     settings = load(paths.config, check_addresses=False, must_exist=True)
-    ledger = History(paths.db)
-    if due_occurrence(settings, now(), ledger.occurrence_done_readonly) is None:
+    store = open_store(paths, state_url(settings.state_url))
+    if due_occurrence(settings, now(), store.history.occurrence_done_readonly) is None:
         return Outcome(None, ExitCode.OK)
     _check_addresses(settings)
     _check_ready(settings)
-    from psabill.lock import run_lock
 
-    with run_lock(paths.lock, settings.lock_timeout), History(paths.db) as history:
+    with store.lock(settings.lock_timeout), store.history as history:
         history.mark_interrupted()
         # Whoever held the lock before us may have run this very occurrence.
         at = now()
@@ -63,11 +63,10 @@ def run_scheduled(paths: Paths, now: Callable[[], datetime], *, verbose: bool = 
 def run_manual(paths: Paths, now: Callable[[], datetime], *, dry_run: bool, progress: Progress = None,
                verbose: bool = False) -> Outcome:
     """A run by hand (or a dry run): no guard, but the same lock and record."""
-    from psabill.lock import run_lock
-
     settings = load(paths.config, must_exist=True)
     _check_ready(settings)
-    with run_lock(paths.lock, settings.lock_timeout), History(paths.db) as history:
+    store = open_store(paths, state_url(settings.state_url))
+    with store.lock(settings.lock_timeout), store.history as history:
         history.mark_interrupted()
         report = RunReport(trigger="dry-run" if dry_run else "manual", started_at=now())
         return perform(paths, settings, history, report, dry_run=dry_run, now=now, progress=progress,

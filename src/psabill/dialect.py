@@ -1,0 +1,382 @@
+"""Where the history lives: SQLite in the state dir, or a shared PostgreSQL database.
+
+:class:`~psabill.history.History` holds every query, written once with ``?``
+placeholders; a dialect holds only what differs between the two servers:
+connecting, the placeholder style, the DDL (AUTOINCREMENT vs an identity
+column), the item upsert, creating or migrating the schema in one transaction,
+the write transaction, and turning a driver error into a one-line
+:class:`~psabill.errors.StateError`.
+
+psycopg is imported only when a ``[state] url`` (or ``PSABILL_STATE_URL``) is
+set, so the SQLite path and the not-due cron path never load it. A password in
+the URL is never shown: every message names :func:`redact` of the URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence, Tuple, Type
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from psabill.errors import StateError
+from psabill.fsutil import make_private_dir
+
+SCHEMA_VERSION = 2
+
+# {id} is the dialect's auto-numbered primary key.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id {id},
+    trigger TEXT NOT NULL,
+    occurrence TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    late_seconds INTEGER,
+    message TEXT NOT NULL DEFAULT '',
+    psa_kind TEXT,
+    api_requests INTEGER NOT NULL DEFAULT 0,
+    updated INTEGER NOT NULL DEFAULT 0,
+    unchanged INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    unmapped INTEGER NOT NULL DEFAULT 0,
+    email_status TEXT,
+    email_message TEXT NOT NULL DEFAULT '',
+    pid INTEGER,
+    host TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_occurrence ON runs (occurrence);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS items (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    customer TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    psa_company TEXT,
+    agreement TEXT,
+    line TEXT,
+    old NUMERIC,  -- a PSA quantity is a decimal: 2.5 stays 2.5 (SQLite keeps it REAL, PostgreSQL exact)
+    new NUMERIC,
+    outcome TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    hint TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+# Schema version N-1 -> N, run inside the same transaction that creates a schema.
+MIGRATIONS = {2: ("ALTER TABLE runs ADD COLUMN host TEXT",)}
+
+
+class Cursor(Protocol):
+    """What History uses of a DB-API cursor, sqlite3's or psycopg's."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> List[Any]: ...
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (in the authority or as a ``password=`` parameter)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, at_host = netloc.rsplit("@", 1)
+            netloc = userinfo.split(":", 1)[0] + "@" + at_host
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                           if k.lower() != "password"], safe="/")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        return "(an unparsable [state] url)"
+
+
+class Dialect:
+    """What one database server needs done its own way. ``where`` names it in messages."""
+
+    kind = ""
+    shared = False  # True: several hosts can share this ledger
+    errors: Tuple[Type[BaseException], ...] = ()
+    where = ""
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def connect(self, readonly: bool = False) -> Any:
+        raise NotImplementedError
+
+    def sql(self, text: str) -> str:
+        """``text`` with this server's placeholders."""
+        return text
+
+    def has_meta(self, conn: Any) -> bool:
+        raise NotImplementedError
+
+    def migrate(self, conn: Any) -> int:
+        """Create or upgrade the schema in one transaction; the schema version it ends at."""
+        raise NotImplementedError
+
+    def transaction(self, conn: Any, *, exclusive: bool = False) -> "contextlib.AbstractContextManager[None]":
+        """A write transaction; ``exclusive`` also keeps other writers out of ``runs`` until it ends."""
+        raise NotImplementedError
+
+    def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        raise NotImplementedError
+
+    def insert_id(self, conn: Any, sql: str, params: Any) -> int:
+        """Run an INSERT into ``runs``; the new row's id."""
+        raise NotImplementedError
+
+    def create_schema(self, conn: Any, write: Callable[[str], None]) -> None:
+        """Create the tables (``write`` runs one statement)."""
+        for statement in SCHEMA.format(id=self.id_type).split(";"):
+            if statement.strip():
+                write(statement)
+
+    id_type = ""
+
+    def error(self, exc: BaseException) -> StateError:
+        raise NotImplementedError
+
+
+
+def _read_version(dialect: Dialect, conn: Any) -> int:
+    if not dialect.has_meta(conn):
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate_in(dialect: Dialect, conn: Any) -> int:
+    """Inside an open write transaction: create or upgrade the schema; the version it ends at."""
+    def write(statement: str) -> None:
+        conn.execute(statement)
+
+    version = _read_version(dialect, conn)
+    if version == 0:
+        dialect.create_schema(conn, write)
+        conn.execute(dialect.sql("INSERT INTO meta (key, value) VALUES (?, ?)"),
+                     ("schema_version", str(SCHEMA_VERSION)))
+        return SCHEMA_VERSION
+    if version >= SCHEMA_VERSION:
+        return version
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[step]:
+            write(statement)
+    conn.execute(dialect.sql("UPDATE meta SET value = ? WHERE key = 'schema_version'"), (str(SCHEMA_VERSION),))
+    return SCHEMA_VERSION
+
+
+# -- SQLite ------------------------------------------------------------------
+
+
+class SqliteDialect(Dialect):
+    kind = "sqlite"
+    errors = (sqlite3.DatabaseError,)
+    id_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.where = str(db_path)
+
+    def exists(self) -> bool:
+        return self.db_path.exists()
+
+    def connect(self, readonly: bool = False) -> sqlite3.Connection:
+        path = self.db_path
+        if readonly:
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        else:
+            make_private_dir(path.parent, StateError, "state dir")
+            conn = sqlite3.connect(str(path), timeout=5)
+            os.chmod(path, 0o600)
+            # One commit per item keeps a killed run's record; WAL with NORMAL sync makes
+            # each commit cheap (no fsync) and still survives a killed process intact.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def has_meta(self, conn: Any) -> bool:
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        return row is not None
+
+    @contextlib.contextmanager
+    def transaction(self, conn: Any, *, exclusive: bool = False) -> Iterator[None]:
+        if not exclusive:
+            with conn:
+                yield
+            return
+        with self.immediate(conn):
+            yield
+
+    @contextlib.contextmanager
+    def immediate(self, conn: Any) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT with DDL inside the transaction (explicit BEGIN/COMMIT)."""
+        conn.isolation_level = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.isolation_level = ""
+
+    def migrate(self, conn: Any) -> int:
+        """Create or upgrade the schema in one IMMEDIATE transaction: another process sees all of it or none.
+
+        Two guards opening a fresh state dir together serialize here (the second
+        waits on SQLite's busy timeout, then finds the schema); a creation that
+        fails half-way, on a full disk say, rolls back and leaves nothing that
+        wedges the next run.
+        """
+        version = _read_version(self, conn)
+        if version == SCHEMA_VERSION or version > SCHEMA_VERSION:
+            return version
+        with self.immediate(conn):
+            version = migrate_in(self, conn)
+        return version
+
+    def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        return (f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' for _ in columns)})")
+
+    def insert_id(self, conn: Any, sql: str, params: Any) -> int:
+        return int(conn.execute(sql, params).lastrowid or 0)
+
+    def error(self, exc: BaseException) -> StateError:
+        path, text = self.db_path, str(exc)
+        if "locked" in text or "busy" in text:
+            return StateError(f"history database {path} is locked by another process ({text}); retry later")
+        if "full" in text or "disk I/O" in text:
+            return StateError(f"cannot write the history database {path}: the disk is full or failing ({text}); "
+                              "free space, then retry")
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            return StateError(f"cannot write the history database {path} ({text}): make it and its directory "
+                              "writable by this user, then retry")
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return StateError(
+                f"history database {path} is corrupt ({text}); it was left unchanged. Moving it aside starts "
+                "a fresh history, but loses the record of which occurrences already ran"
+            )
+        return StateError(f"history database {path} failed ({text}); it was left unchanged: retry, and if it "
+                          "persists, check the file and the disk")
+
+
+# -- PostgreSQL --------------------------------------------------------------
+
+# pg_advisory_lock(int4, int4): psabill's class id, then the schema the ledger lives in.
+LOCK_CLASS = 0x50534142  # "PSAB"
+_LOCK_ARGS = "%s, hashtext(current_schema())"
+
+
+class PostgresDialect(Dialect):
+    kind = "postgresql"
+    shared = True
+    id_type = "INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = redact(url)
+        import psycopg
+
+        self._psycopg = psycopg
+        self.errors = (psycopg.Error,)
+
+    def exists(self) -> bool:
+        return True  # a server, not a file: opening it creates nothing until a run writes
+
+    def connect(self, readonly: bool = False) -> Any:
+        extra: Dict[str, Any] = {} if "connect_timeout" in self.url else {"connect_timeout": 10}
+        try:
+            return self._psycopg.connect(self.url, autocommit=True, application_name="psabill", **extra)
+        except self._psycopg.Error as exc:
+            raise self.error(exc) from None
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def has_meta(self, conn: Any) -> bool:
+        row = conn.execute("SELECT 1 FROM information_schema.tables "
+                           "WHERE table_schema = current_schema() AND table_name = 'meta'").fetchone()
+        return row is not None
+
+    @contextlib.contextmanager
+    def transaction(self, conn: Any, *, exclusive: bool = False) -> Iterator[None]:
+        with conn.transaction():
+            if exclusive:
+                conn.execute("LOCK TABLE runs IN SHARE ROW EXCLUSIVE MODE")
+            yield
+
+    def migrate(self, conn: Any) -> int:
+        """Create or upgrade the schema in one transaction (PostgreSQL DDL is transactional).
+
+        A transaction-scoped advisory lock serializes hosts that open a fresh
+        database together: the second waits, then finds the schema.
+        """
+        version = _read_version(self, conn)
+        if version >= SCHEMA_VERSION:
+            return version
+        with conn.transaction():
+            conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_ARGS})", (LOCK_CLASS + 1,))
+            version = migrate_in(self, conn)
+        return version
+
+    def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        update = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
+        return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('%s' for _ in columns)}) "
+                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {update}")
+
+    def insert_id(self, conn: Any, sql: str, params: Any) -> int:
+        row = conn.execute(sql + " RETURNING id", params).fetchone()
+        return int(row[0])
+
+    def error(self, exc: BaseException) -> StateError:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        password = urlsplit(self.url).password if "://" in self.url else None
+        if password:
+            text = text.replace(password, "***")
+        if isinstance(exc, self._psycopg.OperationalError):
+            return StateError(f"cannot reach the history database {self.where} ({text}): check [state] url "
+                              "(or PSABILL_STATE_URL) and that the server is up, then retry")
+        return StateError(f"history database {self.where} failed ({text}); nothing was changed by the failed "
+                          "statement: retry, and if it persists, check the server")
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float) -> Iterator[None]:
+        """psabill's advisory lock, on a connection held for the run.
+
+        A run that dies drops its connection, and the server drops the lock with it.
+        """
+        import time
+
+        conn = self.connect()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    held = conn.execute(f"SELECT pg_try_advisory_lock({_LOCK_ARGS})", (LOCK_CLASS,)).fetchone()[0]
+                except self._psycopg.Error as exc:
+                    raise self.error(exc) from None
+                if held:
+                    break
+                if time.monotonic() >= deadline:
+                    raise StateError(
+                        f"another psabill run still holds the run lock in {self.where} after {timeout:g}s; "
+                        "nothing was run (raise [run] lock_timeout to wait longer)"
+                    )
+                time.sleep(0.05)
+            yield
+        finally:
+            conn.close()  # ends the session: the server releases the lock

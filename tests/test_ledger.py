@@ -1,0 +1,381 @@
+"""The history and once-only ledger: one test body, SQLite and a real PostgreSQL.
+
+``ledger_url`` is None for SQLite in the state dir, or a fresh PostgreSQL
+schema (exported as PSABILL_STATE_URL, so CLI runs and subprocesses use it too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+from psabill.errors import StateError
+from psabill.history import SCHEMA_VERSION, History
+from psabill.report import INTERRUPTED, PARTIAL, SUCCESS, UPDATED, ItemResult, RunReport
+from support.env import Env
+from support.ledger import history_for, store_for
+
+UTC = timezone.utc
+SAVED = "2026-11-26T12:00:00+00:00"
+OCC = datetime(2026, 11, 27, 6, tzinfo=UTC)
+
+
+def scheduled(occurrence: datetime = OCC, started: Optional[datetime] = None) -> RunReport:
+    return RunReport(trigger="scheduled", started_at=started or occurrence + timedelta(seconds=5),
+                     occurrence=occurrence)
+
+
+def finish(history: History, report: RunReport, status: str = SUCCESS) -> None:
+    report.status = status
+    report.finished_at = report.started_at + timedelta(seconds=30)
+    history.finish_run(report)
+
+
+class TestHistory:
+    def test_a_run_round_trips_with_its_items_email_and_host(self, tmp_path: Path, ledger_url: Optional[str]) -> None:
+        with history_for(tmp_path / "state", ledger_url) as history:
+            report = scheduled()
+            run_id = history.start_run(report)
+            history.add_item(run_id, 1, ItemResult("Acme", "LastPass", "failed", message="first try"))
+            history.add_item(run_id, 1, ItemResult("Acme", "LastPass", UPDATED, old=3, new=5))  # replaces seq 1
+            history.add_item(run_id, 2, ItemResult("Globex", "MFA", UPDATED, old=1, new=2, psa_company="G"))
+            report.items = history.items(run_id)
+            report.api_requests = 9
+            finish(history, report, PARTIAL)
+            history.set_email(run_id, "sent", "to 2 addresses")
+            row = history.run(run_id)
+            assert row is not None and history.last_run() == row
+            assert (row.status, row.api_requests, row.updated, row.email_status) == (PARTIAL, 9, 2, "sent")
+            assert row.host == socket.gethostname() and row.to_json()["host"] == socket.gethostname()
+            assert [(i.customer, i.outcome, i.old, i.new) for i in history.items(run_id)] == [
+                ("Acme", UPDATED, 3, 5), ("Globex", UPDATED, 1, 2)]
+            rebuilt = history.report(run_id)
+            assert rebuilt is not None and rebuilt.occurrence == OCC and len(rebuilt.items) == 2
+            assert [r.id for r in history.runs(OCC - timedelta(days=1))] == [run_id]
+            assert history.run(run_id + 100) is None and history.report(run_id + 100) is None
+            assert history.hosts() == [socket.gethostname()]
+
+    def test_an_occurrence_is_done_only_once_a_run_for_it_ends_other_than_interrupted(
+            self, tmp_path: Path, ledger_url: Optional[str]) -> None:
+        with history_for(tmp_path / "state", ledger_url) as history:
+            assert history.occurrence_done_readonly(OCC) is False
+            report = scheduled()
+            history.start_run(report)
+            assert not history.occurrence_done(OCC) and not history.occurrence_done_readonly(OCC)
+            assert history.mark_interrupted() == 1
+            assert history.run(report.run_id or 0).status == INTERRUPTED  # type: ignore[union-attr]
+            assert not history.occurrence_done(OCC)
+            again = scheduled()
+            history.start_run(again)
+            finish(history, again)
+            assert history.occurrence_done(OCC) and history.occurrence_done_readonly(OCC)
+            assert history.done_occurrences(OCC - timedelta(days=1)) == [OCC.isoformat()]
+            assert history.mark_interrupted() == 0
+
+    def test_a_scheduled_run_cannot_claim_an_occurrence_that_already_ran(
+            self, tmp_path: Path, ledger_url: Optional[str]) -> None:
+        with history_for(tmp_path / "state", ledger_url) as history:
+            first = scheduled()
+            history.start_run(first)
+            finish(history, first)
+            with pytest.raises(StateError, match="already ran"):
+                history.start_run(scheduled())
+            assert len(history.runs()) == 1
+            manual = RunReport(trigger="manual", started_at=OCC)
+            assert history.start_run(manual) > (first.run_id or 0)  # manual runs claim nothing
+
+    def test_retention_deletes_old_runs_with_their_items_and_keeps_the_newest(
+            self, tmp_path: Path, ledger_url: Optional[str]) -> None:
+        with history_for(tmp_path / "state", ledger_url) as history:
+            ids = []
+            for day in range(3):
+                report = scheduled(OCC + timedelta(days=day))
+                ids.append(history.start_run(report))
+                history.add_item(ids[-1], 1, ItemResult("Acme", "LastPass", UPDATED, old=day, new=day + 1))
+                finish(history, report)
+            assert history.prune(OCC + timedelta(days=1)) == 1
+            assert [r.id for r in history.runs()] == ids[:0:-1]
+            assert history.items(ids[0]) == []
+            assert history.prune(OCC + timedelta(days=30)) == 1
+            assert [r.id for r in history.runs()] == [ids[2]]
+
+    def test_a_reader_never_creates_the_ledger(self, tmp_path: Path, ledger_url: Optional[str]) -> None:
+        history = history_for(tmp_path / "state", ledger_url)
+        assert history.occurrence_done_readonly(OCC) is False
+        assert not (tmp_path / "state").exists()
+
+    def test_processes_opening_a_fresh_ledger_together_all_see_one_schema(
+            self, tmp_path: Path, ledger_url: Optional[str]) -> None:
+        errors: List[BaseException] = []
+        barrier = threading.Barrier(6)
+
+        def open_one() -> None:
+            try:
+                barrier.wait()
+                with history_for(tmp_path / "state", ledger_url) as history:
+                    history.start_run(RunReport(trigger="manual", started_at=OCC))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with history_for(tmp_path / "state", ledger_url) as history:
+            assert len(history.runs()) == 6
+            assert history._query("SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+
+
+class TestRunLock:
+    def test_a_second_holder_waits_then_gives_up_with_one_line(self, tmp_path: Path, ledger_url: Optional[str]) -> None:
+        store = store_for(tmp_path / "state", ledger_url)
+        with store.lock(1):
+            started = time.monotonic()
+            with pytest.raises(StateError) as caught:
+                with store_for(tmp_path / "state", ledger_url).lock(0.3):
+                    pass
+            assert time.monotonic() - started >= 0.3
+        assert "nothing was run (raise [run] lock_timeout to wait longer)" in caught.value.message
+        assert caught.value.message.startswith("another psabill run still holds ")
+        with store.lock(0.1):  # released
+            pass
+
+    def test_a_killed_holder_loses_the_lock_and_the_next_guard_marks_its_run_interrupted(
+            self, env: Env, ledger_url: Optional[str]) -> None:
+        env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from datetime import datetime, timezone
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from support.ledger import store_for
+            from psabill.report import RunReport
+            from pathlib import Path
+            store = store_for(Path({str(env.state_dir)!r}), {ledger_url!r})
+            with store.lock(5), store.history as history:
+                occ = datetime(2026, 11, 27, 6, tzinfo=timezone.utc)
+                history.start_run(RunReport(trigger="scheduled", started_at=occ, occurrence=occ))
+                print("holding", flush=True)
+                time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+            with pytest.raises(StateError):
+                with store_for(env.state_dir, ledger_url).lock(0.2):
+                    pass
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()
+        result = env.run("run", "--scheduled", now="2026-11-27T06:05:00Z")
+        assert result.exit_code == 0, result.output
+        runs = json.loads(env.run("history", "--json").output)
+        assert [(r["status"], r["host"]) for r in runs] == [
+            (SUCCESS, socket.gethostname()), (INTERRUPTED, socket.gethostname())]
+
+
+class TestHostsAndStatus:
+    def test_status_and_history_show_the_host(self, env: Env, ledger_url: Optional[str]) -> None:
+        env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        env.run("run", "--scheduled", now="2026-11-27T06:00:00Z")
+        status = json.loads(env.run("status", "--json", now="2026-11-27T07:00:00Z").output)
+        assert status["last_run"]["host"] == socket.gethostname()
+        assert status["ledger"]["kind"] == ("postgresql" if ledger_url else "sqlite")
+        assert status["ledger"]["shared"] is bool(ledger_url) and status["warnings"] == []
+        text = env.run("history").output
+        assert text.splitlines()[0].split()[-1] == "HOST" and socket.gethostname() in text.splitlines()[1]
+        assert f"Host: {socket.gethostname()}" in env.run("history", "show", "1").output
+        assert f"on host {socket.gethostname()}" in env.run("status", now="2026-11-27T07:00:00Z").output
+
+    def test_runs_from_two_hosts_warn_only_without_a_shared_ledger(self, env: Env, ledger_url: Optional[str]) -> None:
+        env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        env.run("run", "--scheduled", now="2026-11-27T06:00:00Z")
+        env.run("run", "--scheduled", now="2026-11-28T06:00:00Z")
+        with history_for(env.state_dir, ledger_url) as history:
+            history._execute("UPDATE runs SET host = ? WHERE id = ?", ("other-host", 1))
+        status = json.loads(env.run("status", "--json", now="2026-11-28T07:00:00Z").output)
+        assert sorted(status["ledger"]["hosts"]) == sorted(["other-host", socket.gethostname()])
+        if ledger_url:
+            assert status["warnings"] == []
+        else:
+            assert len(status["warnings"]) == 1 and "one scheduler per config" in status["warnings"][0]
+            assert "Warning:" in env.run("status", now="2026-11-28T07:00:00Z").output
+
+
+def test_a_version_1_sqlite_history_migrates_to_record_the_host(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "state.db"
+    db.parent.mkdir()
+    conn = sqlite3.connect(str(db))
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, trigger TEXT NOT NULL, occurrence TEXT,
+            started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, late_seconds INTEGER,
+            message TEXT NOT NULL DEFAULT '', psa_kind TEXT, api_requests INTEGER NOT NULL DEFAULT 0,
+            updated INTEGER NOT NULL DEFAULT 0, unchanged INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0, unmapped INTEGER NOT NULL DEFAULT 0, email_status TEXT,
+            email_message TEXT NOT NULL DEFAULT '', pid INTEGER);
+        CREATE TABLE items (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+            customer TEXT NOT NULL, sku TEXT NOT NULL, psa_company TEXT, agreement TEXT, line TEXT, old INTEGER,
+            new INTEGER, outcome TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', hint TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (run_id, seq));
+        INSERT INTO meta VALUES ('schema_version', '1');
+        INSERT INTO runs (trigger, occurrence, started_at, status) VALUES
+            ('scheduled', '2026-11-27T06:00:00+00:00', '2026-11-27T06:00:05+00:00', 'success');
+    """)
+    conn.commit()
+    conn.close()
+    history = History(db)
+    assert history.occurrence_done_readonly(OCC)  # an old schema is readable before any writer migrates it
+    with history:
+        assert history.runs()[0].host is None
+        report = scheduled(OCC + timedelta(days=1))
+        history.start_run(report)
+        assert history.run(report.run_id or 0).host == socket.gethostname()  # type: ignore[union-attr]
+        assert history._query("SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+
+
+def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
+    with History(tmp_path / "state" / "state.db") as history:
+        history._execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StateError, match="schema version 99"):
+        History(tmp_path / "state" / "state.db").conn
+
+
+class TestPostgresErrors:
+    def test_an_unreachable_server_is_one_line_without_the_password(self, env: Env, tmp_path: Path) -> None:
+        env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        url = f"postgresql://billing:s3cr%40t-pw@/psabill?host={tmp_path}/nosock&password=also-s3cret"
+        for args, now in ((["status"], SAVED), (["run", "--scheduled"], "2026-11-27T06:00:00Z"), (["history"], None)):
+            result = env.run(*args, now=now, env={"PSABILL_STATE_URL": url})
+            assert result.exit_code == 7, result.output
+            line = result.output.strip()
+            assert "\n" not in line and line.startswith("Error: cannot reach the history database postgresql://billing@/")
+            assert "s3cr" not in line and "also-s3cret" not in line
+
+    def test_a_bad_state_url_in_the_config_never_shows_its_password(self, env: Env) -> None:
+        env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        with env.config.open("a") as fh:
+            fh.write('\n[state]\nurl = "mysql://root:hunter2@db/psabill"\n')
+        result = env.run("status")
+        assert result.exit_code == 3
+        assert "hunter2" not in result.output and "mysql://root@db/psabill" in result.output
+
+    def test_the_lock_message_names_the_database_without_the_password(self, pg_url: str) -> None:
+        from psabill.dialect import PostgresDialect
+
+        secret_url = pg_url.replace("psabill@", "psabill:pw-not-shown@")  # trust auth ignores it
+        first, second = PostgresDialect(secret_url), PostgresDialect(secret_url)
+        with first.lock(1):
+            with pytest.raises(StateError) as caught:
+                with second.lock(0.1):
+                    pass
+        assert "pw-not-shown" not in caught.value.message and "postgresql://psabill@/postgres" in caught.value.message
+
+    def test_ledgers_in_different_schemas_do_not_share_a_lock(self, pg_server: str) -> None:
+        from support.pg import fresh_schema
+        from psabill.dialect import PostgresDialect
+
+        with PostgresDialect(fresh_schema(pg_server)).lock(1):
+            with PostgresDialect(fresh_schema(pg_server)).lock(0.1):
+                pass
+
+
+def test_the_postgres_driver_stays_off_the_sqlite_path(env: Env) -> None:
+    env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+    code = ("import sys; from psabill.cli import cli\n"
+            "try: cli.main(['run', '--scheduled'], prog_name='psabill')\n"
+            "except SystemExit: pass\n"
+            "print('psycopg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PSABILL_NOW": "2026-11-27T06:00:00Z"}, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "False", (out.stdout, out.stderr)
+    assert len(json.loads(env.run("history", "--json").output)) == 1  # it did run
+
+
+class TestTwoHosts:
+    def test_two_installs_sharing_one_ledger_run_each_occurrence_exactly_once(
+            self, env: Env, pg_url: str) -> None:
+        """Two psabill installs (own config copy and state dir, one [state] url) fire together, 8 rounds."""
+        import shutil
+        from datetime import date
+
+        import tomli_w
+
+        from psabill.sandbox.autotask import AutotaskStandin
+        from support.env import tomllib
+
+        env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        with AutotaskStandin(today=date(2026, 12, 5), latency_ms=15) as at:
+            services = {}
+            for n in range(10):
+                services[f"C{n:03d}"] = at.add_service(at.add_contract(at.add_company(f"Customer {n}", f"C{n:03d}")),
+                                                       301, 10)
+            data = tomllib.loads(env.config.read_text())
+            data.update({
+                "source": {"kind": "csv", "path": "usage.csv"},
+                "products": {"LastPass": "301"},
+                "psa": {"kind": "autotask", "url": at.url + "/ATServicesRest/", "username": at.username,
+                        "integration_code": at.integration_code, "secret_env": "AT_SECRET", "concurrency": 2,
+                        "max_retries": 0},
+                "state": {"url": pg_url},
+            })
+            installs = [env.tmp / "host-a", env.tmp / "host-b"]
+            for root in installs:
+                (root / "conf").mkdir(parents=True)
+                (root / "conf" / "config.toml").write_text(tomli_w.dumps(data))
+                os.chmod(root / "conf" / "config.toml", 0o600)
+                shutil.copy(env.crontab, root / "crontab")
+            base = {k: v for k, v in os.environ.items() if k != "PSABILL_STATE_URL"}
+            seats = {customer: 10 for customer in services}
+            for round_no in range(1, 9):
+                seats = {customer: 10 + round_no + i for i, customer in enumerate(services)}
+                usage = "customer,sku,seats\n" + "".join(f"{c},LastPass,{n}\n" for c, n in seats.items())
+                for root in installs:
+                    (root / "conf" / "usage.csv").write_text(usage)
+                now = f"2026-12-{round_no:02d}T06:00:{round_no:02d}Z"
+                before = len(at.adjustments)
+                procs = [subprocess.Popen(
+                    [sys.executable, "-m", "psabill", "run", "--scheduled"], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True,
+                    env={**base, "PSABILL_CONFIG": str(root / "conf" / "config.toml"),
+                         "PSABILL_STATE_DIR": str(root / "state"), "PSABILL_CRONTAB": str(root / "crontab"),
+                         "PSABILL_NOW": now, "AT_SECRET": at.secret}) for root in installs]
+                outputs = [proc.communicate(timeout=120) for proc in procs]
+                assert [proc.returncode for proc in procs] == [0, 0], outputs
+                runs = json.loads(env.run("history", "--days", "100000", "--json",
+                                          env={"PSABILL_STATE_URL": pg_url}).output)
+                assert len(runs) == round_no, (round_no, outputs)
+                assert runs[0]["occurrence"] == f"2026-12-{round_no:02d}T06:00:00+00:00"
+                assert runs[0]["status"] == SUCCESS and runs[0]["counts"]["updated"] == len(services)
+                assert len(at.adjustments) - before == len(services)  # one adjustment per service, never two
+                for customer, csid in services.items():
+                    assert at.units(csid) == seats[customer]
+            # Each install logged locally; between them, exactly one run per round.
+            started = sum((root / "state" / "psabill.log").read_text().count(" started (scheduled")
+                          for root in installs if (root / "state" / "psabill.log").exists())
+            assert started == 8
+            for customer, csid in services.items():
+                contract = at.tables["ContractServices"][csid]["contractID"]
+                assert sum(a["unitChange"] for a in at.adjustments if a["contractID"] == contract) == seats[customer] - 10
+
+
+def test_a_state_url_with_a_password_needs_a_private_config(env: Env) -> None:
+    env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+    with env.config.open("a") as fh:
+        fh.write('\n[state]\nurl = "postgresql://billing:hunter2@db.example/psabill"\n')
+    os.chmod(env.config, 0o644)
+    result = env.run("status")
+    assert result.exit_code == 3 and "state.url (its password)" in result.output and "hunter2" not in result.output
