@@ -106,10 +106,11 @@ class TestHistory:
                 ids.append(history.start_run(report))
                 history.add_item(ids[-1], 1, ItemResult("Acme", "LastPass", UPDATED, old=day, new=day + 1))
                 finish(history, report)
-            assert history.prune(OCC + timedelta(days=1)) == 1
+            # The window runs back from the newest record (OCC + 2 days), never from a "now".
+            assert history.prune(timedelta(days=1), keep=timedelta(hours=27)) == 1
             assert [r.id for r in history.runs()] == ids[:0:-1]
             assert history.items(ids[0]) == []
-            assert history.prune(OCC + timedelta(days=30)) == 1
+            assert history.prune(timedelta(hours=1), keep=timedelta(0)) == 1
             assert [r.id for r in history.runs()] == [ids[2]]
 
     def test_a_reader_never_creates_the_ledger(self, tmp_path: Path, ledger_url: Optional[str]) -> None:
@@ -158,6 +159,7 @@ class TestRunLock:
     def test_a_killed_holder_loses_the_lock_and_the_next_guard_marks_its_run_interrupted(
             self, env: Env, ledger_url: Optional[str]) -> None:
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        env.make_ready()
         holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             from datetime import datetime, timezone
@@ -190,6 +192,7 @@ class TestRunLock:
 class TestHostsAndStatus:
     def test_status_and_history_show_the_host(self, env: Env, ledger_url: Optional[str]) -> None:
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        env.make_ready()
         env.run("run", "--scheduled", now="2026-11-27T06:00:00Z")
         status = json.loads(env.run("status", "--json", now="2026-11-27T07:00:00Z").output)
         assert status["last_run"]["host"] == socket.gethostname()
@@ -202,6 +205,7 @@ class TestHostsAndStatus:
 
     def test_runs_from_two_hosts_warn_only_without_a_shared_ledger(self, env: Env, ledger_url: Optional[str]) -> None:
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+        env.make_ready()
         env.run("run", "--scheduled", now="2026-11-27T06:00:00Z")
         env.run("run", "--scheduled", now="2026-11-28T06:00:00Z")
         with history_for(env.state_dir, ledger_url) as history:
@@ -295,6 +299,7 @@ class TestPostgresErrors:
 
 def test_the_postgres_driver_stays_off_the_sqlite_path(env: Env) -> None:
     env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+    env.make_ready()
     code = ("import sys; from psabill.cli import cli\n"
             "try: cli.main(['run', '--scheduled'], prog_name='psabill')\n"
             "except SystemExit: pass\n"

@@ -353,7 +353,7 @@ class History:
             "FROM items WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
-        return [ItemResult(*row[:6], _loaded(row[6]), *row[7:]) for row in rows]
+        return [ItemResult(*row[:6], _loaded(row[6]), _loaded(row[7]), *row[8:]) for row in rows]
 
     def done_occurrences(self, since: datetime) -> List[str]:
         rows = self._query(
