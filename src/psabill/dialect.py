@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence, Tupl
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from psabill.errors import StateError
-from psabill.fsutil import make_private_dir
+from psabill.fsutil import make_private_dir, one_line
 
 SCHEMA_VERSION = 2
 
@@ -343,7 +343,7 @@ class PostgresDialect(Dialect):
         return int(row[0])
 
     def error(self, exc: BaseException) -> StateError:
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        text = one_line(exc) or type(exc).__name__
         password = urlsplit(self.url).password if "://" in self.url else None
         if password:
             text = text.replace(password, "***")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Type
+from typing import Callable, List, Optional, Type
 
 from psabill.errors import PsabillError
 
@@ -26,17 +26,17 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def human_duration(seconds: float) -> str:
-    """``93784`` -> ``1d 2h``; ``5400`` -> ``1h 30min``; ``59`` -> ``0min``."""
-    seconds = int(abs(seconds))
-    days, rem = divmod(seconds, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes = rem // 60
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}min"
-    return f"{minutes}min"
+def human_duration(seconds: float, *, spaced: bool = False) -> str:
+    """The largest unit and the next: ``1d 2h``, ``18h 0min``, ``3min 5s``, ``45s`` (``1 h 30 min`` when ``spaced``)."""
+    rest = int(abs(seconds))
+    parts: List[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if parts or rest >= size or unit == "s":
+            amount, rest = divmod(rest, size)
+            parts.append(f"{amount} {unit}" if spaced else f"{amount}{unit}")
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
 
 
 def make_private_dir(path: Path, error: Type[PsabillError], what: str) -> None:

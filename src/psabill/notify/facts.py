@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Dict, List, Optional, Sequence
 
+from psabill.fsutil import human_duration
 from psabill.report import (
     ABORTED,
     FAILED,
@@ -84,19 +85,6 @@ def local_time(value: Optional[datetime], zone: tzinfo) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)  # the history stores UTC
     return value.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z").strip()
-
-
-def duration_text(seconds: int) -> str:
-    """``2 d 4 h``, ``1 h 5 min``, ``3 min``, ``45 s``: two units at most."""
-    seconds = max(0, int(seconds))
-    parts: List[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        if seconds >= size or (unit == "s" and not parts):
-            amount, seconds = divmod(seconds, size)
-            parts.append(f"{amount} {unit}")
-        if len(parts) == 2:
-            break
-    return " ".join(parts)
 
 
 def delta_text(delta: Optional[int]) -> str:
@@ -223,7 +211,7 @@ def context(report: RunReport, history_url: Optional[str] = None) -> Dict[str, A
     unmapped = all_unmapped[:LIST_LIMIT]
     late = ""
     if report.late_seconds is not None and report.late_seconds >= LATE_THRESHOLD:
-        late = f"started {duration_text(report.late_seconds)} late"
+        late = f"started {human_duration(report.late_seconds, spaced=True)} late"
         if report.occurrence is not None:
             late += f" (it was due {local_time(report.occurrence, zone)})"
     history_is_url = bool(history_url and report.run_id is not None)
