@@ -21,18 +21,16 @@ from typing import Any, Iterator, List, Optional
 
 import pytest
 
-from support.env import Sink, free_port
+from support.env import ADDRESSES, Sink, free_port, settings_for
 
 from psabill import notify
 from psabill.notify import facts, message, templates, transports
 from psabill.settings import Settings as Config
-from support.env import settings_for
 from psabill.errors import EmailError
 from psabill.report import FAILED, PARTIAL, SUCCESS, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
 from psabill.history import History
 
 GOLDEN = Path(__file__).parent / "golden"
-ADDRESSES = ["alice@example.com", "bob@example.org"]
 PASSWORD = "s3cr3t-Pa55word!"
 UTC = timezone.utc
 ACME = "<b>Acme & Co</b>"
@@ -188,8 +186,7 @@ class TestSmtp:
         assert csv_part.get_content_type() == "text/csv"
         assert csv_part.get_filename() == f"psabill-run-{report.run_id:06d}.csv"
         assert msg["Date"] and msg["Message-ID"].startswith("<") and msg["Message-ID"].endswith(">")
-        assert msg["To"].addresses[0].addr_spec == "alice@example.com"
-        assert msg["To"].addresses[1].addr_spec == "bob@example.org"
+        assert [a.addr_spec for a in msg["To"].addresses] == ADDRESSES
         # The non-ASCII account name is RFC 2047-encoded on the wire and decodes intact.
         assert b"=?utf-8?" in raw.split(b"\r\n\r\n", 1)[0].lower()
         assert "Zürich Managed IT" in msg["Subject"]
@@ -199,7 +196,7 @@ class TestSmtp:
         assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in html and ACME not in html
         row = state.run(report.run_id)
         assert row.email_status == "sent"
-        assert "alice@example.com, bob@example.org" in row.email_message
+        assert ", ".join(ADDRESSES) in row.email_message
 
     def test_starttls_trusts_a_self_signed_cert_through_ca_file(self, tmp_path, state, smtp_server, tls):
         server_ctx, ca_file = tls

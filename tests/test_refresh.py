@@ -82,6 +82,7 @@ class Run:
 
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
+    """An empty sandbox: these tests add exactly the companies each rule needs (conftest's has samples)."""
     with Sandbox() as sb:
         yield sb
 
