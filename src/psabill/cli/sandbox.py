@@ -50,13 +50,13 @@ def sandbox(app: App, kind: str, port: int) -> None:
     section[secret_key] = str(key_file)
     # SIGTERM (systemd, docker, kill) ends the sandbox as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with server:
-        _print(kind, server.url, section, key_file, customers)
-        try:
+    try:  # around the printing too: Ctrl-C right after the section is printed still exits 0
+        with server:
+            _print(kind, server.url, section, key_file, customers)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
     click.echo("Sandbox stopped.")
 
 
