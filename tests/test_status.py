@@ -63,7 +63,7 @@ def test_status_text_reads_like_list_timers(env: Env) -> None:
     env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
     out = env.run("status", now=SAVED).output.splitlines()
     assert out[0].split() == ["NEXT", "LEFT", "LAST", "PASSED", "STATUS"]
-    assert out[1].startswith("Fri 2026-11-27 06:00:00 +0000")
+    assert out[1].startswith("Fri 2026-11-27 06:00 UTC ")
     assert "18h 0min" in out[1]
 
 

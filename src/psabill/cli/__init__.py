@@ -28,6 +28,7 @@ COMMANDS = {
     "email": ("email", "email_group"),
     "history": ("history", "history"),
     "run": ("run", "run"),
+    "sandbox": ("sandbox", "sandbox"),
     "schedule": ("schedule", "schedule"),
     "status": ("status", "status"),
 }

@@ -7,7 +7,7 @@ from typing import List
 
 import click
 
-from psabill.cli.options import App, change, complete_run_id, emit_json, json_option, pass_app
+from psabill.cli.options import App, change, complete_run_id, emit_json, json_option, pass_app, show_moment, show_occurrence, zones
 from psabill.errors import UsageError
 from psabill.report import ItemResult
 
@@ -41,10 +41,14 @@ def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
     if not rows:
         click.echo("No runs recorded.")
         return
-    click.echo(f"{'ID':>5}  {'STARTED (UTC)':<25} {'TRIGGER':<9} {'STATUS':<11} {'UPD':>5} {'SAME':>5} {'FAIL':>5} {'UNMAP':>5}  {'EMAIL':<7} HOST")
+    zone, host = zones(app.settings(check_addresses=False))
+    started = {row.id: show_moment(row.started_at, zone, host) for row in rows}
+    width = max([len(text) for text in started.values()] + [len(f"STARTED ({zone})")])
+    click.echo(f"{'ID':>5}  {f'STARTED ({zone})':<{width}} {'TRIGGER':<9} {'STATUS':<11} "
+               f"{'UPD':>5} {'SAME':>5} {'FAIL':>5} {'UNMAP':>5}  {'EMAIL':<7} HOST")
     for row in rows:
         click.echo(
-            f"{row.id:>5}  {row.started_at[:25]:<25} {row.trigger:<9} {row.status:<11} {row.updated:>5} "
+            f"{row.id:>5}  {started[row.id]:<{width}} {row.trigger:<9} {row.status:<11} {row.updated:>5} "
             f"{row.unchanged:>5} {row.failed:>5} {row.unmapped:>5}  {row.email_status or '-':<7} {row.host or '-'}"
         )
 
@@ -76,10 +80,13 @@ def show(app: App, run_id: int, as_json: bool, as_csv: bool) -> None:
     if as_json:
         emit_json({**row.to_json(), "items": [item.to_json() for item in items]})
         return
-    click.echo(f"Run {row.id}: {row.status} ({row.trigger}), started {row.started_at}, finished {row.finished_at or '-'}")
+    zone, host = zones(app.settings(check_addresses=False))
+    click.echo(f"Run {row.id}: {row.status} ({row.trigger}), started {show_moment(row.started_at, zone, host)}, "
+               f"finished {show_moment(row.finished_at, zone, host)}")
     click.echo(f"Host: {row.host or '-'}")
     if row.occurrence:
-        click.echo(f"Occurrence: {row.occurrence}" + (f" (ran {row.late_seconds}s late)" if row.late_seconds else ""))
+        click.echo(f"Occurrence: {show_occurrence(row.occurrence, zone, host)}"
+                   + (f" (ran {row.late_seconds}s late)" if row.late_seconds else ""))
     if row.message:
         click.echo(f"Message: {row.message}")
     click.echo(f"Counts: updated {row.updated}, unchanged {row.unchanged}, failed {row.failed}, unmapped {row.unmapped}; {row.api_requests} API requests"

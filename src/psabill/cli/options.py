@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Callable, List, Optional, TypeVar
+from datetime import datetime, tzinfo
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import click
 
@@ -200,17 +201,69 @@ def change(old: Optional[int], new: Optional[int]) -> str:
     return f"{'n/a' if old is None else old} -> {'n/a' if new is None else new}"
 
 
+# -- times in text output ------------------------------------------------------------
+# Text shows a time in the account zone, with the host's wall time in brackets when the
+# host zone reads differently at that instant; JSON keeps ISO-8601 in all zones.
+
+
+def zones(settings: Any) -> Tuple[tzinfo, tzinfo]:
+    """(account zone, host zone): ``[account] timezone``, else the host's, as the schedule does."""
+    from psabill import clock
+
+    host = clock.host_zone()
+    name = getattr(getattr(settings, "account", None), "timezone", None)
+    return (clock.load_zone(name) if name else host), host
+
+
+def _host_bracket(instant: datetime, zone: tzinfo, host: tzinfo, seconds: bool) -> str:
+    here, there = instant.astimezone(zone), instant.astimezone(host)
+    if (here.utcoffset(), here.tzname()) == (there.utcoffset(), there.tzname()):
+        return ""
+    return f" (host {there.strftime('%a %H:%M' + (':%S' if seconds else ''))} {there.tzname()})"
+
+
+def show_occurrence(instant: Any, zone: tzinfo, host: tzinfo) -> str:
+    """``Tue 2026-12-01 09:00 EST (host Tue 14:00 UTC)``: a scheduled time (``instant`` may be ISO text)."""
+    moment = _instant(instant)
+    if moment is None:
+        return str(instant)
+    here = moment.astimezone(zone)
+    return f"{here.strftime('%a %Y-%m-%d %H:%M')} {here.tzname()}" + _host_bracket(moment, zone, host, False)
+
+
+def show_moment(instant: Any, zone: tzinfo, host: tzinfo) -> str:
+    """``2026-12-01 09:00:07 -0500 (host Tue 14:00:07 UTC)``: when something happened, to the second."""
+    moment = _instant(instant)
+    if moment is None:
+        return "-" if instant is None else str(instant)
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %z") + _host_bracket(moment, zone, host, True)
+
+
+def _instant(value: Any) -> Optional[datetime]:
+    if isinstance(value, datetime):
+        return value
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
 def render_status(data: Any, now: Any, colour: bool = False) -> None:
     """The ``status`` text view of a Status JSON document; states in red/green when ``colour``."""
-    from datetime import datetime
+    from psabill import clock
 
     def out(text: str) -> None:
         click.echo(text, color=True if colour else None)
 
     from psabill.fsutil import human_duration
 
-    def when(iso: str) -> str:
-        return datetime.fromisoformat(iso).strftime("%a %Y-%m-%d %H:%M:%S %z")
+    host = clock.load_zone(data["host_timezone"])
+    zone = clock.load_zone(data["account"]["timezone"]) if data["account"]["timezone"] else host
+
+    def when(iso: str) -> str:  # the table shows the account zone only; the lines below add the host's
+        moment = datetime.fromisoformat(iso).astimezone(zone)
+        return f"{moment.strftime('%a %Y-%m-%d %H:%M')} {moment.tzname()}"
 
     nxt = data["next_run"]
     last = data["last_run"]
@@ -232,9 +285,10 @@ def render_status(data: Any, now: Any, colour: bool = False) -> None:
         out(f"Schedule:   {sched['description']}" + ("" if sched["enabled"] else " [disabled]"))
     out(f"Zones:      account {data['account']['timezone'] or 'n/a'}, host {data['host_timezone']}")
     if nxt:
-        out(f"Next run:   {nxt['account']} (host {nxt['host']}, UTC {nxt['utc']})")
+        out(f"Next run:   {show_occurrence(nxt['account'], zone, host)}")
     if last:
-        out(f"Last run:   {last['status']} ({last['trigger']}) on host {last.get('host') or '-'}")
+        out(f"Last run:   {last['status']} ({last['trigger']}) at {show_moment(last['started_at'], zone, host)} "
+            f"on host {last.get('host') or '-'}")
     cron = data["cron"]
     state = "installed" if cron["installed"] else "not installed"
     sync = paint("in sync" if cron["in_sync"] else "OUT OF SYNC: run 'psabill cron install'", colour)

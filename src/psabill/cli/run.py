@@ -4,11 +4,46 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
-from psabill.cli.options import App, Fail, emit_json, json_option, pass_app, render_report
+from psabill.cli.options import App, Fail, change, emit_json, json_option, pass_app, render_report
 from psabill.errors import ExitCode, UsageError
+from psabill.report import ABORTED
+
+PREVIEW_LINES = 10
+
+
+def show_preview(app: App, now: Any) -> None:
+    """Before the prompt: what the run would change, read-only against the PSA and not recorded.
+
+    A preview that cannot reach the PSA (or read the source) ends the command
+    with that error: there is nothing to confirm.
+    """
+    from psabill import readiness
+    from psabill.errors import ConfigError
+    from psabill.report import PLANNED, RunReport
+    from psabill.run.perform import _refresh
+
+    settings = app.settings(must_exist=True)
+    if readiness.missing(settings):
+        raise ConfigError(readiness.not_ready_text(settings))
+    report = RunReport(trigger="dry-run", started_at=now())
+    click.echo("Checking what would change (read-only)...")
+    _refresh(settings, report, dry_run=True, record=lambda item: None, progress=None)
+    report.settle()
+    counts = report.counts
+    click.echo(f"Planned: {counts['updated']} to update, {counts['unchanged']} unchanged, {counts['failed']} failed, "
+               f"{counts['unmapped']} unmapped ({report.api_requests} API requests, nothing written)")
+    shown = [item for item in report.items if item.outcome != "unchanged"]
+    for item in shown[:PREVIEW_LINES]:
+        if item.outcome == PLANNED:
+            click.echo(f"  would update {item.customer} / {item.sku}: {change(item.old, item.new)}")
+        else:
+            click.echo(f"  {item.outcome.upper()} {item.customer} / {item.sku}: {item.message}")
+    if len(shown) > PREVIEW_LINES:
+        click.echo(f"  ... and {len(shown) - PREVIEW_LINES} more (psabill run --dry-run shows every line)")
 
 
 def interactive() -> bool:
@@ -40,10 +75,15 @@ def run(app: App, scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> N
         outcome = guard.run_scheduled(app.paths, clock.now, verbose=app.verbose)
         if outcome.report is None:
             return  # nothing due: silence, because cron mails any output
+        if outcome.report.status == ABORTED and not as_json:
+            # Cron mails whatever is printed: the reason once, on stderr, and nothing else.
+            raise Fail(outcome.error or outcome.report.message or f"run {outcome.report.run_id} was aborted",
+                       int(outcome.exit_code))
     else:
         if not dry_run and not yes:
             if not interactive():
                 raise UsageError("refusing to change billing without a terminal: pass --yes (or --dry-run)")
+            show_preview(app, clock.now)
             if not click.confirm("This changes billing quantities in your PSA and cannot be undone. Continue?"):
                 click.echo("cancelled: nothing was changed or recorded")
                 return

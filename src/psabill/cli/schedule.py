@@ -7,7 +7,8 @@ from typing import Any, Optional, Tuple
 
 import click
 
-from psabill.cli.options import App, complete_weekday, complete_zone, echo, emit_json, json_option, pass_app, warn_not_ready
+from psabill.cli.options import (App, complete_weekday, complete_zone, echo, emit_json, json_option, pass_app,
+                                 show_occurrence, warn_not_ready)
 from psabill.errors import UsageError
 
 
@@ -169,7 +170,7 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         echo(f"Cron fires in the system zone {host}, not in your shell's TZ={shell_tz}: "
                    f"the crontab entry was planned for {host}.")
     if upcoming:
-        echo(f"Next run: {upcoming[0]['account']} (host {upcoming[0]['host']}).")
+        echo(f"Next run: {show_occurrence(upcoming[0]['account'], saved.schedule.zone, host)}.")
     if no_cron:
         echo("Crontab left unchanged (--no-cron); run 'psabill cron install' to install it.")
     else:
@@ -223,13 +224,14 @@ def next_(app: App, count: int, as_json: bool) -> None:
     sched = scheduling.schedule_of(app.settings())
     if sched is None:
         raise ConfigError(f"no schedule saved in {app.paths.config}: run 'psabill schedule set' first")
-    rows = next_occurrences(sched, clock.now(), clock.host_zone(), count)
+    host = clock.host_zone()
+    rows = next_occurrences(sched, clock.now(), host, count)
     if as_json:
         emit_json(rows)
         return
-    click.echo(f"{'ACCOUNT':<28} {'HOST':<28} UTC")
+    click.echo(f"Next runs ({sched.zone}" + ("" if str(sched.zone) == str(host) else f"; host {host}") + "):")
     for row in rows:
-        click.echo(f"{row['account']:<28} {row['host']:<28} {row['utc']}")
+        click.echo(f"  {show_occurrence(row['account'], sched.zone, host)}")
 
 
 def _toggle(app: App, enabled: bool, as_json: bool, message: str) -> None:

@@ -87,8 +87,8 @@ class AutotaskStandin(LoopbackServer):
     def __init__(self, *, today: date, username: str = "api@example.test", secret: str = "standin-secret",
                  integration_code: str = "STANDIN-CODE", latency_ms: float = 0.0,
                  threshold: int = 10_000, used_this_hour: int = 0, page_size: int = PAGE,
-                 term_months: int = 12) -> None:
-        super().__init__(latency_ms=latency_ms)
+                 term_months: int = 12, port: int = 0) -> None:
+        super().__init__(port=port, latency_ms=latency_ms)
         self.today = today
         self.username = username
         self.secret = secret
