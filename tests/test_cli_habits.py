@@ -239,3 +239,14 @@ class TestCompletion:
         first, second = _record_run(env), _record_run(env)
         assert self.complete(env, "history show ") == [str(second), str(first)]
         assert self.complete(env, "email resend ") == [str(second), str(first)]
+
+
+class TestNeutralisedText:
+    def test_control_characters_from_outside_reach_the_terminal_escaped(self, env: Env) -> None:
+        """A name carrying a terminal escape or a bidi override is shown as text, never interpreted."""
+        env.make_ready()
+        (env.config.parent / "usage.csv").write_text("customer,sku,seats\n\x1b[2J\u202eEvil Corp,LastPass,3\n")
+        result = env.run("run", "--dry-run")
+        assert result.exit_code == 4
+        assert "\x1b" not in result.output and "\u202e" not in result.output
+        assert "\\x1b[2J" in result.output and "\\u202e" in result.output

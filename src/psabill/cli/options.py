@@ -178,18 +178,22 @@ def emit_json(data: Any) -> None:
 
 def render_report(report: Any) -> None:
     """A run's outcome and its changes and failures, as text."""
-    verb = "Dry run" if report.trigger == "dry-run" else "Run"
-    echo(f"{verb} {report.run_id}: {report.status}" + (f" ({report.message})" if report.message else ""))
-    counts = report.counts
+    from psabill.redact import neutralize as shown  # names and messages come from outside: inert on a terminal
+
+    dry = report.trigger == "dry-run"
+    verb = "Dry run" if dry else "Run"
+    echo(f"{verb} {report.run_id}: {report.status}" + (f" ({shown(report.message)})" if report.message else ""))
+    counts = {("would update" if dry and k == "updated" else k): v for k, v in report.counts.items()}
     echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"; {report.api_requests} API requests")
     for item in report.items:
+        who = f"{shown(item.customer)} / {shown(item.sku)}"
         if item.outcome == "planned":
-            echo(f"  would update {item.customer} / {item.sku}: {change(item.old, item.new)}")
+            echo(f"  would update {who}: {change(item.old, item.new)}")
         elif item.outcome == "updated":
-            echo(f"  {item.customer} / {item.sku}: {change(item.old, item.new)}")
+            echo(f"  {who}: {change(item.old, item.new)}")
         elif item.outcome in ("failed", "unmapped"):
-            hint = f" Fix: {item.hint}" if item.hint else ""
-            echo(f"  {item.outcome.upper()} {item.customer} / {item.sku}: {item.message}.{hint}")
+            hint = f" Fix: {shown(item.hint)}" if item.hint else ""
+            echo(f"  {item.outcome.upper()} {who}: {shown(item.message)}.{hint}")
     if report.trigger == "dry-run":
         echo("Nothing was written to the PSA (dry run).")
     if report.run_id is not None:
