@@ -71,23 +71,35 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(argument) for argument in argv)
 
 
-def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True) -> List[str]:
-    """The crontab lines for one config's schedule, rendered by python-crontab."""
+def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True, *,
+                  validate: bool = True) -> List[str]:
+    """The crontab lines for one config's schedule.
+
+    The lines are rendered here, always the same way (``%`` in the command
+    escaped as ``\\%``, the tag as a trailing comment), so a read-only view
+    (``status``, ``cron show``) compares like with like without importing
+    python-crontab, which pulls in asyncio. Before anything is written
+    (``validate``), python-crontab parses the expression and the command; what
+    it refuses is a CrontabError, so cron only ever gets lines it accepts.
+    """
+    command = command_line(argv)
+    escaped = command.replace("%", "\\%")
+    lines = [f"{expression} {escaped} # {schedule_tag(config)}"]
+    if catch_up:
+        lines.append(f"@reboot {escaped} # {reboot_tag(config)}")
+    if validate:
+        _validate(lines)
+    return lines
+
+
+def _validate(lines: Sequence[str]) -> None:
+    """python-crontab must read every line back as a valid job with our command."""
     from crontab import CronTab
 
-    tab = CronTab(tab="")
-    command = command_line(argv)
-    job = tab.new(command=command, comment=schedule_tag(config))
-    try:
-        job.setall(expression)
-    except (KeyError, ValueError) as exc:
-        raise CrontabError(f"invalid cron expression {expression!r}: {exc}") from None
-    lines = [job.render()]
-    if catch_up:
-        reboot = tab.new(command=command, comment=reboot_tag(config))
-        reboot.every_reboot()
-        lines.append(reboot.render())
-    return lines
+    tab = CronTab(tab="\n".join(lines) + "\n")
+    jobs = list(tab)
+    if len(jobs) != len(lines) or not all(job.is_valid() for job in jobs):
+        raise CrontabError(f"python-crontab does not accept the crontab line {lines[0]!r}")
 
 
 def is_ours(line: str, config: Path) -> bool:

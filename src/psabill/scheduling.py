@@ -199,14 +199,19 @@ def cron_argv(paths: Paths) -> List[str]:
     return command_prefix(paths) + ["run", "--scheduled"]
 
 
-def desired_lines(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> List[str]:
-    """What the crontab should hold now for this config ([] when disabled)."""
+def desired_lines(paths: Paths, settings: Settings, now: datetime, host: tzinfo, *,
+                  validate: bool = True) -> List[str]:
+    """What the crontab should hold now for this config ([] when disabled).
+
+    ``validate=False`` is for read-only views: it skips python-crontab's check.
+    """
     from psabill import cronplan, crontab
 
     schedule = schedule_of(settings)
     if schedule is None or not settings.schedule.enabled:
         return []
-    return crontab.desired_lines(cronplan.plan(schedule, host, now).expression, cron_argv(paths), paths.config)
+    return crontab.desired_lines(cronplan.plan(schedule, host, now).expression, cron_argv(paths), paths.config,
+                                 validate=validate)
 
 
 def sync_cron(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> List[str]:

@@ -99,7 +99,7 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
     enabled = schedule is not None and settings.schedule.enabled
     tab = crontab.Crontab(paths.crontab_file, paths.config)
     installed = tab.lines()
-    expected = scheduling.desired_lines(paths, settings, now, host)
+    expected = scheduling.desired_lines(paths, settings, now, host, validate=False)
     last = None
     done: List[str] = []
     hosts: List[str] = []
