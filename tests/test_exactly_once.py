@@ -164,7 +164,7 @@ def test_schedule_set_cron_install_and_disable_touch_only_their_own_configs_line
     assert text.startswith(ADMIN)
     mine = [x for x in text.splitlines() if cron.is_ours(x, env.config)]
     theirs = [x for x in text.splitlines() if cron.is_ours(x, other)]
-    assert len(mine) == 2 and len(theirs) == 2 and not set(mine) & set(theirs)
+    assert len(mine) == 3 and len(theirs) == 3 and not set(mine) & set(theirs)
     assert f"# psabill[{cron.config_id(env.config)}]: billing update for {env.config} " in mine[0]
     assert env.run("schedule", "disable", now=SAVED).exit_code == 0
     assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in theirs)
@@ -187,8 +187,8 @@ def test_an_old_format_line_of_the_same_config_is_migrated_and_another_configs_i
     assert env.run("cron", "install", now=SAVED).exit_code == 0
     lines = env.crontab.read_text().splitlines(keepends=True)
     assert "".join(lines[:2]) == ADMIN
-    assert all(cron.marker(env.config) in x for x in lines[2:4])
-    assert lines[4:] == [foreign]
+    assert all(cron.marker(env.config) in x for x in lines[2:5])
+    assert lines[5:] == [foreign]
 
 
 # -- 11. A mistyped --config changes nothing -----------------------------------------------------
@@ -215,7 +215,7 @@ def test_cron_remove_removes_this_configs_lines(env: Env) -> None:
     theirs = [x for x in env.crontab.read_text().splitlines() if cron.is_ours(x, other)]
     config_before = env.config.read_bytes()
     result = env.run("cron", "remove", now=SAVED)
-    assert result.exit_code == 0 and f"Removed 2 crontab line(s) for {env.config}." in result.output
+    assert result.exit_code == 0 and f"Removed 3 crontab line(s) for {env.config}." in result.output
     assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in theirs)
     assert env.config.read_bytes() == config_before
     again = env.run("cron", "remove", now=SAVED)
@@ -369,3 +369,54 @@ def test_an_occurrence_that_fell_due_while_the_schedule_was_disabled_never_runs_
     assert status["missed"] == []
     assert env.run("run", "--scheduled", now="2026-11-28T06:00:00Z").exit_code == 0
     assert [r["occurrence"] for r in runs(env)] == ["2026-11-28T06:00:00+00:00"]
+
+
+# -- 2. An aborted run is retried -------------------------------------------------------------------------------
+
+
+def test_an_aborted_run_is_retried_at_later_firings_within_catch_up_and_then_listed_as_missed_with_its_reason(
+        env: Env) -> None:
+    from psabill.errors import AbortError
+
+    daily(env, "--catch-up", "3h", "--notify", "ops@msp.example")
+    env.make_ready()
+    lines = env.crontab.read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("0 6 * * * ") and lines[1].startswith("@reboot ")
+    assert lines[2].startswith("0 * * * * ") and "retry after an aborted run" in lines[2]
+
+    def down(settings: Any, report: Any, **kwargs: Any) -> None:
+        raise AbortError("PSA https://psa.invalid is unreachable; nothing was written: connection refused")
+
+    env.monkeypatch.setattr("psabill.run.perform._refresh", down)
+    first = env.run("run", "--scheduled", now=DUE)
+    assert first.exit_code != 0 and "unreachable" in first.output
+    status = json.loads(env.run("status", "--json", now="2026-11-27T06:05:00Z").output)
+    assert status["retrying"]["occurrence"] == "2026-11-27T06:00:00+00:00"
+    assert status["retrying"]["attempts"] == 1
+    assert status["retrying"]["next_attempt"]["utc"] == "2026-11-27T07:00:00+00:00"
+    assert "unreachable" in status["retrying"]["last_reason"]
+    assert status["missed"] == [] and status["missed_details"] == []
+    text = env.run("status", now="2026-11-27T06:05:00Z").output
+    assert "retrying, next attempt at 2026-11-27T07:00:00+00:00" in text
+    # Not-due firings in between stay silent and cheap; the hourly firings retry.
+    assert env.run("run", "--scheduled", now="2026-11-27T07:00:00Z").exit_code != 0
+    assert env.run("run", "--scheduled", now="2026-11-27T08:00:00Z").exit_code != 0
+    assert env.run("run", "--scheduled", now="2026-11-27T09:00:00Z").exit_code != 0
+    assert env.run("run", "--scheduled", now="2026-11-27T10:00:00Z").exit_code == 0  # past catch_up: nothing
+    assert [(r["status"], r["occurrence"]) for r in runs(env)] == [("aborted", "2026-11-27T06:00:00+00:00")] * 4
+    assert len(list((env.tmp / "outbox").glob("*.eml"))) == 4  # each attempt still sends its report
+    later = json.loads(env.run("status", "--json", now="2026-11-27T10:00:00Z").output)
+    assert later["retrying"] is None
+    assert later["missed"] == ["2026-11-27T06:00:00+00:00"]
+    assert later["missed_details"] == [{"occurrence": "2026-11-27T06:00:00+00:00", "attempts": 4,
+                                        "reason": status["retrying"]["last_reason"]}]
+    assert "Missed:     2026-11-27T06:00:00+00:00 (PSA https://psa.invalid is unreachable" in env.run(
+        "status", now="2026-11-27T10:00:00Z").output
+    # The next day the PSA is down for one firing only: the retry an hour later runs it, once.
+    assert env.run("run", "--scheduled", now="2026-11-28T06:00:00Z").exit_code != 0
+    env.monkeypatch.setattr("psabill.run.perform._refresh", lambda settings, report, **kwargs: None)
+    assert env.run("run", "--scheduled", now="2026-11-28T07:00:00Z").exit_code == 0
+    assert env.run("run", "--scheduled", now="2026-11-28T08:00:00Z").exit_code == 0
+    assert [r["status"] for r in runs(env) if r["occurrence"].startswith("2026-11-28")] == ["success", "aborted"]
+    done = json.loads(env.run("status", "--json", now="2026-11-29T05:00:00Z").output)
+    assert done["missed"] == ["2026-11-27T06:00:00+00:00"] and done["retrying"] is None

@@ -58,6 +58,10 @@ def reboot_tag(config: Path) -> str:
     return f"{marker(config)} catch-up after reboot for {_shown(config)} (managed by psabill)"
 
 
+def retry_tag(config: Path) -> str:
+    return f"{marker(config)} retry after an aborted run for {_shown(config)} (managed by psabill)"
+
+
 def command_line(argv: Sequence[str]) -> str:
     """The argv shell-quoted for /bin/sh.
 
@@ -71,8 +75,12 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(argument) for argument in argv)
 
 
-def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True) -> List[str]:
-    """The crontab lines for one config's schedule, rendered by python-crontab."""
+def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True,
+                  retry: Optional[str] = None) -> List[str]:
+    """The crontab lines for one config's schedule, rendered by python-crontab.
+
+    ``retry`` is the expression of the extra firings that retry an aborted run within
+    catch-up (the guard answers them cheaply when nothing is due)."""
     from crontab import CronTab
 
     tab = CronTab(tab="")
@@ -87,6 +95,16 @@ def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: 
         reboot = tab.new(command=command, comment=reboot_tag(config))
         reboot.every_reboot()
         lines.append(reboot.render())
+    if retry:
+        again = tab.new(command=command, comment=retry_tag(config))
+        try:
+            again.setall(retry)
+        except (KeyError, ValueError) as exc:
+            raise CrontabError(f"invalid cron expression {retry!r}: {exc}") from None
+        rendered = again.render()
+        if rendered.startswith("@hourly "):  # python-crontab's shorthand; spell it out for every cron
+            rendered = "0 * * * * " + rendered[len("@hourly "):]
+        lines.append(rendered)
     return lines
 
 

@@ -8,8 +8,11 @@
   (customer, SKU). Rows are written as the run goes, so a run that is killed
   leaves its record; the next run that takes the lock marks it ``interrupted``.
 * A scheduled occurrence counts as *done* once a run for it exists in any
-  status but ``interrupted``: an interrupted occurrence is run again (the PSA
-  writes are idempotent or re-read before each change), every other one never.
+  status but ``interrupted`` or ``aborted``: an interrupted occurrence is run
+  again (the PSA writes are idempotent or re-read before each change), and so
+  is an aborted one (it stopped before any write: PSA unreachable, credentials
+  refused, source unreadable), at later firings within catch-up; every other
+  one never. Each attempt is its own row (:meth:`History.attempts`).
 * Runs are serialized by the store's run lock (an ``flock`` in the state dir,
   or a PostgreSQL advisory lock on a connection held for the run); the guard
   re-checks the ledger after taking it, and a scheduled run claims its
@@ -34,7 +37,7 @@ from psabill.dialect import Cursor, Dialect, SqliteDialect
 from psabill.errors import StateError
 from psabill.fsutil import make_private_dir
 from psabill.paths import Paths
-from psabill.report import INTERRUPTED, RUNNING, ItemResult, RunReport
+from psabill.report import ABORTED, INTERRUPTED, RUNNING, ItemResult, RunReport
 
 SCHEMA_VERSION = dialect_mod.SCHEMA_VERSION
 
@@ -358,10 +361,28 @@ class History:
     def done_occurrences(self, since: datetime) -> List[str]:
         rows = self._query(
             "SELECT DISTINCT occurrence FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' "
-            "AND status NOT IN (?, ?)",
-            (iso(since), INTERRUPTED, RUNNING),
+            "AND status NOT IN (?, ?, ?)",
+            (iso(since), INTERRUPTED, RUNNING, ABORTED),
         )
         return [row[0] for row in rows]
+
+    def attempts(self, since: datetime) -> Dict[str, "Attempts"]:
+        """Scheduled occurrences since ``since`` that were tried but are not done (aborted or
+        interrupted): occurrence ISO -> how many attempts and the newest one's reason."""
+        rows = self._query(
+            "SELECT occurrence, status, message FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' "
+            "ORDER BY id",
+            (iso(since),),
+        )
+        found: Dict[str, Attempts] = {}
+        done = set()
+        for occurrence, status, message in rows:
+            if status in (INTERRUPTED, RUNNING, ABORTED):
+                previous = found.get(occurrence)
+                found[occurrence] = Attempts((previous.count if previous else 0) + 1, status, message or status)
+            else:
+                done.add(occurrence)
+        return {k: v for k, v in found.items() if k not in done}
 
     def report(self, run_id: int) -> Optional[RunReport]:
         """Rebuild a RunReport from the history (for resending an email)."""
@@ -396,6 +417,10 @@ class History:
         if not rows:
             return 0
         newest = datetime.fromisoformat(rows[0][0])
+        # A run recorded while the clock was far ahead must not push the window past every
+        # later run: measure from the newest run or the latest one, whichever is earlier.
+        latest = self._query("SELECT started_at FROM runs ORDER BY id DESC LIMIT 1")
+        newest = min(newest, datetime.fromisoformat(latest[0][0]))
         cutoff = newest - max(retention, keep)
         cursor = self._execute(
             "DELETE FROM runs WHERE started_at < ? AND id != (SELECT MAX(id) FROM runs)",
@@ -449,10 +474,20 @@ def open_store(paths: Paths, url: Optional[str]) -> Store:
 
 def _done(dialect: Dialect, conn: Any, occurrence: datetime) -> bool:
     # A row still "running" is either in progress (its owner holds the run lock, and
-    # we re-check after taking it) or left by a killed run: neither counts as done.
+    # we re-check after taking it) or left by a killed run: neither counts as done,
+    # nor does an aborted run (it wrote nothing; a later firing retries it).
     row = conn.execute(dialect.sql(
         "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' "
-        "AND status NOT IN (?, ?) LIMIT 1"),
-        (iso(occurrence), INTERRUPTED, RUNNING),
+        "AND status NOT IN (?, ?, ?) LIMIT 1"),
+        (iso(occurrence), INTERRUPTED, RUNNING, ABORTED),
     ).fetchone()
     return row is not None
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """The runs of an occurrence that is not done yet."""
+
+    count: int
+    status: str  # the newest attempt's
+    reason: str  # the newest attempt's message
