@@ -420,3 +420,61 @@ def test_an_aborted_run_is_retried_at_later_firings_within_catch_up_and_then_lis
     assert [r["status"] for r in runs(env) if r["occurrence"].startswith("2026-11-28")] == ["success", "aborted"]
     done = json.loads(env.run("status", "--json", now="2026-11-29T05:00:00Z").output)
     assert done["missed"] == ["2026-11-27T06:00:00+00:00"] and done["retrying"] is None
+
+
+# -- 17. The lock has a deadline ---------------------------------------------------------------------------------
+
+
+def test_the_results_email_has_an_overall_deadline_so_a_dribbling_smtp_server_never_holds_the_run_lock_past_it(
+        env: Env) -> None:
+    import socket
+    import threading
+    import time
+
+    from psabill.lock import run_lock
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def dribble() -> None:  # a greeting that never ends: one byte every second
+        conn, _ = server.accept()
+        with conn:
+            for byte in iter(lambda: b"2", None):
+                if stop.wait(1.0):
+                    return
+                try:
+                    conn.sendall(byte)
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    daily(env, "--notify", "ops@msp.example")
+    env.make_ready()
+    edit_config(env, notify={"transport": "smtp", "smtp": {"host": "127.0.0.1", "port": port,
+                                                            "security": "none", "timeout": 3}})
+    recorded: List[str] = []
+    real_send = __import__("psabill.notify", fromlist=["send_report"]).send_report
+
+    def send_report(notify: Any, report: Any, history: Any, **kwargs: Any) -> Any:
+        recorded.append(history.run(report.run_id).status)  # the run is finished in the ledger first
+        return real_send(notify, report, history, **kwargs)
+
+    env.monkeypatch.setattr("psabill.notify.send_report", send_report)
+    try:
+        started = time.monotonic()
+        result = env.run("run", "--scheduled", now=DUE)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        server.close()
+    assert recorded == ["success"]
+    assert took < 3 + 2.5, took  # per-read timeouts alone would wait forever
+    assert result.exit_code != 0
+    assert "did not finish within 3s in all" in result.output
+    with run_lock(env.state_dir / "run.lock", 0):  # free at once
+        pass
+    assert [(r["status"], r["email"]["status"]) for r in runs(env)] == [("success", "failed")]
