@@ -478,3 +478,100 @@ def test_the_results_email_has_an_overall_deadline_so_a_dribbling_smtp_server_ne
     with run_lock(env.state_dir / "run.lock", 0):  # free at once
         pass
     assert [(r["status"], r["email"]["status"]) for r in runs(env)] == [("success", "failed")]
+
+
+# -- 14. Edits keep the admin's bytes -------------------------------------------------------------------------------
+
+HAND_WRITTEN = """\
+# Billing for Acme MSP -- edited by hand; keep these notes.
+version = 1
+
+[account]
+timezone = "UTC"   # where the billing day starts
+name = "Acme MSP"
+
+[schedule]
+# managed by 'psabill schedule set'
+mode = "daily"
+hour = 6
+enabled = true
+saved_at = 2026-11-26T12:00:00Z
+catch_up = "24h"  # a day
+
+[psa]
+kind      = "connectwise"          # aligned by hand
+url       = "https://psa.invalid"
+company   = "msp"
+public_key = 'pub'
+private_key_file = "psa-key"
+client_id = "client"
+
+[source]
+kind = "csv"
+path = "usage.csv"
+
+[products]
+LastPass = "SEATS-STD"   # the only SKU we bill
+
+[notify]
+emails = [
+    "billing@msp.example",  # finance
+]
+transport = "file"
+file = { dir = "outbox" }
+"""
+
+
+def test_schedule_set_enable_and_disable_keep_every_comment_key_order_and_formatting_outside_the_keys_they_change(
+        env: Env) -> None:
+    env.config.parent.mkdir(parents=True)
+    env.config.write_text(HAND_WRITTEN)
+    os.chmod(env.config, 0o600)
+    assert env.run("schedule", "disable", now=SAVED).exit_code == 0
+    assert env.config.read_text() == HAND_WRITTEN.replace("enabled = true", "enabled = false")
+    assert env.run("schedule", "enable", now="2026-11-26T13:00:00Z").exit_code == 0
+    assert env.config.read_text() == HAND_WRITTEN.replace(
+        'catch_up = "24h"  # a day\n', 'catch_up = "24h"  # a day\nenabled_at = 2026-11-26T13:00:00Z\n')
+    result = env.run("schedule", "set", "--daily", "--hour", "7", "--timezone", "UTC", now="2026-11-26T14:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert env.config.read_text() == HAND_WRITTEN.replace("hour = 6", "hour = 7").replace(
+        "saved_at = 2026-11-26T12:00:00Z", "saved_at = 2026-11-26T14:00:00Z")
+    assert json.loads(env.run("status", "--json", now=SAVED).output)["cron"]["in_sync"]
+
+
+def test_schedule_set_writes_through_a_symlinked_config_to_its_target(env: Env) -> None:
+    target = env.tmp / "etc" / "psabill.toml"
+    target.parent.mkdir()
+    target.write_text(HAND_WRITTEN)
+    os.chmod(target, 0o600)
+    env.config.parent.mkdir(parents=True)
+    env.config.symlink_to(target)
+    assert env.run("schedule", "set", "--daily", "--hour", "7", "--timezone", "UTC", now=SAVED).exit_code == 0
+    assert env.config.is_symlink() and env.config.resolve() == target
+    assert "hour = 7" in target.read_text() and "# the only SKU we bill" in target.read_text()
+    assert env.run("schedule", "disable", now=SAVED).exit_code == 0
+    assert env.config.is_symlink() and "enabled = false" in target.read_text()
+
+
+def test_two_concurrent_schedule_sets_leave_config_and_crontab_in_agreement(env: Env) -> None:
+    import sys
+
+    from psabill import scheduling
+    from psabill.paths import Paths
+    from psabill.settings import load
+
+    daily(env)
+    env.make_ready()
+    child_env = {**os.environ, "PSABILL_NOW": SAVED}
+    paths = Paths.resolve(str(env.config), str(env.state_dir))
+    for round_ in range(20):
+        days = ("mon", "tue") if round_ % 2 else ("wed", "thu")
+        procs = [subprocess.Popen([sys.executable, "-m", "psabill", "schedule", "set", "--weekly", day, "--hour",
+                                   "9", "--timezone", "UTC"], env=child_env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT) for day in days]
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        settings = load(env.config)
+        installed = cron.Crontab(env.crontab, env.config).lines()
+        expected = scheduling.desired_lines(paths, settings, datetime(2026, 11, 26, 12, tzinfo=UTC), UTC)
+        assert installed == expected, (round_, settings.schedule.weekday, installed)
