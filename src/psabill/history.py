@@ -412,16 +412,23 @@ class History:
         The window is measured from the newest record, never from a "now" that
         could be earlier than the records (a clock set back), and it is never
         shorter than ``keep``: what the guard may still need (catch-up + 3 h).
+        A clock that jumps forward for one run (or back after it) never empties it.
         """
         rows = self._query("SELECT started_at FROM runs ORDER BY started_at DESC LIMIT 1")
         if not rows:
             return 0
         newest = datetime.fromisoformat(rows[0][0])
-        # A run recorded while the clock was far ahead must not push the window past every
-        # later run: measure from the newest run or the latest one, whichever is earlier.
-        latest = self._query("SELECT started_at FROM runs ORDER BY id DESC LIMIT 1")
-        newest = min(newest, datetime.fromisoformat(latest[0][0]))
-        cutoff = newest - max(retention, keep)
+        # A clock far ahead must not empty the ledger. A run recorded while it was ahead must not
+        # push the window past every later run: measure from the newest run or the latest one,
+        # whichever is earlier. And a latest run more than a window after the one before it
+        # (a clock that jumped forward, or a very long pause) prunes nothing this time.
+        window = max(retention, keep)
+        latest = [datetime.fromisoformat(row[0])
+                  for row in self._query("SELECT started_at FROM runs ORDER BY id DESC LIMIT 2")]
+        if len(latest) == 2 and latest[0] - latest[1] > window:
+            return 0
+        newest = min(newest, latest[0])
+        cutoff = newest - window
         cursor = self._execute(
             "DELETE FROM runs WHERE started_at < ? AND id != (SELECT MAX(id) FROM runs)",
             (iso(cutoff),),

@@ -827,6 +827,9 @@ DOCS: Dict[str, KeyDoc] = {
     "psa.max_retries": KeyDoc("integer 0-20", "5", "Retries of a throttled or failed request.", "5"),
     "psa.ca_file": KeyDoc("path", "system CAs", "Extra CA bundle for the PSA.", '"ca.pem"'),
     "history.retention_days": KeyDoc("integer", str(DEFAULT_RETENTION_DAYS), "Days of run history kept.", "400"),
+    "state.url": KeyDoc("postgresql:// URL", "SQLite state.db in the state dir",
+                        "A PostgreSQL ledger several hosts share (PSABILL_STATE_URL wins); keep its password "
+                        "out of the file.", '"postgresql://psabill@db.example/psabill"'),
     "run.lock_timeout": KeyDoc("duration", f'"{DEFAULT_LOCK_TIMEOUT}"',
                                "How long a run waits for another to finish.", '"10m"'),
     "log.max_bytes": KeyDoc("integer", "1000000", "Log file size before it rotates.", "1000000"),
