@@ -575,3 +575,63 @@ def test_two_concurrent_schedule_sets_leave_config_and_crontab_in_agreement(env:
         installed = cron.Crontab(env.crontab, env.config).lines()
         expected = scheduling.desired_lines(paths, settings, datetime(2026, 11, 26, 12, tzinfo=UTC), UTC)
         assert installed == expected, (round_, settings.schedule.weekday, installed)
+
+
+# -- Acceptance: concurrency, a full disk, a simulated year ----------------------------------------------------------
+
+
+def test_three_guards_started_together_on_a_fresh_state_dir_give_exactly_one_run_and_all_exit_0(env: Env) -> None:
+    import sys
+
+    daily(env)
+    env.make_ready()
+    for round_ in range(8):
+        state = env.tmp / f"state-{round_}"
+        child_env = {**os.environ, "PSABILL_NOW": DUE, "PSABILL_STATE_DIR": str(state)}
+        procs = [subprocess.Popen([sys.executable, "-m", "psabill", "run", "--scheduled"], env=child_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], outputs
+        with History(state / "state.db") as history:
+            assert [(r.status, r.occurrence) for r in history.runs()] == [
+                ("success", "2026-11-27T06:00:00+00:00")], round_
+
+
+def test_a_full_disk_at_the_first_run_then_freed_gives_a_working_history(env: Env) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the state dir needs root")
+    daily(env)
+    env.make_ready()
+    env.state_dir.mkdir(mode=0o700)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(env.state_dir)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        message = f"cannot mount a tmpfs for the full-disk test: {mounted.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        filler = env.state_dir / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:  # fill it to the last byte
+            for size in (4096, 512, 1):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+        full = env.run("run", "--scheduled", now=DUE)
+        assert full.exit_code != 0
+        assert "Traceback" not in full.output and len(full.output.strip().splitlines()) == 1, full.output
+        filler.unlink()
+        freed = env.run("run", "--scheduled", now="2026-11-27T06:10:00Z")
+        assert freed.exit_code == 0, freed.output
+        assert [(r["status"], r["occurrence"]) for r in runs(env) if r["status"] != "interrupted"] == [
+            ("success", "2026-11-27T06:00:00+00:00")]
+        assert env.run("run", "--scheduled", now="2026-11-27T07:00:00Z").exit_code == 0
+        assert len([r for r in runs(env) if r["status"] == "success"]) == 1
+        assert env.run("status", "--json", now="2026-11-27T07:00:00Z").exit_code == 0
+    finally:
+        subprocess.run(["umount", "--lazy", str(env.state_dir)], check=True)  # the in-process log may hold a file
