@@ -635,3 +635,83 @@ def test_a_full_disk_at_the_first_run_then_freed_gives_a_working_history(env: En
         assert env.run("status", "--json", now="2026-11-27T07:00:00Z").exit_code == 0
     finally:
         subprocess.run(["umount", "--lazy", str(env.state_dir)], check=True)  # the in-process log may hold a file
+
+
+YEAR_ZONES = [("America/New_York", "UTC"), ("UTC", "Europe/Berlin"), ("Australia/Sydney", "America/Los_Angeles"),
+              ("Europe/London", "America/New_York"), ("Asia/Kolkata", "Europe/London")]
+YEAR_MODES = [("--daily",), ("--weekly", "sun"), ("--monthly", "last")]
+
+
+@pytest.mark.parametrize("account, host", YEAR_ZONES, ids=[f"{a}-on-{h}" for a, h in YEAR_ZONES])
+def test_a_simulated_year_of_firings_runs_every_occurrence_exactly_once(
+        env: Env, account: str, host: str) -> None:
+    """Cron's firings for a year (each occurrence's firing, late as Debian cron makes it on a repeated
+    host hour, and the hourly retry firings after it) through the real guard and a real History,
+    across a clock jump of two years and back, a PSA outage, a re-save after a missed firing and a
+    disable/enable over an occurrence."""
+    import itertools
+    from zoneinfo import ZoneInfo
+
+    from psabill import cronplan, scheduling
+    from psabill.errors import AbortError
+    from psabill.paths import Paths
+    from psabill.run.guard import run_scheduled
+    from psabill.settings import load
+
+    env.host(host)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = datetime(2027, 1, 1, tzinfo=UTC)
+    outage = {"on": False}
+
+    def refresh(settings: Any, report: Any, **kwargs: Any) -> None:
+        if outage["on"]:
+            raise AbortError("PSA https://psa.invalid is unreachable; nothing was written")
+
+    env.monkeypatch.setattr("psabill.run.perform._refresh", refresh)
+    for mode in YEAR_MODES:
+        config = env.tmp / mode[0].strip("-") / "config.toml"
+        paths = Paths.resolve(str(config), str(config.parent / "state"))
+        args = ["--config", str(config), "--state-dir", str(paths.state_dir), "schedule", "set", *mode,
+                "--hour", "2", "--timezone", account, "--catch-up", "6h"]
+        assert env.run(*args, now=start.isoformat()).exit_code == 0
+        env.config = config
+        env.make_ready()
+        settings = load(config)
+        schedule = scheduling.schedule_of(settings)
+        assert schedule is not None
+        plan = cronplan.plan(schedule, ZoneInfo(host), start)
+        late = {x.occurrence: x.fires_at for x in plan.late}
+        occurrences = list(itertools.takewhile(lambda o: o < end, schedule.occurrences(start)))
+        n = len(occurrences)
+        jump, down, resave, off = n // 5, 2 * n // 5, 3 * n // 5, 4 * n // 5
+
+        def fire(at: datetime) -> None:
+            run_scheduled(paths, lambda: at)  # an aborted run returns its outcome; nothing raises
+
+        for index, occurrence in enumerate(occurrences):
+            first = late.get(occurrence, occurrence)
+            assert plan.matches(first.astimezone(ZoneInfo(host)))  # the installed line fires here
+            if index == off:
+                env.run(*args[:4], "schedule", "disable", now=(occurrence - timedelta(hours=1)).isoformat())
+            if index == jump:
+                fire(first + timedelta(days=730))  # the clock reads two years ahead for one firing
+            elif index == down:
+                outage["on"] = True
+                fire(first)
+                outage["on"] = False
+            elif index == resave:
+                env.run(*args, now=(first + timedelta(minutes=30)).isoformat())  # missed firing, then re-saved
+            elif index != off:
+                fire(first)
+            if index == off:
+                env.run(*args[:4], "schedule", "enable", now=(occurrence + timedelta(minutes=30)).isoformat())
+            for hours in (1, 2):  # the hourly retry line at the occurrence's minute
+                fire(first + timedelta(hours=hours))
+        with History(paths.db) as history:
+            rows = [r for r in history.runs() if r.trigger == "scheduled"]
+        done = [r.occurrence for r in rows if r.status == "success"]
+        in_year = sorted(o for o in done if o < end.isoformat())
+        expected = sorted(o.isoformat() for i, o in enumerate(occurrences) if i != off)
+        assert len(done) == len(set(done)), f"{mode}: an occurrence ran twice"
+        assert in_year == expected, (mode, sorted(set(expected) - set(in_year)), sorted(set(in_year) - set(expected)))
+        assert [r.occurrence for r in rows if r.status == "aborted"] == [occurrences[down].isoformat()]
