@@ -20,7 +20,7 @@ pytestmark = pytest.mark.realcron
 
 ADMIN_TAB = 'MAILTO="ops@msp.example"\n# nightly backup\n30 2 * * *   /usr/local/bin/backup --all   # keep spacing\n'
 # Modules `psabill schedule` imports, copied where the throwaway user can read them.
-MODULES = ["psabill", "click", "crontab", "cronlog", "tomli_w", "platformdirs", "tzlocal",
+MODULES = ["psabill", "click", "crontab", "cronlog", "tomli_w", "tomlkit", "platformdirs", "tzlocal",
            "email_validator", "idna", "dns", "tzdata", "dateutil", "six"]
 
 

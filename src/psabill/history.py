@@ -40,6 +40,7 @@ from psabill.paths import Paths
 from psabill.report import ABORTED, INTERRUPTED, RUNNING, ItemResult, RunReport
 
 SCHEMA_VERSION = dialect_mod.SCHEMA_VERSION
+JUMP = timedelta(days=366)  # a gap between two runs this long is a clock jump, not a pruning reason
 
 
 def _stored(value: Any) -> Any:
@@ -420,12 +421,12 @@ class History:
         newest = datetime.fromisoformat(rows[0][0])
         # A clock far ahead must not empty the ledger. A run recorded while it was ahead must not
         # push the window past every later run: measure from the newest run or the latest one,
-        # whichever is earlier. And a latest run more than a window after the one before it
-        # (a clock that jumped forward, or a very long pause) prunes nothing this time.
+        # whichever is earlier. And a latest run more than a year (and a window) after the one
+        # before it (a clock that jumped years ahead, or a very long pause) prunes nothing this time.
         window = max(retention, keep)
         latest = [datetime.fromisoformat(row[0])
                   for row in self._query("SELECT started_at FROM runs ORDER BY id DESC LIMIT 2")]
-        if len(latest) == 2 and latest[0] - latest[1] > window:
+        if len(latest) == 2 and latest[0] - latest[1] > max(window, JUMP):
             return 0
         newest = min(newest, latest[0])
         cutoff = newest - window
