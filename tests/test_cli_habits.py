@@ -195,7 +195,7 @@ class TestJson:
         off = json.loads(env.run("schedule", "disable", "--json", now=NOW).output)
         assert off == {"enabled": False, "config": str(env.config), "cron": {"lines": []}}
         on = json.loads(env.run("schedule", "enable", "--json", now=NOW).output)
-        assert on["enabled"] is True and len(on["cron"]["lines"]) == 2
+        assert on["enabled"] is True and len(on["cron"]["lines"]) == 3
         installed = json.loads(env.run("cron", "install", "--json", now=NOW).output)
         assert installed["installed"] is True and installed["lines"] == on["cron"]["lines"]
 

@@ -101,8 +101,9 @@ class TestScheduleSet:
         assert lines[:3] == ["MAILTO=ops@msp.example", "# keep me", "*/5 * * * * /usr/bin/true"]
         assert lines[3].startswith("0 7 * * * ")
         assert lines[4].startswith("@reboot ")
-        assert lines[5] == "15 3 * * * /usr/local/bin/backup  # after"
-        assert len(lines) == 6
+        assert lines[5].startswith("0 * * * * ")  # retries an aborted run within catch-up
+        assert lines[6] == "15 3 * * * /usr/local/bin/backup  # after"
+        assert len(lines) == 7
 
     def test_it_keeps_sections_it_does_not_own(self, env: Env) -> None:
         env.config.parent.mkdir(parents=True)

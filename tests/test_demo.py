@@ -33,4 +33,4 @@ def test_demo_runs_end_to_end_and_writes_the_results_email(tmp_path: Path) -> No
     assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in html
     # The user's real crontab and home were not touched.
     assert not (tmp_path / "home").exists()
-    assert (tmp_path / "demo" / "crontab").read_text().count("# psabill[") == 2
+    assert (tmp_path / "demo" / "crontab").read_text().count("# psabill[") == 3

@@ -164,7 +164,7 @@ def test_schedule_set_cron_install_and_disable_touch_only_their_own_configs_line
     assert text.startswith(ADMIN)
     mine = [x for x in text.splitlines() if cron.is_ours(x, env.config)]
     theirs = [x for x in text.splitlines() if cron.is_ours(x, other)]
-    assert len(mine) == 2 and len(theirs) == 2 and not set(mine) & set(theirs)
+    assert len(mine) == 3 and len(theirs) == 3 and not set(mine) & set(theirs)
     assert f"# psabill[{cron.config_id(env.config)}]: billing update for {env.config} " in mine[0]
     assert env.run("schedule", "disable", now=SAVED).exit_code == 0
     assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in theirs)
@@ -187,8 +187,8 @@ def test_an_old_format_line_of_the_same_config_is_migrated_and_another_configs_i
     assert env.run("cron", "install", now=SAVED).exit_code == 0
     lines = env.crontab.read_text().splitlines(keepends=True)
     assert "".join(lines[:2]) == ADMIN
-    assert all(cron.marker(env.config) in x for x in lines[2:4])
-    assert lines[4:] == [foreign]
+    assert all(cron.marker(env.config) in x for x in lines[2:5])
+    assert lines[5:] == [foreign]
 
 
 # -- 11. A mistyped --config changes nothing -----------------------------------------------------
@@ -215,7 +215,7 @@ def test_cron_remove_removes_this_configs_lines(env: Env) -> None:
     theirs = [x for x in env.crontab.read_text().splitlines() if cron.is_ours(x, other)]
     config_before = env.config.read_bytes()
     result = env.run("cron", "remove", now=SAVED)
-    assert result.exit_code == 0 and f"Removed 2 crontab line(s) for {env.config}." in result.output
+    assert result.exit_code == 0 and f"Removed 3 crontab line(s) for {env.config}." in result.output
     assert env.crontab.read_text() == ADMIN + "".join(f"{x}\n" for x in theirs)
     assert env.config.read_bytes() == config_before
     again = env.run("cron", "remove", now=SAVED)
@@ -369,3 +369,349 @@ def test_an_occurrence_that_fell_due_while_the_schedule_was_disabled_never_runs_
     assert status["missed"] == []
     assert env.run("run", "--scheduled", now="2026-11-28T06:00:00Z").exit_code == 0
     assert [r["occurrence"] for r in runs(env)] == ["2026-11-28T06:00:00+00:00"]
+
+
+# -- 2. An aborted run is retried -------------------------------------------------------------------------------
+
+
+def test_an_aborted_run_is_retried_at_later_firings_within_catch_up_and_then_listed_as_missed_with_its_reason(
+        env: Env) -> None:
+    from psabill.errors import AbortError
+
+    daily(env, "--catch-up", "3h", "--notify", "ops@msp.example")
+    env.make_ready()
+    lines = env.crontab.read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("0 6 * * * ") and lines[1].startswith("@reboot ")
+    assert lines[2].startswith("0 * * * * ") and "retry after an aborted run" in lines[2]
+
+    def down(settings: Any, report: Any, **kwargs: Any) -> None:
+        raise AbortError("PSA https://psa.invalid is unreachable; nothing was written: connection refused")
+
+    env.monkeypatch.setattr("psabill.run.perform._refresh", down)
+    first = env.run("run", "--scheduled", now=DUE)
+    assert first.exit_code != 0 and "unreachable" in first.output
+    status = json.loads(env.run("status", "--json", now="2026-11-27T06:05:00Z").output)
+    assert status["retrying"]["occurrence"] == "2026-11-27T06:00:00+00:00"
+    assert status["retrying"]["attempts"] == 1
+    assert status["retrying"]["next_attempt"]["utc"] == "2026-11-27T07:00:00+00:00"
+    assert "unreachable" in status["retrying"]["last_reason"]
+    assert status["missed"] == [] and status["missed_details"] == []
+    text = env.run("status", now="2026-11-27T06:05:00Z").output
+    assert "retrying, next attempt at 2026-11-27T07:00:00+00:00" in text
+    # Not-due firings in between stay silent and cheap; the hourly firings retry.
+    assert env.run("run", "--scheduled", now="2026-11-27T07:00:00Z").exit_code != 0
+    assert env.run("run", "--scheduled", now="2026-11-27T08:00:00Z").exit_code != 0
+    assert env.run("run", "--scheduled", now="2026-11-27T09:00:00Z").exit_code != 0
+    assert env.run("run", "--scheduled", now="2026-11-27T10:00:00Z").exit_code == 0  # past catch_up: nothing
+    assert [(r["status"], r["occurrence"]) for r in runs(env)] == [("aborted", "2026-11-27T06:00:00+00:00")] * 4
+    assert len(list((env.tmp / "outbox").glob("*.eml"))) == 4  # each attempt still sends its report
+    later = json.loads(env.run("status", "--json", now="2026-11-27T10:00:00Z").output)
+    assert later["retrying"] is None
+    assert later["missed"] == ["2026-11-27T06:00:00+00:00"]
+    assert later["missed_details"] == [{"occurrence": "2026-11-27T06:00:00+00:00", "attempts": 4,
+                                        "reason": status["retrying"]["last_reason"]}]
+    assert "Missed:     2026-11-27T06:00:00+00:00 (PSA https://psa.invalid is unreachable" in env.run(
+        "status", now="2026-11-27T10:00:00Z").output
+    # The next day the PSA is down for one firing only: the retry an hour later runs it, once.
+    assert env.run("run", "--scheduled", now="2026-11-28T06:00:00Z").exit_code != 0
+    env.monkeypatch.setattr("psabill.run.perform._refresh", lambda settings, report, **kwargs: None)
+    assert env.run("run", "--scheduled", now="2026-11-28T07:00:00Z").exit_code == 0
+    assert env.run("run", "--scheduled", now="2026-11-28T08:00:00Z").exit_code == 0
+    assert [r["status"] for r in runs(env) if r["occurrence"].startswith("2026-11-28")] == ["success", "aborted"]
+    done = json.loads(env.run("status", "--json", now="2026-11-29T05:00:00Z").output)
+    assert done["missed"] == ["2026-11-27T06:00:00+00:00"] and done["retrying"] is None
+
+
+# -- 17. The lock has a deadline ---------------------------------------------------------------------------------
+
+
+def test_the_results_email_has_an_overall_deadline_so_a_dribbling_smtp_server_never_holds_the_run_lock_past_it(
+        env: Env) -> None:
+    import socket
+    import threading
+    import time
+
+    from psabill.lock import run_lock
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def dribble() -> None:  # a greeting that never ends: one byte every second
+        conn, _ = server.accept()
+        with conn:
+            for byte in iter(lambda: b"2", None):
+                if stop.wait(1.0):
+                    return
+                try:
+                    conn.sendall(byte)
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    daily(env, "--notify", "ops@msp.example")
+    env.make_ready()
+    edit_config(env, notify={"transport": "smtp", "smtp": {"host": "127.0.0.1", "port": port,
+                                                            "security": "none", "timeout": 3}})
+    recorded: List[str] = []
+    real_send = __import__("psabill.notify", fromlist=["send_report"]).send_report
+
+    def send_report(notify: Any, report: Any, history: Any, **kwargs: Any) -> Any:
+        recorded.append(history.run(report.run_id).status)  # the run is finished in the ledger first
+        return real_send(notify, report, history, **kwargs)
+
+    env.monkeypatch.setattr("psabill.notify.send_report", send_report)
+    try:
+        started = time.monotonic()
+        result = env.run("run", "--scheduled", now=DUE)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        server.close()
+    assert recorded == ["success"]
+    assert took < 3 + 2.5, took  # per-read timeouts alone would wait forever
+    assert result.exit_code != 0
+    assert "did not finish within 3s in all" in result.output
+    with run_lock(env.state_dir / "run.lock", 0):  # free at once
+        pass
+    assert [(r["status"], r["email"]["status"]) for r in runs(env)] == [("success", "failed")]
+
+
+# -- 14. Edits keep the admin's bytes -------------------------------------------------------------------------------
+
+HAND_WRITTEN = """\
+# Billing for Acme MSP -- edited by hand; keep these notes.
+version = 1
+
+[account]
+timezone = "UTC"   # where the billing day starts
+name = "Acme MSP"
+
+[schedule]
+# managed by 'psabill schedule set'
+mode = "daily"
+hour = 6
+enabled = true
+saved_at = 2026-11-26T12:00:00Z
+catch_up = "24h"  # a day
+
+[psa]
+kind      = "connectwise"          # aligned by hand
+url       = "https://psa.invalid"
+company   = "msp"
+public_key = 'pub'
+private_key_file = "psa-key"
+client_id = "client"
+
+[source]
+kind = "csv"
+path = "usage.csv"
+
+[products]
+LastPass = "SEATS-STD"   # the only SKU we bill
+
+[notify]
+emails = [
+    "billing@msp.example",  # finance
+]
+transport = "file"
+file = { dir = "outbox" }
+"""
+
+
+def test_schedule_set_enable_and_disable_keep_every_comment_key_order_and_formatting_outside_the_keys_they_change(
+        env: Env) -> None:
+    env.config.parent.mkdir(parents=True)
+    env.config.write_text(HAND_WRITTEN)
+    os.chmod(env.config, 0o600)
+    assert env.run("schedule", "disable", now=SAVED).exit_code == 0
+    assert env.config.read_text() == HAND_WRITTEN.replace("enabled = true", "enabled = false")
+    assert env.run("schedule", "enable", now="2026-11-26T13:00:00Z").exit_code == 0
+    assert env.config.read_text() == HAND_WRITTEN.replace(
+        'catch_up = "24h"  # a day\n', 'catch_up = "24h"  # a day\nenabled_at = 2026-11-26T13:00:00Z\n')
+    result = env.run("schedule", "set", "--daily", "--hour", "7", "--timezone", "UTC", now="2026-11-26T14:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert env.config.read_text() == HAND_WRITTEN.replace("hour = 6", "hour = 7").replace(
+        "saved_at = 2026-11-26T12:00:00Z", "saved_at = 2026-11-26T14:00:00Z")
+    assert json.loads(env.run("status", "--json", now=SAVED).output)["cron"]["in_sync"]
+
+
+def test_schedule_set_writes_through_a_symlinked_config_to_its_target(env: Env) -> None:
+    target = env.tmp / "etc" / "psabill.toml"
+    target.parent.mkdir()
+    target.write_text(HAND_WRITTEN)
+    os.chmod(target, 0o600)
+    env.config.parent.mkdir(parents=True)
+    env.config.symlink_to(target)
+    assert env.run("schedule", "set", "--daily", "--hour", "7", "--timezone", "UTC", now=SAVED).exit_code == 0
+    assert env.config.is_symlink() and env.config.resolve() == target
+    assert "hour = 7" in target.read_text() and "# the only SKU we bill" in target.read_text()
+    assert env.run("schedule", "disable", now=SAVED).exit_code == 0
+    assert env.config.is_symlink() and "enabled = false" in target.read_text()
+
+
+def test_two_concurrent_schedule_sets_leave_config_and_crontab_in_agreement(env: Env) -> None:
+    import sys
+
+    from psabill import scheduling
+    from psabill.paths import Paths
+    from psabill.settings import load
+
+    daily(env)
+    env.make_ready()
+    child_env = {**os.environ, "PSABILL_NOW": SAVED}
+    paths = Paths.resolve(str(env.config), str(env.state_dir))
+    for round_ in range(20):
+        days = ("mon", "tue") if round_ % 2 else ("wed", "thu")
+        procs = [subprocess.Popen([sys.executable, "-m", "psabill", "schedule", "set", "--weekly", day, "--hour",
+                                   "9", "--timezone", "UTC"], env=child_env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT) for day in days]
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        settings = load(env.config)
+        installed = cron.Crontab(env.crontab, env.config).lines()
+        expected = scheduling.desired_lines(paths, settings, datetime(2026, 11, 26, 12, tzinfo=UTC), UTC)
+        assert installed == expected, (round_, settings.schedule.weekday, installed)
+
+
+# -- Acceptance: concurrency, a full disk, a simulated year ----------------------------------------------------------
+
+
+def test_three_guards_started_together_on_a_fresh_state_dir_give_exactly_one_run_and_all_exit_0(env: Env) -> None:
+    import sys
+
+    daily(env)
+    env.make_ready()
+    for round_ in range(8):
+        state = env.tmp / f"state-{round_}"
+        child_env = {**os.environ, "PSABILL_NOW": DUE, "PSABILL_STATE_DIR": str(state)}
+        procs = [subprocess.Popen([sys.executable, "-m", "psabill", "run", "--scheduled"], env=child_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], outputs
+        with History(state / "state.db") as history:
+            assert [(r.status, r.occurrence) for r in history.runs()] == [
+                ("success", "2026-11-27T06:00:00+00:00")], round_
+
+
+def test_a_full_disk_at_the_first_run_then_freed_gives_a_working_history(env: Env) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the state dir needs root")
+    daily(env)
+    env.make_ready()
+    env.state_dir.mkdir(mode=0o700)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(env.state_dir)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        message = f"cannot mount a tmpfs for the full-disk test: {mounted.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        filler = env.state_dir / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:  # fill it to the last byte
+            for size in (4096, 512, 1):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+        full = env.run("run", "--scheduled", now=DUE)
+        assert full.exit_code != 0
+        assert "Traceback" not in full.output and len(full.output.strip().splitlines()) == 1, full.output
+        filler.unlink()
+        freed = env.run("run", "--scheduled", now="2026-11-27T06:10:00Z")
+        assert freed.exit_code == 0, freed.output
+        assert [(r["status"], r["occurrence"]) for r in runs(env) if r["status"] != "interrupted"] == [
+            ("success", "2026-11-27T06:00:00+00:00")]
+        assert env.run("run", "--scheduled", now="2026-11-27T07:00:00Z").exit_code == 0
+        assert len([r for r in runs(env) if r["status"] == "success"]) == 1
+        assert env.run("status", "--json", now="2026-11-27T07:00:00Z").exit_code == 0
+    finally:
+        subprocess.run(["umount", "--lazy", str(env.state_dir)], check=True)  # the in-process log may hold a file
+
+
+YEAR_ZONES = [("America/New_York", "UTC"), ("UTC", "Europe/Berlin"), ("Australia/Sydney", "America/Los_Angeles"),
+              ("Europe/London", "America/New_York"), ("Asia/Kolkata", "Europe/London")]
+YEAR_MODES = [("--daily",), ("--weekly", "sun"), ("--monthly", "last")]
+
+
+@pytest.mark.parametrize("account, host", YEAR_ZONES, ids=[f"{a}-on-{h}" for a, h in YEAR_ZONES])
+def test_a_simulated_year_of_firings_runs_every_occurrence_exactly_once(
+        env: Env, account: str, host: str) -> None:
+    """Cron's firings for a year (each occurrence's firing, late as Debian cron makes it on a repeated
+    host hour, and the hourly retry firings after it) through the real guard and a real History,
+    across a clock jump of two years and back, a PSA outage, a re-save after a missed firing and a
+    disable/enable over an occurrence."""
+    import itertools
+    from zoneinfo import ZoneInfo
+
+    from psabill import cronplan, scheduling
+    from psabill.errors import AbortError
+    from psabill.paths import Paths
+    from psabill.run.guard import run_scheduled
+    from psabill.settings import load
+
+    env.host(host)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = datetime(2027, 1, 1, tzinfo=UTC)
+    outage = {"on": False}
+
+    def refresh(settings: Any, report: Any, **kwargs: Any) -> None:
+        if outage["on"]:
+            raise AbortError("PSA https://psa.invalid is unreachable; nothing was written")
+
+    env.monkeypatch.setattr("psabill.run.perform._refresh", refresh)
+    for mode in YEAR_MODES:
+        config = env.tmp / mode[0].strip("-") / "config.toml"
+        paths = Paths.resolve(str(config), str(config.parent / "state"))
+        args = ["--config", str(config), "--state-dir", str(paths.state_dir), "schedule", "set", *mode,
+                "--hour", "2", "--timezone", account, "--catch-up", "6h"]
+        assert env.run(*args, now=start.isoformat()).exit_code == 0
+        env.config = config
+        env.make_ready()
+        settings = load(config)
+        schedule = scheduling.schedule_of(settings)
+        assert schedule is not None
+        plan = cronplan.plan(schedule, ZoneInfo(host), start)
+        late = {x.occurrence: x.fires_at for x in plan.late}
+        occurrences = list(itertools.takewhile(lambda o: o < end, schedule.occurrences(start)))
+        n = len(occurrences)
+        jump, down, resave, off = n // 5, 2 * n // 5, 3 * n // 5, 4 * n // 5
+
+        def fire(at: datetime) -> None:
+            run_scheduled(paths, lambda: at)  # an aborted run returns its outcome; nothing raises
+
+        for index, occurrence in enumerate(occurrences):
+            first = late.get(occurrence, occurrence)
+            assert plan.matches(first.astimezone(ZoneInfo(host)))  # the installed line fires here
+            if index == off:
+                env.run(*args[:4], "schedule", "disable", now=(occurrence - timedelta(hours=1)).isoformat())
+            if index == jump:
+                fire(first + timedelta(days=730))  # the clock reads two years ahead for one firing
+            elif index == down:
+                outage["on"] = True
+                fire(first)
+                outage["on"] = False
+            elif index == resave:
+                env.run(*args, now=(first + timedelta(minutes=30)).isoformat())  # missed firing, then re-saved
+            elif index != off:
+                fire(first)
+            if index == off:
+                env.run(*args[:4], "schedule", "enable", now=(occurrence + timedelta(minutes=30)).isoformat())
+            for hours in (1, 2):  # the hourly retry line at the occurrence's minute
+                fire(first + timedelta(hours=hours))
+        with History(paths.db) as history:
+            rows = [r for r in history.runs() if r.trigger == "scheduled"]
+        done = [r.occurrence for r in rows if r.status == "success"]
+        in_year = sorted(o for o in done if o < end.isoformat())
+        expected = sorted(o.isoformat() for i, o in enumerate(occurrences) if i != off)
+        assert len(done) == len(set(done)), f"{mode}: an occurrence ran twice"
+        assert in_year == expected, (mode, sorted(set(expected) - set(in_year)), sorted(set(in_year) - set(expected)))
+        assert [r.occurrence for r in rows if r.status == "aborted"] == [occurrences[down].isoformat()]

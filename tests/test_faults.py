@@ -119,7 +119,7 @@ class TestConcurrency:
                 data = tomllib.loads(env.config.read_text())  # raises on a torn file
                 assert data["notify"]["emails"] == ["a@msp.example", "b@msp.example"]
                 lines = env.crontab.read_text().splitlines()
-                assert lines[0] == "# admin line" and len(lines) == 3
+                assert lines[0] == "# admin line" and len(lines) == 4  # schedule, @reboot, hourly retry
                 seen += 1
         assert writer.returncode == 0 and seen > 10
 

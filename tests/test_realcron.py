@@ -20,7 +20,7 @@ pytestmark = pytest.mark.realcron
 
 ADMIN_TAB = 'MAILTO="ops@msp.example"\n# nightly backup\n30 2 * * *   /usr/local/bin/backup --all   # keep spacing\n'
 # Modules `psabill schedule` imports, copied where the throwaway user can read them.
-MODULES = ["psabill", "click", "crontab", "cronlog", "tomli_w", "platformdirs", "tzlocal",
+MODULES = ["psabill", "click", "crontab", "cronlog", "tomli_w", "tomlkit", "platformdirs", "tzlocal",
            "email_validator", "idna", "dns", "tzdata", "dateutil", "six"]
 
 
@@ -104,10 +104,11 @@ def test_schedule_set_writes_the_users_real_crontab_and_keeps_every_other_line(t
     installed = user_crontab(throwaway_user)
     assert installed.startswith(ADMIN_TAB)
     ours = installed[len(ADMIN_TAB):].splitlines()
-    assert len(ours) == 2
+    assert len(ours) == 3
     assert ours[0].startswith("0 13,14 * * 2 ") and "run --scheduled # psabill[" in ours[0]
     assert ours[0].endswith("(managed by psabill; edit with 'psabill schedule set')")
     assert ours[1].startswith("@reboot ")
+    assert ours[2].startswith("0 * * * * ") and "retry after an aborted run" in ours[2]
 
     status = as_user(throwaway_user, world, "status", "--json")
     assert status.returncode == 0, status.stderr

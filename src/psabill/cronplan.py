@@ -21,6 +21,10 @@ the host's own DST changes, and so must we:
   lists them.
 
 Day-of-month and day-of-week are never both restricted: cron ORs them.
+
+A run aborted before any write (PSA unreachable, credentials refused, source
+unreadable) does not consume its occurrence; :attr:`CronPlan.retry_expression`
+fires hourly at the same minutes so a later firing retries it within catch-up.
 """
 
 from __future__ import annotations
@@ -70,6 +74,11 @@ class CronPlan:
                 _field(self.weekdays),
             )
         )
+
+    @property
+    def retry_expression(self) -> str:
+        """Hourly at the occurrences' minutes: the firings that retry an aborted run."""
+        return f"{_field(self.minutes)} * * * *"
 
     def matches(self, wall: datetime) -> bool:
         """Whether the expression matches a host wall time (ignoring DST quirks)."""

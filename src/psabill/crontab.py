@@ -58,6 +58,10 @@ def reboot_tag(config: Path) -> str:
     return f"{marker(config)} catch-up after reboot for {_shown(config)} (managed by psabill)"
 
 
+def retry_tag(config: Path) -> str:
+    return f"{marker(config)} retry after an aborted run for {_shown(config)} (managed by psabill)"
+
+
 def command_line(argv: Sequence[str]) -> str:
     """The argv shell-quoted for /bin/sh.
 
@@ -71,29 +75,34 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(argument) for argument in argv)
 
 
-def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True, *,
-                  validate: bool = True) -> List[str]:
+def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True,
+                  retry: Optional[str] = None, *, validate: bool = True) -> List[str]:
     """The crontab lines for one config's schedule.
+
+    ``retry`` is the expression of the extra firings that retry an aborted run
+    within catch-up (the guard answers them cheaply when nothing is due).
 
     The lines are rendered here, always the same way (``%`` in the command
     escaped as ``\\%``, the tag as a trailing comment), so a read-only view
     (``status``, ``cron show``) compares like with like without importing
     python-crontab, which pulls in asyncio. Before anything is written
-    (``validate``), python-crontab parses the expression and the command; what
-    it refuses is a CrontabError, so cron only ever gets lines it accepts.
+    (``validate``), python-crontab parses every line; what it refuses is a
+    CrontabError, so cron only ever gets lines it accepts.
     """
     command = command_line(argv)
     escaped = command.replace("%", "\\%")
     lines = [f"{expression} {escaped} # {schedule_tag(config)}"]
     if catch_up:
         lines.append(f"@reboot {escaped} # {reboot_tag(config)}")
+    if retry:
+        lines.append(f"{retry} {escaped} # {retry_tag(config)}")
     if validate:
         _validate(lines)
     return lines
 
 
 def _validate(lines: Sequence[str]) -> None:
-    """python-crontab must read every line back as a valid job with our command."""
+    """python-crontab must read every line back as a valid job."""
     from crontab import CronTab
 
     tab = CronTab(tab="\n".join(lines) + "\n")

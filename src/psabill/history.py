@@ -8,8 +8,11 @@
   (customer, SKU). Rows are written as the run goes, so a run that is killed
   leaves its record; the next run that takes the lock marks it ``interrupted``.
 * A scheduled occurrence counts as *done* once a run for it exists in any
-  status but ``interrupted``: an interrupted occurrence is run again (the PSA
-  writes are idempotent or re-read before each change), every other one never.
+  status but ``interrupted`` or ``aborted``: an interrupted occurrence is run
+  again (the PSA writes are idempotent or re-read before each change), and so
+  is an aborted one (it stopped before any write: PSA unreachable, credentials
+  refused, source unreadable), at later firings within catch-up; every other
+  one never. Each attempt is its own row (:meth:`History.attempts`).
 * Runs are serialized by the store's run lock (an ``flock`` in the state dir,
   or a PostgreSQL advisory lock on a connection held for the run); the guard
   re-checks the ledger after taking it, and a scheduled run claims its
@@ -34,9 +37,10 @@ from psabill.dialect import Cursor, Dialect, SqliteDialect
 from psabill.errors import StateError
 from psabill.fsutil import make_private_dir
 from psabill.paths import Paths
-from psabill.report import INTERRUPTED, RUNNING, ItemResult, RunReport
+from psabill.report import ABORTED, INTERRUPTED, RUNNING, ItemResult, RunReport
 
 SCHEMA_VERSION = dialect_mod.SCHEMA_VERSION
+JUMP = timedelta(days=366)  # a gap between two runs this long is a clock jump, not a pruning reason
 
 
 def _stored(value: Any) -> Any:
@@ -358,10 +362,28 @@ class History:
     def done_occurrences(self, since: datetime) -> List[str]:
         rows = self._query(
             "SELECT DISTINCT occurrence FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' "
-            "AND status NOT IN (?, ?)",
-            (iso(since), INTERRUPTED, RUNNING),
+            "AND status NOT IN (?, ?, ?)",
+            (iso(since), INTERRUPTED, RUNNING, ABORTED),
         )
         return [row[0] for row in rows]
+
+    def attempts(self, since: datetime) -> Dict[str, "Attempts"]:
+        """Scheduled occurrences since ``since`` that were tried but are not done (aborted or
+        interrupted): occurrence ISO -> how many attempts and the newest one's reason."""
+        rows = self._query(
+            "SELECT occurrence, status, message FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' "
+            "ORDER BY id",
+            (iso(since),),
+        )
+        found: Dict[str, Attempts] = {}
+        done = set()
+        for occurrence, status, message in rows:
+            if status in (INTERRUPTED, RUNNING, ABORTED):
+                previous = found.get(occurrence)
+                found[occurrence] = Attempts((previous.count if previous else 0) + 1, status, message or status)
+            else:
+                done.add(occurrence)
+        return {k: v for k, v in found.items() if k not in done}
 
     def report(self, run_id: int) -> Optional[RunReport]:
         """Rebuild a RunReport from the history (for resending an email)."""
@@ -391,12 +413,23 @@ class History:
         The window is measured from the newest record, never from a "now" that
         could be earlier than the records (a clock set back), and it is never
         shorter than ``keep``: what the guard may still need (catch-up + 3 h).
+        A clock that jumps forward for one run (or back after it) never empties it.
         """
         rows = self._query("SELECT started_at FROM runs ORDER BY started_at DESC LIMIT 1")
         if not rows:
             return 0
         newest = datetime.fromisoformat(rows[0][0])
-        cutoff = newest - max(retention, keep)
+        # A clock far ahead must not empty the ledger. A run recorded while it was ahead must not
+        # push the window past every later run: measure from the newest run or the latest one,
+        # whichever is earlier. And a latest run more than a year (and a window) after the one
+        # before it (a clock that jumped years ahead, or a very long pause) prunes nothing this time.
+        window = max(retention, keep)
+        latest = [datetime.fromisoformat(row[0])
+                  for row in self._query("SELECT started_at FROM runs ORDER BY id DESC LIMIT 2")]
+        if len(latest) == 2 and latest[0] - latest[1] > max(window, JUMP):
+            return 0
+        newest = min(newest, latest[0])
+        cutoff = newest - window
         cursor = self._execute(
             "DELETE FROM runs WHERE started_at < ? AND id != (SELECT MAX(id) FROM runs)",
             (iso(cutoff),),
@@ -449,10 +482,20 @@ def open_store(paths: Paths, url: Optional[str]) -> Store:
 
 def _done(dialect: Dialect, conn: Any, occurrence: datetime) -> bool:
     # A row still "running" is either in progress (its owner holds the run lock, and
-    # we re-check after taking it) or left by a killed run: neither counts as done.
+    # we re-check after taking it) or left by a killed run: neither counts as done,
+    # nor does an aborted run (it wrote nothing; a later firing retries it).
     row = conn.execute(dialect.sql(
         "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' "
-        "AND status NOT IN (?, ?) LIMIT 1"),
-        (iso(occurrence), INTERRUPTED, RUNNING),
+        "AND status NOT IN (?, ?, ?) LIMIT 1"),
+        (iso(occurrence), INTERRUPTED, RUNNING, ABORTED),
     ).fetchone()
     return row is not None
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """The runs of an occurrence that is not done yet."""
+
+    count: int
+    status: str  # the newest attempt's
+    reason: str  # the newest attempt's message

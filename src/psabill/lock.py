@@ -3,6 +3,11 @@
 Two runs never refresh together, whatever started them. The second waits
 (bounded by ``[run] lock_timeout``) and then re-checks what is due. Closing the
 descriptor releases the lock, so a killed run never leaves it held.
+
+:func:`config_lock` is the same kind of lock on ``.<config name>.lock`` next to
+the config: ``schedule set``, ``enable``, ``disable`` and ``cron install``
+load, plan, write the crontab and write the config all under it, so two at
+once leave the config and the crontab in agreement.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from psabill.errors import StateError
+from psabill.errors import ConfigError, StateError
 from psabill.fsutil import make_private_dir
 
 
@@ -40,6 +45,36 @@ def run_lock(path: Path, timeout: float) -> Iterator[None]:
                         "nothing was run (raise [run] lock_timeout to wait longer)"
                     ) from None
                 time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+CONFIG_LOCK_TIMEOUT = 60.0
+
+
+@contextlib.contextmanager
+def config_lock(config: Path, timeout: float = CONFIG_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold ``.<name>.lock`` next to ``config`` exclusively; wait at most ``timeout`` seconds."""
+    import fcntl
+
+    path = config.parent / f".{config.name}.lock"
+    try:
+        config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the config lock {path}: {exc.strerror}") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ConfigError(f"another psabill command still holds {path} after {timeout:g}s; "
+                                      "nothing was changed") from None
+                time.sleep(0.02)
         yield
     finally:
         os.close(fd)

@@ -210,8 +210,9 @@ def desired_lines(paths: Paths, settings: Settings, now: datetime, host: tzinfo,
     schedule = schedule_of(settings)
     if schedule is None or not settings.schedule.enabled:
         return []
-    return crontab.desired_lines(cronplan.plan(schedule, host, now).expression, cron_argv(paths), paths.config,
-                                 validate=validate)
+    planned = cronplan.plan(schedule, host, now)
+    return crontab.desired_lines(planned.expression, cron_argv(paths), paths.config,
+                                 retry=planned.retry_expression, validate=validate)
 
 
 def sync_cron(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> List[str]:

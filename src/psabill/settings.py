@@ -7,8 +7,13 @@ validated document is then turned into frozen dataclasses (:class:`Settings`
 and its sections) that hold every default in one place; each layer is handed
 only the section it needs, and no module below the CLI reads a dotted key.
 
-Writes go through :func:`update`, which changes whole sections of the document
-and replaces the file atomically (see :mod:`psabill.fsutil`).
+Writes: :func:`prospective` builds (and validates) the new document, and
+:func:`write` saves it. A config that exists is edited in place with tomlkit:
+only the keys whose values changed are touched, so every comment, the key
+order and the formatting the admin chose survive (tomllib stays the reader and
+validator). A new config is written whole. The file is replaced atomically,
+through a symlink to its target (see :mod:`psabill.fsutil`); callers that load,
+plan and write hold :func:`psabill.lock.config_lock` around all of it.
 """
 
 from __future__ import annotations
@@ -648,8 +653,46 @@ def prospective(settings: Settings, changes: Mapping[str, Optional[Mapping[str, 
 
 
 def write(settings: Settings) -> None:
-    """Save ``settings`` (as :func:`prospective` built them) to their path."""
-    save(settings.path, settings.document)
+    """Save ``settings`` (as :func:`prospective` built them) to their path, keeping the admin's bytes."""
+    try:
+        raw = settings.path.read_bytes()
+    except FileNotFoundError:
+        save(settings.path, settings.document)
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {settings.path}: {exc.strerror}") from None
+    from psabill.fsutil import atomic_write
+
+    text = edit(raw.decode("utf-8"), settings.document)
+    parse_document(text.encode("utf-8"), settings.path)  # what we write must read back
+    atomic_write(settings.path, text.encode("utf-8"), error=ConfigError, what="config", prefix=".config-")
+
+
+def edit(text: str, document: Mapping[str, Any]) -> str:
+    """``text`` changed to hold ``document``: only keys whose values differ are touched."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    wanted = dict(document)
+    if "version" not in doc:
+        wanted.pop("version", None)
+    _merge(doc, wanted)
+    return tomlkit.dumps(doc)
+
+
+def _merge(target: Any, wanted: Mapping[str, Any]) -> None:
+    for key in [k for k in target.keys() if k not in wanted]:
+        del target[key]
+    for key, value in wanted.items():
+        if key in target:
+            current = target[key]
+            if isinstance(value, dict) and isinstance(current, dict):
+                _merge(current, value)
+                continue
+            plain = current.unwrap() if hasattr(current, "unwrap") else current
+            if plain == value and type(plain) is type(value):
+                continue
+        target[key] = value
 
 
 def section_of(settings: Settings, name: str) -> Dict[str, Any]:
@@ -784,9 +827,9 @@ DOCS: Dict[str, KeyDoc] = {
     "psa.max_retries": KeyDoc("integer 0-20", "5", "Retries of a throttled or failed request.", "5"),
     "psa.ca_file": KeyDoc("path", "system CAs", "Extra CA bundle for the PSA.", '"ca.pem"'),
     "history.retention_days": KeyDoc("integer", str(DEFAULT_RETENTION_DAYS), "Days of run history kept.", "400"),
-    "state.url": KeyDoc("postgresql:// URL", "SQLite in the state dir",
-                        "A PostgreSQL ledger shared by every host that runs this config (PSABILL_STATE_URL wins).",
-                        '"postgresql://psabill@db.example/billing"'),
+    "state.url": KeyDoc("postgresql:// URL", "SQLite state.db in the state dir",
+                        "A PostgreSQL ledger several hosts share (PSABILL_STATE_URL wins); keep its password "
+                        "out of the file.", '"postgresql://psabill@db.example/psabill"'),
     "run.lock_timeout": KeyDoc("duration", f'"{DEFAULT_LOCK_TIMEOUT}"',
                                "How long a run waits for another to finish.", '"10m"'),
     "log.max_bytes": KeyDoc("integer", "1000000", "Log file size before it rotates.", "1000000"),

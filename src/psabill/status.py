@@ -5,6 +5,11 @@ the host zone are arguments. The JSON keys are stable (the README lists them).
 ``ledger`` names the history (SQLite file or PostgreSQL URL without its
 password) and the hosts that ran; ``warnings`` flags runs from several hosts on
 a ledger they cannot share.
+
+``missed`` stays a list of ISO strings; ``missed_details`` has one object per
+missed occurrence with the last attempt's reason. ``retrying`` is set while the
+due occurrence has aborted (or interrupted) attempts and a later firing within
+catch-up will try it again.
 """
 
 from __future__ import annotations
@@ -37,6 +42,26 @@ def next_occurrences(schedule: Schedule, now: datetime, host: tzinfo, count: int
     return [stamp(i, schedule.zone, host) for i in islice(schedule.occurrences(now, inclusive=False), count)]
 
 
+def next_attempt(minutes: Any, after: datetime, host: tzinfo) -> datetime:
+    """The first cron firing after ``after`` at one of the host-wall ``minutes`` (hourly retry line)."""
+    t = after.astimezone(UTC).replace(second=0, microsecond=0)
+    for _ in range(24 * 60):
+        t += timedelta(minutes=1)
+        if t.astimezone(host).minute in minutes:
+            return t
+    return t  # unreachable: every hour has each minute
+
+
+def missed_details(missed: List[str], attempts: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One object per missed occurrence: how often it was tried and why the last try stopped."""
+    rows = []
+    for occurrence in missed:
+        tried = attempts.get(occurrence)
+        rows.append({"occurrence": occurrence, "attempts": tried.count if tried else 0,
+                     "reason": tried.reason if tried else "no run was recorded (the host or cron was down)"})
+    return rows
+
+
 def missed_occurrences(schedule: Schedule, catch_up: timedelta, done: List[str], now: datetime) -> List[str]:
     """Occurrences in the last 60 days that never ran and are past catch-up."""
     cutoff = now - catch_up
@@ -66,6 +91,8 @@ class Status:
     next_run: Optional[Dict[str, Any]] = None
     last_run: Optional[Dict[str, Any]] = None
     missed: List[str] = field(default_factory=list)
+    missed_details: List[Dict[str, Any]] = field(default_factory=list)
+    retrying: Optional[Dict[str, Any]] = None
     not_ready: List[str] = field(default_factory=list)
     ledger: Dict[str, Any] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
@@ -84,6 +111,8 @@ class Status:
             "cron": self.cron,
             "last_run": self.last_run,
             "missed": self.missed,
+            "missed_details": self.missed_details,
+            "retrying": self.retrying,
             "notify": self.notify,
             "not_ready": self.not_ready,
             "ledger": self.ledger,
@@ -102,6 +131,7 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
     expected = scheduling.desired_lines(paths, settings, now, host, validate=False)
     last = None
     done: List[str] = []
+    attempts: Dict[str, Any] = {}
     hosts: List[str] = []
     store = open_store(paths, state_url(settings.state_url))
     if store.history.exists:
@@ -109,6 +139,7 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
             row = history.last_run(real=True)
             last = row.to_json() if row else None
             done = history.done_occurrences(now - MISSED_HORIZON - timedelta(days=1))
+            attempts = history.attempts(now - MISSED_HORIZON - timedelta(days=1))
             hosts = history.hosts()
     warnings = []
     if len(hosts) > 1 and not store.shared:
@@ -148,6 +179,19 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
             "catch_up": settings.schedule.catch_up_text,
         }
         status.missed = missed_occurrences(schedule, settings.schedule.catch_up, done, now)
+        status.missed_details = missed_details(status.missed, attempts)
+        due = schedule.previous(now) if enabled else None
+        tried = attempts.get(due.isoformat()) if due is not None else None
+        if due is not None and tried is not None and now - due <= settings.schedule.catch_up:
+            from psabill import cronplan
+
+            attempt = next_attempt(cronplan.plan(schedule, host, now).minutes, now, host)
+            last_chance = due + settings.schedule.catch_up
+            status.retrying = {
+                "occurrence": due.isoformat(), "attempts": tried.count, "last_reason": tried.reason,
+                "next_attempt": stamp(attempt, schedule.zone, host) if attempt <= last_chance else None,
+                "until": stamp(last_chance, schedule.zone, host),
+            }
         if enabled:
             upcoming = schedule.next_after(now)
             status.next_run = {**stamp(upcoming, schedule.zone, host),

@@ -57,8 +57,12 @@ def install(app: App, as_json: bool) -> None:
     """
     from psabill import clock, scheduling
 
-    settings = app.settings(must_exist=True)
-    lines = scheduling.sync_cron(app.paths, settings, clock.now(), clock.host_zone())
+    from psabill.lock import config_lock
+
+    app.settings(must_exist=True)  # a mistyped --config creates nothing, not even the lock
+    with config_lock(app.paths.config):
+        settings = app.settings(must_exist=True)
+        lines = scheduling.sync_cron(app.paths, settings, clock.now(), clock.host_zone())
     if as_json:
         emit_json({"installed": bool(lines), "lines": lines})
         return

@@ -299,8 +299,14 @@ def render_status(data: Any, now: Any, colour: bool = False) -> None:
     out(f"Cron:       {state}, {sync} ({cron['target']})")
     for line in cron["lines"]:
         out(f"            {line}")
-    if data["missed"]:
-        out(f"Missed:     {', '.join(data['missed'])}")
+    retrying = data.get("retrying")
+    if retrying:
+        nxt_try = retrying["next_attempt"]
+        out(f"Retrying:   {retrying['occurrence']}: retrying, next attempt at "
+            + (f"{nxt_try['account']} (host {nxt_try['host']})" if nxt_try else "none left before catch-up ends")
+            + f"; {retrying['attempts']} attempt(s), last: {retrying['last_reason']}")
+    for missed in data.get("missed_details") or [{"occurrence": m, "reason": ""} for m in data["missed"]]:
+        out(f"Missed:     {missed['occurrence']}" + (f" ({missed['reason']})" if missed["reason"] else ""))
     out(f"Report:     {data['notify']['report']}")
     for gap in data["not_ready"]:
         out(f"Not ready:  {gap} (add it to the config; see 'psabill check')")

@@ -139,11 +139,14 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         mode=mode, hour=hour_value, day=_day(monthly_value), weekday=weekday, timezone=tz_name,
         start=start_date, emails=emails, account_name=account_name, catch_up=catch_up,
     )
-    now = clock.now()
+    from psabill.lock import config_lock
+
     host = clock.host_zone()
-    current = app.settings()
-    saved = scheduling.plan_save(current, request, now, host)
-    lines = scheduling.apply(app.paths, current, saved.settings, now, host, install_cron=not no_cron)
+    with config_lock(app.paths.config):  # load, plan, crontab and config: one at a time
+        now = clock.now()
+        current = app.settings()
+        saved = scheduling.plan_save(current, request, now, host)
+        lines = scheduling.apply(app.paths, current, saved.settings, now, host, install_cron=not no_cron)
     upcoming = next_occurrences(saved.schedule, now, host, 1)
     warn_not_ready(saved.settings)
     if as_json:
@@ -237,10 +240,14 @@ def next_(app: App, count: int, as_json: bool) -> None:
 def _toggle(app: App, enabled: bool, as_json: bool, message: str) -> None:
     from psabill import clock, scheduling
 
-    current = app.settings(must_exist=True)
-    now = clock.now()
-    lines = scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled, now), now,
-                             clock.host_zone())
+    from psabill.lock import config_lock
+
+    app.settings(must_exist=True)  # a mistyped --config creates nothing, not even the lock
+    with config_lock(app.paths.config):
+        current = app.settings(must_exist=True)
+        now = clock.now()
+        lines = scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled, now), now,
+                                 clock.host_zone())
     if as_json:
         emit_json({"enabled": enabled, "config": str(app.paths.config), "cron": {"lines": lines}})
         return

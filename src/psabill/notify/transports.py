@@ -1,6 +1,10 @@
 """Deliver a message: SMTP, a sendmail-compatible command, or a file.
 
 Error messages are one line and never contain the SMTP password.
+
+``[notify.smtp] timeout`` bounds the *whole* SMTP conversation, not each read:
+a watchdog thread shuts the socket down at the deadline, so a server that
+dribbles one byte a second cannot keep a run (and its run lock) waiting.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def _deliver_smtp(
     import smtplib
     import socket
     import ssl
+    import threading
     from email.utils import parseaddr
 
     host = smtp.host
@@ -106,12 +111,51 @@ def _deliver_smtp(
             raise EmailError(f"cannot load [notify.smtp] ca_file {ca_file}: {_reason(exc)}") from None
 
     envelope_from = parseaddr(str(message["From"]))[1]
-    client: Optional[smtplib.SMTP] = None
+    # Not connected yet: the watchdog must already run while the greeting is read.
+    client = (smtplib.SMTP_SSL(timeout=timeout, context=tls) if security == "ssl"
+              else smtplib.SMTP(timeout=timeout))
+    client._host = host  # what SMTP(host, ...) would set: TLS checks the certificate against it
+    expired = threading.Event()
+    finished = threading.Event()
+
+    def watch() -> None:
+        if finished.wait(timeout):
+            return
+        expired.set()
+        while not finished.is_set():  # the socket may appear only once a slow connect returns
+            sock = getattr(client, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            finished.wait(0.1)
+
+    watchdog = threading.Thread(target=watch, name="psabill-smtp-deadline", daemon=True)
+    watchdog.start()
     try:
-        if security == "ssl":
-            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=tls)
-        else:
-            client = smtplib.SMTP(host, port, timeout=timeout)
+        return _converse(client, host, port, where, security, tls, username, password, message, envelope_from,
+                         recipients, timeout)
+    except EmailError:
+        if expired.is_set():
+            raise EmailError(f"{where} did not finish within {timeout:g}s in all "
+                             "([notify.smtp] timeout bounds the whole conversation)") from None
+        raise
+    finally:
+        finished.set()
+
+
+def _converse(client: Any, host: str, port: int, where: str, security: str, tls: Any, username: Optional[str],
+              password: Optional[str], message: "EmailMessage", envelope_from: str, recipients: Sequence[str],
+              timeout: float) -> str:
+    import smtplib
+    import socket
+    import ssl
+
+    try:
+        code, greeting = client.connect(host, port)
+        if code != 220:
+            raise smtplib.SMTPConnectError(code, greeting)
         client.ehlo()
         if security == "starttls":
             if not client.has_extn("starttls"):
@@ -164,7 +208,7 @@ def _deliver_smtp(
     except OSError as exc:
         raise EmailError(f"cannot connect to {where}: {exc.strerror or _reason(exc)}") from None
     finally:
-        if client is not None:
+        if client.sock is not None:
             try:
                 client.quit()
             except (smtplib.SMTPException, OSError):
