@@ -217,6 +217,8 @@ def systemd_units(
             "",
             "[Timer]",
             *(f"OnCalendar={spec}" for spec in on_calendar(schedule)),
+            "# Hourly: retries an aborted run within catch-up; otherwise the guard exits at once.",
+            f"OnCalendar=*-*-* *:00:00 {zone_name(schedule.zone)}",
             "Persistent=true",
             "AccuracySec=1s",
             f"Unit={SERVICE}",
@@ -292,6 +294,9 @@ def kubernetes_cronjob(
             "jobTemplate": {
                 "metadata": {"labels": labels},
                 "spec": {
+                    # An aborted run (PSA down: exit 4) fails the pod; the Job retries it with
+                    # backoff, and the guard runs the occurrence once it succeeds.
+                    "backoffLimit": 6,
                     "template": {
                         "metadata": {"labels": labels},
                         "spec": {
