@@ -250,3 +250,15 @@ class TestNeutralisedText:
         assert result.exit_code == 4
         assert "\x1b" not in result.output and "\u202e" not in result.output
         assert "\\x1b[2J" in result.output and "\\u202e" in result.output
+
+
+class TestRunIds:
+    @pytest.mark.parametrize("args", [["history", "show"], ["email", "resend"], ["email", "preview"]])
+    @pytest.mark.parametrize("run_id", ["99999999999999999999", "0", "-1"])
+    def test_a_run_id_the_history_cannot_hold_is_a_usage_error_not_a_crash(
+            self, env: Env, args: list, run_id: str) -> None:
+        env.make_ready()
+        env.run("run", "--dry-run")  # a history exists, so the id reaches the lookup
+        result = env.run(*args, "--", run_id)
+        assert result.exit_code == 2
+        assert last_line(result.output).startswith("Error: Invalid value for ") and run_id in result.output

@@ -32,6 +32,7 @@ odd_text = st.one_of(
     st.text(max_size=24),
     st.sampled_from(["", " ", "-1", "0", "9am", "9pm", "25", "1e400", "nan", "inf", "9999-12-31", "0001-01-01",
                      "tues", "Tuesday", "last", "32", "24h", "0s", "99999999999999d", "3h", "2h59m", "x" * 300,
+                     "99999999999999999999", "-9223372036854775809",
                      "America/New_York", "america/new_york", "EST", "Etc/GMT+5", "../etc/passwd", "/UTC",
                      "a@b.com;c@d.com", "a@b.com, c@d.com", "\x1b[31mred", "\u202egnp.exe", "é", "\x00"]),
 )
@@ -46,7 +47,8 @@ commands = st.one_of(
                                ["schedule", "disable"], ["status"], ["status", "--json"], ["cron", "show"],
                                ["cron", "install"], ["history"], ["history", "show"], ["email", "preview"],
                                ["run", "--scheduled"], ["schedule", "export", "--format", "systemd"],
-                               ["schedule", "next", "--count"], ["history", "--days"]]),
+                               ["schedule", "next", "--count"], ["history", "--days"], ["email", "resend"],
+                               ["history", "show"], ["email", "preview"], ["config", "show"], ["config", "path"]]),
               st.just([]), st.lists(odd_text, max_size=2)),
 )
 

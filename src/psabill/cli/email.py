@@ -11,7 +11,7 @@ from typing import Optional
 
 import click
 
-from psabill.cli.options import App, complete_run_id, echo, emit_json, json_option, pass_app
+from psabill.cli.options import RUN_ID, App, complete_run_id, echo, emit_json, json_option, pass_app
 from psabill.errors import ConfigError, UsageError
 
 
@@ -26,7 +26,7 @@ def email_group() -> None:
 
 
 @email_group.command("resend")
-@click.argument("run", type=int, shell_complete=complete_run_id)
+@click.argument("run", type=RUN_ID, shell_complete=complete_run_id)
 @json_option
 @pass_app
 def resend(app: App, run: int, as_json: bool) -> None:
@@ -57,7 +57,7 @@ def resend(app: App, run: int, as_json: bool) -> None:
 
 
 @email_group.command("preview")
-@click.argument("run", type=int, required=False, shell_complete=complete_run_id)
+@click.argument("run", type=RUN_ID, required=False, shell_complete=complete_run_id)
 @click.option("--html", "as_html", is_flag=True, help="Print the HTML part instead of the text part.")
 @pass_app
 def preview(app: App, run: Optional[int], as_html: bool) -> None:

@@ -7,7 +7,7 @@ from typing import List
 
 import click
 
-from psabill.cli.options import App, change, complete_run_id, emit_json, json_option, pass_app, show_moment, show_occurrence, zones
+from psabill.cli.options import RUN_ID, App, change, complete_run_id, emit_json, json_option, pass_app, show_moment, show_occurrence, zones
 from psabill.errors import UsageError
 from psabill.report import ItemResult
 
@@ -54,7 +54,7 @@ def history(click_ctx: click.Context, days: int, as_json: bool) -> None:
 
 
 @history.command("show")
-@click.argument("run_id", metavar="RUN", type=int, shell_complete=complete_run_id)
+@click.argument("run_id", metavar="RUN", type=RUN_ID, shell_complete=complete_run_id)
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="Print the items as CSV (safe to open in a spreadsheet).")
 @pass_app

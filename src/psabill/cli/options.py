@@ -45,6 +45,9 @@ class App:
 
 pass_app = click.make_pass_decorator(App)
 
+# A run id as the history stores it (a signed 64-bit integer); anything else is a usage error.
+RUN_ID = click.IntRange(1, 2 ** 63 - 1)
+
 
 def echo(message: str = "", **kwargs: Any) -> None:
     """``click.echo`` for what an action command reports; silent under ``-q``.
