@@ -16,6 +16,7 @@ import os
 import random
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -93,7 +94,7 @@ def connectwise(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
     for aid in sorted(active):
         company = sb.agreements[aid]["company"]["identifier"]
         for addition in sb.additions[aid].values():
-            if addition["cancelledDate"] is not None:
+            if not _billing_now(addition):
                 continue
             qty = int(addition["quantity"])
             new = qty
@@ -127,7 +128,7 @@ def connectwise(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
         calls = sb.total
         counts = dict(sb.counts)
         patched = len(sb.patches())
-    wrong = sum(1 for aid in active for a in sb.additions[aid].values() if a["cancelledDate"] is None
+    wrong = sum(1 for aid in active for a in sb.additions[aid].values() if _billing_now(a)
                 and int(a["quantity"]) != _target(rows, sb.agreements[aid]["company"]["identifier"],
                                                  a["product"]["identifier"]))
     bound = WALL_SLACK * calls * LATENCY_MS / 1000 / concurrency
@@ -148,11 +149,18 @@ def connectwise(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
         Row(label + ": API calls", f"≤ {CALLS_SLACK} × minimum ({minimum:,}) = {CALLS_SLACK * minimum:,.0f}",
             f"{calls:,} ({calls / minimum:.3f} × minimum)", ok_calls and code == 0 and not wrong, notes),
         Row("5. … wall time", f"≤ {WALL_SLACK} × calls × 20 ms ÷ {concurrency} = {bound:.1f} s",
-            f"{wall:.1f} s ({wall / (calls * LATENCY_MS / 1000 / concurrency):.2f} × calls × 20 ms ÷ {concurrency})",
+            f"{wall:.1f} s ({wall / (max(calls, 1) * LATENCY_MS / 1000 / concurrency):.2f} × calls × 20 ms ÷ {concurrency})",
             ok_wall and code == 0),
         Row("5. … peak RSS of the `psabill run` process", f"≤ {RSS_LIMIT_MB:.0f} MB", f"{rss:.1f} MB",
             ok_rss and code == 0),
     ]
+
+
+def _billing_now(addition: Dict[str, Any]) -> bool:
+    """The sandbox addition bills today: effective already, not cancelled yet (ConnectWise's rule)."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cancelled = addition.get("cancelledDate")
+    return str(addition.get("effectiveDate") or "") <= now and (cancelled is None or str(cancelled) > now)
 
 
 def _target(rows: List[Tuple[str, str, int]], company: str, product: str) -> int:
@@ -171,8 +179,6 @@ def autotask(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
     except Exception as exc:  # noqa: BLE001 - report, never crash the harness
         return [Row("5b. refresh, Autotask stand-in", "calls, wall ≤ 1.25 × calls × 20 ms ÷ 3", "not measured", None,
                     [f"the Autotask sandbox is not usable: {exc!r}"])]
-    from datetime import datetime, timezone
-
     today = datetime.now(timezone.utc).date()
     customers = 1000  # 2,000 lines: the run's default Autotask budget is 5,000 requests
     home = root / "at"

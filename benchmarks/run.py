@@ -121,6 +121,14 @@ class Home:
     def setup_weekly(self) -> None:
         self.psabill("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
                      "--account-name", "Bench MSP", "--no-cron", now=SAVED_AT)
+        # A config a run accepts: an empty usage source, so the past run below needs no PSA request.
+        (self.root / "usage.csv").write_text("customer,sku,seats\n")
+        (self.root / "psa-key").write_text("not-a-real-key\n")
+        os.chmod(self.root / "psa-key", 0o600)
+        with self.config.open("a") as handle:
+            handle.write('\n[source]\nkind = "csv"\npath = "usage.csv"\n\n[products]\nLastPass = "SEATS-STD"\n\n'
+                         '[psa]\nkind = "connectwise"\nurl = "https://psa.invalid"\ncompany = "msp"\n'
+                         'public_key = "pub"\nclient_id = "client"\nprivate_key_file = "psa-key"\n')
         # One real past run: the occurrence of 2025-01-07 09:00 New York, run by cron.
         self.psabill("run", "--scheduled", now=RAN_AT)
         self.psabill("cron", "install", now=NOT_DUE)
