@@ -11,7 +11,6 @@ names, so an admin's ``config.toml -> dotfiles/psabill.toml`` stays a link.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, List, Optional, Type
 
@@ -50,6 +49,8 @@ def make_private_dir(path: Path, error: Type[PsabillError], what: str) -> None:
 def atomic_write(path: Path, payload: bytes, *, error: Type[PsabillError], what: str,
                  mode: int = FILE_MODE, prefix: str = ".psabill-") -> None:
     """Replace ``path`` with ``payload`` atomically; raise ``error`` naming ``what`` on failure."""
+    import tempfile  # not at module level: the not-due cron path writes nothing
+
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     directory = target.parent
     make_private_dir(directory, error, f"the directory of {what}")

@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -267,7 +266,7 @@ class History:
             report.late_seconds,
             report.psa_kind,
             os.getpid(),
-            socket.gethostname(),
+            _hostname(),
         )
         sql = self.dialect.sql(
             "INSERT INTO runs (trigger, occurrence, started_at, status, late_seconds, psa_kind, pid, host) "
@@ -499,3 +498,9 @@ class Attempts:
     count: int
     status: str  # the newest attempt's
     reason: str  # the newest attempt's message
+
+
+def _hostname() -> str:
+    import socket  # only a run records its host; the not-due path never does
+
+    return socket.gethostname()

@@ -1,6 +1,6 @@
 """``psabill config``: write a starter config, say which config is in use, show it, print the reference.
 
-The starter's comments come from :data:`psabill.settings.DOCS`, the same
+The starter's comments come from :data:`psabill.reference.DOCS`, the same
 descriptions the README's config reference is generated from, so neither drifts
 from the schema.
 """
@@ -60,7 +60,8 @@ def starter_sections(psa: str, source: str) -> Starter:
 
 def starter_text(psa: str, source: str) -> str:
     """The commented starter config for ``psa`` and ``source``."""
-    from psabill.settings import DOCS, VERSION
+    from psabill.reference import DOCS
+    from psabill.settings import VERSION
 
     lines = [
         "# psabill config, written by 'psabill config init'.",
@@ -182,6 +183,6 @@ def reference() -> None:
     Example:
       psabill config reference > config-reference.md
     """
-    from psabill.settings import render_reference
+    from psabill.reference import render_reference
 
     click.echo(render_reference(), nl=False)

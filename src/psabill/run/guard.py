@@ -18,12 +18,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Optional
 
+from typing import TYPE_CHECKING
+
 from psabill.errors import ExitCode
 from psabill.history import open_store, state_url
 from psabill.paths import Paths
-from psabill.report import RunReport
-from psabill.run.perform import Outcome, Progress, perform
 from psabill.settings import Settings, load
+
+if TYPE_CHECKING:  # the run machinery loads only once an occurrence is due
+    from psabill.run.perform import Outcome, Progress
 
 def due_occurrence(settings: Settings, now: datetime, done: Callable[[datetime], bool]) -> Optional[datetime]:
     """The occurrence to run at ``now``, or None; ``done`` asks the ledger."""
@@ -40,6 +43,9 @@ def due_occurrence(settings: Settings, now: datetime, done: Callable[[datetime],
 
 def run_scheduled(paths: Paths, now: Callable[[], datetime], *, verbose: bool = False) -> Outcome:
     """The cron entry point. Prints nothing and returns OK when nothing is due."""
+    from psabill.report import RunReport
+    from psabill.run.perform import Outcome, perform
+
     settings = load(paths.config, check_addresses=False, must_exist=True)
     store = open_store(paths, state_url(settings.state_url))
     if due_occurrence(settings, now(), store.history.occurrence_done_readonly) is None:
@@ -63,6 +69,9 @@ def run_scheduled(paths: Paths, now: Callable[[], datetime], *, verbose: bool = 
 def run_manual(paths: Paths, now: Callable[[], datetime], *, dry_run: bool, progress: Progress = None,
                verbose: bool = False) -> Outcome:
     """A run by hand (or a dry run): no guard, but the same lock and record."""
+    from psabill.report import RunReport
+    from psabill.run.perform import perform
+
     settings = load(paths.config, must_exist=True)
     _check_ready(settings)
     store = open_store(paths, state_url(settings.state_url))
