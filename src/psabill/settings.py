@@ -794,6 +794,9 @@ DOCS: Dict[str, KeyDoc] = {
                                "How long a run waits for another to finish.", '"10m"'),
     "log.max_bytes": KeyDoc("integer", "1000000", "Log file size before it rotates.", "1000000"),
     "log.backups": KeyDoc("integer 0-100", "5", "Rotated log files kept.", "5"),
+    "state.url": KeyDoc("string", "(none: SQLite in the state dir)",
+                        "A shared PostgreSQL ledger; `PSABILL_STATE_URL` wins. Its password makes the config a "
+                        "secret (chmod 600).", '"postgresql://psabill@db.example/psabill"'),
 }
 
 
