@@ -578,3 +578,34 @@ class TestHistoryWritesAreScrubbed:
             assert secret not in dump and dump.count(redact.REDACTED) >= 4
         finally:
             redact.clear()
+
+
+@needs_root
+class TestRule2TrustFilesBeyondTheListed:
+    @pytest.mark.parametrize("how", LOOSENESS)
+    def test_rule2_a_loose_template_is_refused_before_rendering(self, tmp_path: Path, how: str) -> None:
+        from psabill.errors import EmailError
+        from psabill.notify import templates
+
+        custom = tmp_path / "tpl"
+        custom.mkdir()
+        (custom / "subject.txt").write_text("{{ 7 * 6 }}\n")
+        os.chmod(custom, 0o755)
+        templates._environment(custom)  # fine while tight
+        _loosen(custom / "subject.txt", how)
+        with pytest.raises(EmailError, match="subject.txt"):
+            templates._environment(custom)
+
+    @pytest.mark.parametrize("how", LOOSENESS)
+    def test_rule2_a_loose_psa_ca_file_is_refused(self, tmp_path: Path, how: str) -> None:
+        import certifi
+
+        from psabill.psa.base import PsaError
+        from psabill.psa.http import HttpClient
+
+        ca = tmp_path / "ca.pem"
+        ca.write_bytes(Path(certifi.where()).read_bytes())
+        HttpClient(headers={}, ca_file=str(ca)).close()
+        _loosen(ca, how)
+        with pytest.raises(PsaError, match="ca_file"):
+            HttpClient(headers={}, ca_file=str(ca))

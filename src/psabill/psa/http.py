@@ -261,6 +261,12 @@ class HttpClient:
         verify: Any = True
         if ca_file:
             import ssl
+            from pathlib import Path
+
+            from psabill.fsutil import check_private
+
+            # A CA file another user could rewrite would let them read our credentials.
+            check_private(Path(ca_file), "[psa] ca_file", PsaError)
 
             try:
                 verify = ssl.create_default_context(cafile=ca_file)
