@@ -97,6 +97,8 @@ def warn(text: str) -> None:
 def setup(target: Path, *, verbose: bool = False, max_bytes: int = 1_000_000, backups: int = 5) -> logging.Logger:
     """The psabill logger, writing to ``target`` (and stderr when ``verbose``)."""
     logger = logging.getLogger(NAME)
+    # No handler (the --verbose echo included) may print logging's own traceback: cron would mail it.
+    logging.raiseExceptions = False
     if getattr(logger, "_psabill_target", None) == target:
         return logger
     for old in list(logger.handlers):  # a new state dir (tests, or the demo) gets its own log
