@@ -1,7 +1,8 @@
 """A fuzzing harness: Hypothesis drives the CLI as a user would, and every way out is one line.
 
-Generated arguments, config documents, crontab contents and environment
-variables go to the real CLI (in-process, through Click's runner). Whatever
+Generated arguments, config documents, crontab contents, environment
+variables and hostile state dirs (loose, symlinks or directories where state
+files belong) go to the real CLI (in-process, through Click's runner). Whatever
 happens, psabill must end with a documented exit code, never a traceback, and
 a failure must be exactly one ``Error: ...`` line on stderr.
 
@@ -12,6 +13,7 @@ runs a longer campaign.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -93,6 +95,32 @@ environments = st.fixed_dictionaries({}, optional={
 })
 
 
+# A hostile or damaged state dir: loose, a symlink where a state file belongs, a directory for the lock.
+state_dirs = st.sampled_from([None, "loose", "state.db->", "state.db-wal->", "psabill.log->", "run.lock->",
+                              "run.lock/", "psabill.log/"])
+VICTIM = b"someone else's file\n"
+
+
+def _prepare_state(root: Path, state: Optional[str]) -> Optional[Path]:
+    """Set up ``state`` in root/state; return the file a symlink points at (which must stay untouched)."""
+    if state is None:
+        return None
+    directory = root / "state"
+    directory.mkdir(mode=0o700)
+    if state == "loose":
+        directory.chmod(0o777)
+        return None
+    name = state.rstrip("/>-") if state.endswith("->") else state.rstrip("/")
+    if state.endswith("/"):
+        (directory / name).mkdir()
+        return None
+    victim = root / "victim"
+    victim.write_bytes(VICTIM)
+    victim.chmod(0o644)
+    (directory / name).symlink_to(victim)
+    return victim
+
+
 def _toml(document: Dict[str, Any]) -> bytes:
     try:
         return tomli_w.dumps(document).encode("utf-8")
@@ -133,9 +161,11 @@ def _assert_one_clean_line(result: Any, argv: List[str]) -> None:
 
 
 @FUZZ
-@given(command=commands, config=st.one_of(st.none(), config_bytes), crontab=crontabs, environment=environments)
+@given(command=commands, config=st.one_of(st.none(), config_bytes), crontab=crontabs, environment=environments,
+       state=state_dirs)
 def test_any_input_ends_in_one_line_and_a_documented_exit_code(
-        command: Any, config: Optional[bytes], crontab: Optional[bytes], environment: Dict[str, str]) -> None:
+        command: Any, config: Optional[bytes], crontab: Optional[bytes], environment: Dict[str, str],
+        state: Optional[str]) -> None:
     head, options, values = command
     argv = list(head)
     for index, option in enumerate(options):
@@ -144,7 +174,12 @@ def test_any_input_ends_in_one_line_and_a_documented_exit_code(
             argv.append(values[index])
     argv += values[len(options):]
     with tempfile.TemporaryDirectory() as tmp:
+        victim = _prepare_state(Path(tmp), state)
         _assert_one_clean_line(_invoke(Path(tmp), argv, config, crontab, environment), argv)
+        if victim is not None:  # a symlink in the state dir is never followed
+            assert victim.read_bytes() == VICTIM and stat.S_IMODE(victim.stat().st_mode) == 0o644, (argv, state)
+        if state == "loose" and (Path(tmp) / "state" / "state.db").exists():
+            assert stat.S_IMODE((Path(tmp) / "state").stat().st_mode) == 0o700
 
 
 @FUZZ

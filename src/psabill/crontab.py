@@ -15,14 +15,21 @@ path too). Every operation touches only its own config's lines: never another
 config's, and never an admin line that merely mentions "# psabill:". Lines in
 the old format (``# psabill: billing update ...``) are still recognised as this
 config's when their command names this config, so the next write migrates them.
+
+A crontab is bytes, not necessarily UTF-8: an admin's line may hold Latin-1 or
+any other bytes. Text here is decoded with ``surrogateescape`` and encoded back
+the same way, so every byte that is not ours survives a rewrite unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
 import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -135,19 +142,16 @@ class Crontab:
         return str(self.file) if self.file else "the user's crontab"
 
     def read(self) -> str:
-        """The raw text, exactly as stored ("" when there is none)."""
+        """The raw text, exactly as stored ("" when there is none); bytes that are not
+        UTF-8 are kept as surrogate escapes."""
         if self.file is not None:
             try:
-                return self.file.read_text(encoding="utf-8")
+                return decode(self.file.read_bytes())
             except FileNotFoundError:
                 return ""
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CrontabError(f"cannot read crontab file {self.file}: {exc}") from None
-        try:
-            tab = _user_tab()  # python-crontab runs `crontab -l` as it is built
-        except OSError as exc:
-            raise CrontabError(f"cannot read the user's crontab: {one_line(exc)}") from None
-        return str(getattr(tab, "raw_text", ""))
+            except OSError as exc:
+                raise CrontabError(f"cannot read crontab file {self.file}: {exc.strerror or exc}") from None
+        return decode(_crontab_command(["-l"], reading=True))
 
     def lines(self) -> List[str]:
         return [line for line in self.read().splitlines() if is_ours(line, self.config)]
@@ -160,13 +164,57 @@ class Crontab:
             self._write(text)
 
     def _write(self, text: str) -> None:
+        data = encode(text)
         if self.file is not None:
-            atomic_write(self.file, text.encode("utf-8"), error=CrontabError, what="crontab file", prefix=".crontab-")
+            atomic_write(self.file, data, error=CrontabError, what="crontab file", prefix=".crontab-")
             return
+        fd, tmp = tempfile.mkstemp(prefix="psabill-crontab-", suffix=".tmp")
         try:
-            _user_tab(text).write_to_user(user=True)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            _crontab_command([tmp], reading=False)
         except OSError as exc:
             raise CrontabError(f"cannot write the user's crontab: {one_line(exc)}") from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def decode(data: bytes) -> str:
+    """Crontab bytes as text; bytes that are not UTF-8 become surrogate escapes."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def encode(text: str) -> bytes:
+    """The inverse of :func:`decode`: the original bytes back."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _crontab_command(args: List[str], *, reading: bool) -> bytes:
+    """Run ``crontab ARGS`` (found on PATH like a shell would) and return its stdout bytes.
+
+    ``crontab -l`` for a user without one prints "no crontab for ..." and fails:
+    that is an empty crontab.
+    """
+    program = shutil.which("crontab")
+    action = "read" if reading else "write"
+    if program is None:
+        raise CrontabError(f"cannot {action} the user's crontab: Can't {action} crontab; "
+                           "No crontab program 'crontab'")
+    try:
+        proc = subprocess.run([program, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CrontabError(f"cannot {action} the user's crontab: {one_line(exc)}") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace")
+        if reading and "no crontab for" in err.lower():
+            return b""
+        raise CrontabError(f"cannot {action} the user's crontab: {program} returned {proc.returncode}: "
+                           f"{one_line(err) or '(no message)'}")
+    return proc.stdout
 
 
 def splice(text: str, new_lines: Sequence[str], config: Path) -> str:
@@ -185,32 +233,3 @@ def splice(text: str, new_lines: Sequence[str], config: Path) -> str:
     if not inserted:
         kept.extend(f"{new}\n" for new in new_lines)
     return "".join(kept)
-
-
-def _user_tab(text: Optional[str] = None):  # type: ignore[no-untyped-def]
-    """A python-crontab CronTab for the invoking user that writes ``text`` verbatim."""
-    from crontab import CronTab
-
-    class ExactTab(CronTab):  # type: ignore[misc]
-        # python-crontab pins /usr/bin/crontab; look the program up on PATH like a
-        # shell would, so a host without one (or a test with an empty PATH) gets
-        # a clear error instead of whichever binary happens to sit there.
-        @property
-        def cron_command(self) -> str:
-            return shutil.which("crontab") or "crontab"
-
-        @cron_command.setter
-        def cron_command(self, _value: str) -> None:
-            pass
-
-        def __setattr__(self, name: str, value: object) -> None:
-            # read() hands the raw `crontab -l` lines to this attribute, which
-            # python-crontab parses into items; keep the untouched text too.
-            if name == "lines" and value:
-                object.__setattr__(self, "raw_text", "\n".join(value))  # type: ignore[arg-type]
-            super().__setattr__(name, value)
-
-        def render(self, *args: object, **kwargs: object) -> str:
-            return text if text is not None else super().render(*args, **kwargs)
-
-    return ExactTab(user=True)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence, Tupl
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from psabill.errors import StateError
-from psabill.fsutil import make_private_dir, one_line
+from psabill.fsutil import make_private_dir, one_line, open_private, refuse_symlink
 
 SCHEMA_VERSION = 2
 
@@ -191,12 +191,17 @@ class SqliteDialect(Dialect):
 
     def connect(self, readonly: bool = False) -> sqlite3.Connection:
         path = self.db_path
+        # SQLite follows symlinks and creates files through the umask: refuse a
+        # symlink for the database or its companions, and create the database
+        # 0600 ourselves (SQLite gives -wal and -shm the database's mode).
+        for companion in ("", "-wal", "-shm", "-journal"):
+            refuse_symlink(Path(f"{path}{companion}"), StateError, "history database file")
         if readonly:
             conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
         else:
-            make_private_dir(path.parent, StateError, "state dir")
+            make_private_dir(path.parent, StateError, "state dir", tighten=True)
+            os.close(open_private(path, os.O_RDWR | os.O_CREAT, StateError, "history database"))
             conn = sqlite3.connect(str(path), timeout=5)
-            os.chmod(path, 0o600)
             # One commit per item keeps a killed run's record; WAL with NORMAL sync makes
             # each commit cheap (no fsync) and still survives a killed process intact.
             conn.execute("PRAGMA journal_mode = WAL")

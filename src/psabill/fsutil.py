@@ -6,11 +6,27 @@ Atomic write: the bytes go to a temp file in the target's directory, created
 directory is fsynced. A reader, or a crash, sees the old file or the new one,
 never half of either. A symlinked target is written through to the file it
 names, so an admin's ``config.toml -> dotfiles/psabill.toml`` stays a link.
+
+Permissions, in one place:
+
+* :func:`check_private` is the ssh ``StrictModes`` rule for every file whose
+  content decides what psabill runs or sends (the config, the mapping file, a
+  ``*_file`` secret, the usage source, the source command and its script): it
+  must be owned by this user (or root) and writable by nobody else, or it is
+  refused before a byte of it is used, with the chmod/chown that fixes it.
+* :func:`make_private_dir` creates every missing directory 0700 (parents
+  too), whatever the umask; with ``tighten`` (the state dir) an existing one
+  looser than 0700 is tightened if it is ours and refused if it is not.
+* :func:`open_private` opens a state-dir file 0600 without following a
+  symlink; :func:`refuse_symlink` is the same rule for files SQLite opens.
+* :func:`os_problem` turns an OSError into the one-line cause and the fix.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Callable, List, Optional, Type
 
@@ -38,12 +54,126 @@ def human_duration(seconds: float, *, spaced: bool = False) -> str:
     return " ".join(parts)
 
 
-def make_private_dir(path: Path, error: Type[PsabillError], what: str) -> None:
-    """Create ``path`` (and parents) as 0700 regardless of the umask."""
+def os_problem(exc: OSError) -> str:
+    """The cause of ``exc`` and what to do about it, in a few words (no path)."""
+    code = exc.errno
+    text = exc.strerror or str(exc)
+    if code == errno.EROFS:
+        return f"{text} (remount it read-write or pick another location, then retry)"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"{text} (make it writable by this user, then retry)"
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        return f"{text} (free some space, then retry)"
+    if code == errno.ELOOP:
+        return "it is a symlink, which psabill does not follow here (remove it, then retry)"
+    if code == errno.EISDIR:
+        return "it is a directory, not a file (remove it, then retry)"
+    if code == errno.ENOTDIR:
+        return f"{text} (a part of the path is a file, not a directory)"
+    return f"{text} (fix it, then retry)"
+
+
+def _owner_fix(path: Path) -> str:
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        import pwd
+
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        name = str(os.getuid())
+    return f"chown {name} {path}"
+
+
+def check_private(path: Path, what: str, error: Type[PsabillError]) -> None:
+    """Refuse ``path`` (``what`` names it) when another user could have written it.
+
+    Owned by another user (root excepted) or writable by group or others ->
+    ``error`` with the fix. A missing or unreadable path is left to the caller's
+    own read, which reports it. A symlink is judged by the file it names.
+    """
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return
+    me = os.getuid()
+    if info.st_uid not in (me, 0):
+        raise error(f"{what} {path} is owned by another user (uid {info.st_uid}), so psabill will not use it: "
+                    f"run '{_owner_fix(path)}' if you trust its content, or replace it with your own file")
+    if stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
+        raise error(f"{what} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}), "
+                    f"so psabill will not use it: check its content, then run 'chmod go-w {path}'")
+
+
+def make_private_dir(path: Path, error: Type[PsabillError], what: str, *, tighten: bool = False) -> None:
+    """Create ``path`` and its missing parents as 0700 regardless of the umask.
+
+    With ``tighten`` an existing ``path`` must be a directory owned by this user;
+    looser than 0700 it is chmodded 0700, owned by another user it is refused.
+    """
+    missing: list = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            continue  # another process made it first; judged below like any existing one
+        except OSError as exc:
+            raise error(f"cannot create {what} {path}: {os_problem(exc)}") from None
+        try:
+            os.chmod(directory, DIR_MODE)  # mkdir's mode went through the umask
+        except OSError as exc:
+            raise error(f"cannot set the mode of {what} {directory}: {os_problem(exc)}") from None
+    try:
+        info = os.stat(path)
     except OSError as exc:
-        raise error(f"cannot create {what} {path}: {exc.strerror}") from None
+        raise error(f"cannot use {what} {path}: {os_problem(exc)}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise error(f"{what} {path} is not a directory: move it aside, then retry")
+    if not tighten:
+        return
+    if info.st_uid != os.getuid():
+        raise error(f"{what} {path} is owned by another user (uid {info.st_uid}): run "
+                    f"'{_owner_fix(path)}' or point --state-dir at a directory of your own, then retry")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        try:
+            os.chmod(path, DIR_MODE)
+        except OSError as exc:
+            raise error(f"{what} {path} is open to group or others (mode {stat.S_IMODE(info.st_mode):04o}) and "
+                        f"cannot be tightened: {os_problem(exc)}; run 'chmod 700 {path}'") from None
+
+
+def refuse_symlink(path: Path, error: Type[PsabillError], what: str) -> None:
+    """Raise ``error`` when ``path`` is a symlink (its target is never touched)."""
+    if os.path.islink(path):
+        raise error(f"{what} {path} is a symlink, which psabill does not follow in the state dir: "
+                    "remove it, then retry (its target was left unchanged)")
+
+
+def open_private(path: Path, flags: int, error: Type[PsabillError], what: str) -> int:
+    """``os.open`` a state-dir file 0600 (whatever the umask) without following a symlink."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            refuse_symlink(path, error, what)
+        raise error(f"cannot open {what} {path}: {os_problem(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{what} {path} is not a regular file: remove it, then retry")
+        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, FILE_MODE)
+    except OSError as exc:
+        os.close(fd)
+        raise error(f"cannot use {what} {path}: {os_problem(exc)}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def atomic_write(path: Path, payload: bytes, *, error: Type[PsabillError], what: str,
@@ -57,7 +187,7 @@ def atomic_write(path: Path, payload: bytes, *, error: Type[PsabillError], what:
     try:
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise error(f"cannot write {what} {path}: {exc.strerror}") from None
+        raise error(f"cannot write {what} {path}: {os_problem(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
@@ -71,7 +201,7 @@ def atomic_write(path: Path, payload: bytes, *, error: Type[PsabillError], what:
             os.unlink(tmp)
         except OSError:
             pass
-        raise error(f"cannot write {what} {path}: {exc.strerror}") from None
+        raise error(f"cannot write {what} {path}: {os_problem(exc)}") from None
 
 
 def fsync_dir(directory: Path) -> None:

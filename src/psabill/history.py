@@ -20,6 +20,9 @@
 * Every run records the host it ran on.
 * A corrupt or unreadable database is an error, never a silent fresh start:
   the file is left exactly as found for the admin to inspect.
+* Every text written (run, item and email messages, hints, names) passes
+  through :func:`psabill.redact.scrub` first (:func:`_text`): the history is an
+  output like any other and must never hold a registered secret.
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def _loaded(value: Any) -> Any:
     except ArithmeticError:
         return value
     return int(number) if number == number.to_integral_value() else number
+
+
+def _text(value: Any) -> Any:
+    """A text column's value, scrubbed of registered secrets; anything else as it is."""
+    if isinstance(value, str):
+        from psabill import redact
+
+        return redact.scrub(value)
+    return value
 
 
 def iso(value: Optional[datetime]) -> Optional[str]:
@@ -161,7 +173,7 @@ class History:
     def ensure_dir(self) -> None:
         """Create the state dir (0700) if it is missing."""
         if self.dir is not None:
-            make_private_dir(self.dir, StateError, "state dir")
+            make_private_dir(self.dir, StateError, "state dir", tighten=True)
 
     @property
     def conn(self) -> Any:
@@ -264,7 +276,7 @@ class History:
             iso(report.started_at),
             RUNNING,
             report.late_seconds,
-            report.psa_kind,
+            _text(report.psa_kind),
             os.getpid(),
             _hostname(),
         )
@@ -289,16 +301,16 @@ class History:
             (
                 run_id,
                 seq,
-                item.customer,
-                item.sku,
-                item.psa_company,
-                item.agreement,
+                _text(item.customer),
+                _text(item.sku),
+                _text(item.psa_company),
+                _text(item.agreement),
                 item.line,
                 _stored(item.old),
                 item.new,
                 item.outcome,
-                item.message,
-                item.hint,
+                _text(item.message),
+                _text(item.hint),
             ),
         )
 
@@ -313,7 +325,7 @@ class History:
             (
                 iso(report.finished_at),
                 report.status,
-                report.message,
+                _text(report.message),
                 report.api_requests,
                 counts["updated"],
                 counts["unchanged"],
@@ -327,7 +339,7 @@ class History:
     def set_email(self, run_id: int, status: str, message: str) -> None:
         self._execute(
             "UPDATE runs SET email_status = ?, email_message = ? WHERE id = ?",
-            (status, message, run_id),
+            (status, _text(message), run_id),
         )
 
     def last_run(self, *, real: bool = False) -> Optional[RunRow]:

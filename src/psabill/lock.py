@@ -2,7 +2,8 @@
 
 Two runs never refresh together, whatever started them. The second waits
 (bounded by ``[run] lock_timeout``) and then re-checks what is due. Closing the
-descriptor releases the lock, so a killed run never leaves it held.
+descriptor releases the lock, so a killed run never leaves it held. The file
+is opened 0600 without following a symlink (see :func:`psabill.fsutil.open_private`).
 
 :func:`config_lock` is the same kind of lock on ``.<config name>.lock`` next to
 the config: ``schedule set``, ``enable``, ``disable`` and ``cron install``
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from psabill.errors import ConfigError, StateError
-from psabill.fsutil import make_private_dir
+from psabill.fsutil import make_private_dir, open_private
 
 
 @contextlib.contextmanager
@@ -27,11 +28,8 @@ def run_lock(path: Path, timeout: float) -> Iterator[None]:
     """Hold ``path`` exclusively; wait at most ``timeout`` seconds for it."""
     import fcntl
 
-    make_private_dir(path.parent, StateError, "state dir")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StateError(f"cannot open the run lock {path}: {exc.strerror}") from None
+    make_private_dir(path.parent, StateError, "state dir", tighten=True)
+    fd = open_private(path, os.O_RDWR | os.O_CREAT, StateError, "the run lock")
     try:
         deadline = time.monotonic() + timeout
         while True:

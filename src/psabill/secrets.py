@@ -9,7 +9,8 @@ value, so they are safe to print, log and email.
 
 Every value resolved here is registered with :mod:`psabill.redact` before it
 is returned, so the shared redactor knows a credential before any text that
-could carry it leaves the process.
+could carry it leaves the process. A ``*_file`` another user could have written
+is refused before it is read (:func:`psabill.fsutil.check_private`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 
 from psabill import redact
 from psabill.errors import ConfigError
-from psabill.fsutil import read_capped
+from psabill.fsutil import check_private, read_capped
 from psabill.settings import SecretRef
 
 MAX_SECRET_BYTES = 64 * 1024
@@ -40,6 +41,7 @@ def resolve(ref: SecretRef) -> str:
     if ref.file is None:
         raise ConfigError(f"{where} needs {ref.key}_env, {ref.key}_file or {ref.key}")
     chosen = f"{ref.key}_file"
+    check_private(ref.file, f"{where} {chosen}:", ConfigError)
     raw = read_capped(ref.file, MAX_SECRET_BYTES, error=ConfigError, what=f"{where} {chosen}:",
                       describe_limit=lambda _limit: "64 KiB credential")
     try:

@@ -600,7 +600,13 @@ def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -
 
 
 def load(path: Path, *, check_addresses: bool = True, must_exist: bool = False) -> Settings:
-    """Read, validate and type ``path``. A missing file is empty settings unless ``must_exist``."""
+    """Read, validate and type ``path``. A missing file is empty settings unless ``must_exist``.
+
+    A config another user could have written is refused before it is parsed
+    (see :func:`psabill.fsutil.check_private`)."""
+    from psabill.fsutil import check_private
+
+    check_private(path, "config", ConfigError)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

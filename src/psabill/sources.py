@@ -17,6 +17,11 @@ A UTF-8 byte-order mark, CRLF line endings and non-UTF-8 bytes are refused
 rather than guessed at (spreadsheet exports are where they come from, and a
 silently mangled customer name becomes an unmapped customer). Inputs are capped
 at :data:`MAX_BYTES` so a runaway export cannot exhaust memory.
+
+A source another user could have written is refused before it is read or run
+(:func:`psabill.fsutil.check_private`): the csv/json file, the command's
+program when argv[0] is a path, and any file the command names (the script an
+interpreter would run).
 """
 
 from __future__ import annotations
@@ -66,13 +71,38 @@ def read(source: SourceSettings, skus: Collection[str], config_path: Path) -> Li
         argv = list(source.command)
         if not argv:
             raise ConfigError(f"{config_path}: [source] kind = \"command\" needs command = [...]")
+        check_command(argv, source.workdir)
         data = run_command(argv, cwd=source.workdir, timeout=source.timeout)
         origin = f"output of source command {_show_argv(argv)}"
         return parse(data, fmt=source.format, origin=origin, skus=skus)
     path = source.path
     if path is None:
         raise ConfigError(f"{config_path}: [source] kind = \"{kind}\" needs path = \"...\"")
+    fsutil.check_private(path, "usage source", AbortError)
     return parse(read_capped(path, what="usage source"), fmt=kind, origin=f"usage source {path}", skus=skus)
+
+
+def check_command(argv: Sequence[str], cwd: Path) -> None:
+    """Refuse a source command whose program, or a file it names, another user could have written.
+
+    argv[0] is checked when it is a path (a bare name is found on PATH, which is
+    the admin's); every later argument that names an existing regular file
+    (relative to ``cwd``) is checked too: that is the script ``sh export.sh`` or
+    ``python3 export.py`` would run, and checking it costs one stat.
+    """
+    program = argv[0]
+    if os.sep in program:
+        fsutil.check_private(cwd / program, "source command", AbortError)
+    for argument in argv[1:]:
+        if not argument or argument.startswith("-") or "\0" in argument:
+            continue
+        candidate = cwd / argument
+        try:
+            regular = candidate.is_file()
+        except (OSError, ValueError):
+            continue
+        if regular:
+            fsutil.check_private(candidate, "file named by the source command", AbortError)
 
 
 def read_capped(path: Path, *, what: str) -> bytes:

@@ -40,7 +40,10 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
     from psabill.sandbox.connectwise import Sandbox
 
     base = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="psabill-demo-"))
-    base.mkdir(parents=True, exist_ok=True)
+    from psabill.errors import StateError
+    from psabill.fsutil import make_private_dir
+
+    make_private_dir(base, StateError, "demo directory")  # 0700 whatever the umask
     paths = Paths(config=base / "config.toml", state_dir=base / "state", crontab_file=base / "crontab")
     with Sandbox.sample(customers=DEMO_CUSTOMERS, seed=7) as sandbox:
         # One customer billed on two active agreements: psabill must not guess.
@@ -52,6 +55,7 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
         os.chmod(key_file, 0o600)
         usage = base / "usage.csv"
         _write_usage(usage)
+        os.chmod(usage, 0o600)  # a loose source is refused, and the umask may be 000
         settings_mod.save(paths.config, {
             "account": {"name": "Demo MSP", "timezone": "America/New_York"},
             "notify": {

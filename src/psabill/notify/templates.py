@@ -3,6 +3,10 @@
 ``[notify] template_dir`` overrides any of them file by file; the rest fall
 back to the built-ins. The HTML template is autoescaped; the text and subject
 templates are not (they are never interpreted as markup).
+
+A template is code (Jinja can reach Python objects), so a ``template_dir``, or
+a file in it, that another user could have written is refused before anything
+is rendered (:func:`psabill.fsutil.check_private`).
 """
 
 from __future__ import annotations
@@ -45,11 +49,24 @@ def builtin_template_dir() -> Optional[Path]:
     return source if source.is_dir() else None
 
 
+def _check_templates(template_dir: Path) -> None:
+    """Refuse a template dir, or any file under it, that another user could have written."""
+    import os
+
+    from psabill.fsutil import check_private
+
+    check_private(template_dir, "[notify] template_dir", EmailError)
+    for root, dirs, files in os.walk(template_dir):
+        for name in dirs + files:
+            check_private(Path(root) / name, "template", EmailError)
+
+
 def _environment(template_dir: Optional[Path]) -> Any:
     import jinja2
 
     loaders: List[Any] = []
     if template_dir is not None:
+        _check_templates(template_dir)
         loaders.append(jinja2.FileSystemLoader(str(template_dir)))
     builtin = builtin_template_dir()
     if builtin is not None:

@@ -24,6 +24,13 @@ Policy, in the order a request meets it:
   A non-idempotent request (an Autotask delta adjustment) is retried only when
   the PSA certainly did not apply it (429, or the connection never opened);
   anything ambiguous is raised so the caller can re-read and recompute.
+* Bounded responses: a body is streamed and refused by name once it passes
+  :data:`MAX_RESPONSE_BYTES` (a ``Content-Length`` over it is refused before
+  the body is read), and every attempt has an overall deadline (``deadline``,
+  by default 4x the per-read ``timeout``) that covers connecting, sending, the
+  headers and the whole body: a server that dribbles one byte per read timeout
+  cannot hold a run forever. Each socket operation's timeout is cut to what is
+  left of the deadline (:class:`_DeadlineBackend`).
 * Errors: 401/403 -> PsaAuthError, unreachable after retries -> PsaUnreachable,
   anything else -> PsaError with the status and a short body excerpt. Every
   message passes through :meth:`HttpClient.scrub`, which is
@@ -45,6 +52,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from psabill import redact
@@ -55,6 +63,8 @@ log = logging.getLogger("psabill.psa")
 T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RESPONSE_BYTES = 50 * 1024 * 1024
+DEADLINE_FACTOR = 4  # the overall deadline per attempt, in per-read timeouts
 EXCERPT_CHARS = 200
 REDACTED = redact.REDACTED
 
@@ -147,6 +157,67 @@ def _bare(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+_attempt = threading.local()  # .deadline: time.monotonic() by which this thread's attempt must end
+
+
+def _bounded(timeout: Optional[float], kind: type) -> Optional[float]:
+    """``timeout`` cut to what is left of this thread's deadline; past it, ``kind`` is raised."""
+    deadline = getattr(_attempt, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        _attempt.expired = True
+        raise kind("the overall deadline for this request has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: Optional[float] = None) -> None:
+        self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: Optional[str] = None,
+                  timeout: Optional[float] = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _bounded(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with every socket operation bounded by the attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: Optional[float] = None,
+                    local_address: Optional[str] = None, socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _bounded(timeout, httpcore.ConnectTimeout),
+                                                       local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: Optional[float] = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:  # pragma: no cover
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _bounded(timeout, httpcore.ConnectTimeout),
+                                                               socket_options))
+
+    def sleep(self, seconds: float) -> None:  # pragma: no cover
+        self._inner.sleep(seconds)
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class HttpClient:
     """A thread-safe, counting, retrying JSON client for one PSA origin."""
 
@@ -164,7 +235,11 @@ class HttpClient:
         backoff: float = 0.5,
         max_wait: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        deadline: Optional[float] = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
+        self.deadline = float(deadline) if deadline is not None else DEADLINE_FACTOR * float(timeout)
+        self.max_bytes = int(max_bytes)
         self.max_retries = max(0, int(max_retries))
         self.max_requests = max_requests
         self.backoff = backoff
@@ -186,17 +261,28 @@ class HttpClient:
         verify: Any = True
         if ca_file:
             import ssl
+            from pathlib import Path
+
+            from psabill.fsutil import check_private
+
+            # A CA file another user could rewrite would let them read our credentials.
+            check_private(Path(ca_file), "[psa] ca_file", PsaError)
 
             try:
                 verify = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise PsaError(f"cannot load CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency))
+        transport = httpx.HTTPTransport(verify=verify, limits=limits, trust_env=False)
+        pool = getattr(transport, "_pool", None)
+        if pool is None or not hasattr(pool, "_network_backend"):  # pragma: no cover - a changed httpx
+            raise PsaError("this httpx cannot bound a request's duration: install httpx 0.28")
+        pool._network_backend = _DeadlineBackend(pool._network_backend)
         self._client = httpx.Client(
             headers=dict(headers),
             timeout=httpx.Timeout(timeout),
-            verify=verify,
+            transport=transport,
             follow_redirects=False,  # a redirect could carry our headers to another host
-            limits=httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency)),
             trust_env=False,  # a stray HTTPS_PROXY must not see our credentials
         )
 
@@ -266,13 +352,19 @@ class HttpClient:
                 with self._global:
                     if endpoint_sem is not None:
                         with endpoint_sem:
-                            response = self._client.request(method, url, params=params, json=json, headers=headers)
+                            response = self._send(method, url, params=params, json=json, headers=headers)
                     else:
-                        response = self._client.request(method, url, params=params, json=json, headers=headers)
+                        response = self._send(method, url, params=params, json=json, headers=headers)
+            except _TooLarge:
+                raise PsaError(self.scrub(f"{where}: the response is over the {_megabytes(self.max_bytes)} limit; "
+                                          "it was refused and nothing in it was used")) from None
             except httpx.TimeoutException as exc:
                 # A connect timeout never reached the PSA; a read timeout may have been applied.
                 sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
-                failure = f"timed out ({type(exc).__name__})"
+                if getattr(_attempt, "expired", False):
+                    failure = f"no complete response within the {self.deadline:g}s deadline"
+                else:
+                    failure = f"timed out ({type(exc).__name__})"
                 if attempt >= self.max_retries or (sent and not idempotent):
                     raise PsaUnreachable(self.scrub(f"{where}: {failure} after {attempt + 1} attempt(s)")) from None
             except httpx.ConnectError as exc:
@@ -305,6 +397,40 @@ class HttpClient:
             self._sleep(wait)
             attempt += 1
 
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One attempt, bounded: the body streamed up to ``max_bytes``, everything within ``deadline``."""
+        request = self._client.build_request(method, url, **kwargs)
+        deadline = time.monotonic() + self.deadline
+        _attempt.deadline, _attempt.expired = deadline, False
+        try:
+            try:
+                response = self._client.send(request, stream=True)
+            except httpx.TimeoutException:
+                # A socket operation cut to what was left of the deadline timed out.
+                _attempt.expired = _attempt.expired or time.monotonic() >= deadline - 0.05
+                raise
+            try:
+                length = response.headers.get("Content-Length", "").strip()
+                if length.isdigit() and int(length) > self.max_bytes:
+                    raise _TooLarge()
+                chunks: List[bytes] = []
+                size = 0
+                try:
+                    for chunk in response.iter_bytes():  # decoded: a compressed bomb is capped too
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            raise _TooLarge()
+                        chunks.append(chunk)
+                except httpx.TimeoutException:
+                    _attempt.expired = _attempt.expired or time.monotonic() >= deadline - 0.05
+                    raise
+                response._content = b"".join(chunks)  # what Response.read() sets
+            finally:
+                response.close()
+            return response
+        finally:
+            _attempt.deadline = None
+
     def _wait(self, attempt: int, retry_after: Optional[float]) -> float:
         if retry_after is not None:
             return max(0.0, min(self.max_wait, retry_after))
@@ -325,6 +451,10 @@ class HttpClient:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _megabytes(limit: int) -> str:
+    return f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit} bytes"
 
 
 def _refusal(response: httpx.Response) -> Optional[str]:

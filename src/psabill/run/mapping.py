@@ -1,7 +1,9 @@
 """The optional mapping file: which PSA company (and agreement) a customer bills to.
 
 A CSV with the header ``customer,psa_company[,agreement]``; one row per
-customer, matched ignoring case. Any problem aborts the run before a request.
+customer, matched ignoring case. Any problem aborts the run before a request,
+and so does a file another user could have written (see
+:func:`psabill.fsutil.check_private`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from psabill.errors import AbortError
+from psabill.fsutil import check_private
 from psabill.sources import read_capped, read_csv_records
 
 
@@ -28,6 +31,7 @@ def load(path: Optional[Path]) -> Dict[str, Pin]:
     if path is None:
         return {}
     origin = f"mapping file {path}"
+    check_private(path, "mapping file", AbortError)
     records = read_csv_records(read_capped(path, what="mapping file"), origin=origin,
                                required=("customer", "psa_company"), optional=("agreement",))
     pins: Dict[str, Pin] = {}
