@@ -495,7 +495,7 @@ class TestRule10CrontabBytesAreData:
         proc = run(["schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC"], **extra)
         assert proc.returncode == 0, proc.stderr
         after = store.read_bytes()
-        assert after.startswith(ADMIN) and after.count(b"psabill[") == 2
+        assert after.startswith(ADMIN) and after.count(b"psabill[") == 3  # schedule, @reboot, hourly retry
         for args in (["status"], ["status", "--json"], ["cron", "show"], ["schedule", "show"]):
             proc = run(args, **extra)
             assert proc.returncode == 0, (args, proc.stderr)

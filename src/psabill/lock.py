@@ -57,11 +57,8 @@ def config_lock(config: Path, timeout: float = CONFIG_LOCK_TIMEOUT) -> Iterator[
     import fcntl
 
     path = config.parent / f".{config.name}.lock"
-    try:
-        config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot open the config lock {path}: {exc.strerror}") from None
+    make_private_dir(config.parent, ConfigError, "config directory")
+    fd = open_private(path, os.O_RDWR | os.O_CREAT, ConfigError, "config lock")
     try:
         deadline = time.monotonic() + timeout
         while True:
