@@ -32,14 +32,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Optional, Union
 
 from psabill import dialect as dialect_mod
 from psabill.dialect import Cursor, Dialect, SqliteDialect
 from psabill.errors import StateError
 from psabill.fsutil import make_private_dir
 from psabill.paths import Paths
-from psabill.report import ABORTED, INTERRUPTED, RUNNING, ItemResult, RunReport
+from psabill.statuses import ABORTED, INTERRUPTED, RUNNING
+
+if TYPE_CHECKING:  # the report classes load only where a run or a resend needs them
+    from psabill.report import ItemResult, RunReport
 
 SCHEMA_VERSION = dialect_mod.SCHEMA_VERSION
 JUMP = timedelta(days=366)  # a gap between two runs this long is a clock jump, not a pruning reason
@@ -368,6 +371,8 @@ class History:
             "FROM items WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
+        from psabill.report import ItemResult
+
         return [ItemResult(*row[:6], _loaded(row[6]), _loaded(row[7]), *row[8:]) for row in rows]
 
     def done_occurrences(self, since: datetime) -> List[str]:
@@ -398,6 +403,8 @@ class History:
 
     def report(self, run_id: int) -> Optional[RunReport]:
         """Rebuild a RunReport from the history (for resending an email)."""
+        from psabill.report import RunReport
+
         row = self.run(run_id)
         if row is None:
             return None

@@ -7,20 +7,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Union
 
-# Item outcomes
-UPDATED = "updated"
-UNCHANGED = "unchanged"
-FAILED = "failed"
-UNMAPPED = "unmapped"
-PLANNED = "planned"  # dry-run: would be updated
-
-# Run statuses
-RUNNING = "running"
-SUCCESS = "success"
-PARTIAL = "partial"
-FAILED_RUN = "failed"
-ABORTED = "aborted"
-INTERRUPTED = "interrupted"
+from psabill.statuses import (  # noqa: F401 - the report's vocabulary, re-exported for its users
+    ABORTED,
+    FAILED,
+    FAILED_RUN,
+    INTERRUPTED,
+    PARTIAL,
+    PLANNED,
+    RUNNING,
+    SUCCESS,
+    UNCHANGED,
+    UNMAPPED,
+    UPDATED,
+)
 
 
 @dataclass

@@ -97,9 +97,10 @@ class _Scrubbed:
         self._stream = stream
 
     def write(self, text: Any) -> int:
-        from psabill import redact
-
-        return int(self._stream.write(redact.scrub(text) if isinstance(text, str) else text))
+        redact = sys.modules.get("psabill.redact")  # not loaded: no secret was ever registered
+        if redact is not None and isinstance(text, str):
+            text = redact.scrub(text)  # type: ignore[attr-defined]
+        return int(self._stream.write(text))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
