@@ -232,7 +232,10 @@ def autotask(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
         notes.append(f"run exited {code}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}")
     return [Row(label + ": API calls", f"≤ {AT_CALLS_PER_CHANGE} × changed + {AT_CALLS_FIXED} = {allowed:,.0f}",
                 f"{calls:,} calls ({calls / max(changed, 1):.3f} per changed service)",
-                code == 0 and calls <= allowed, notes)]
+                code == 0 and calls <= allowed, notes),
+            Row("5b. … wall time", f"≤ {WALL_SLACK} × calls × 20 ms ÷ {concurrency} = {bound:.1f} s",
+                f"{wall:.1f} s ({wall / (max(calls, 1) * LATENCY_MS / 1000 / concurrency):.2f} × calls × 20 ms ÷ "
+                f"{concurrency})", code == 0 and wall <= bound)]
 
 
 def run(root: Path, psabill: Path, want: Any, Row: Any) -> List[Any]:  # noqa: N803

@@ -98,6 +98,9 @@ class AutotaskStandin(LoopbackServer):
         self.page_size = page_size
         self.term_months = term_months
         self.tables: Dict[str, Dict[int, Dict[str, Any]]] = {name: {} for name in ENTITIES}
+        # Unit rows by (contractID, serviceID): an adjustment looks up its rows here instead of
+        # scanning every period of every service (that scan, not psabill, was the benchmark's cost).
+        self._units_of: Dict[Tuple[int, int], List[Dict[str, Any]]] = {}
         self.adjustments: List[Dict[str, Any]] = []
         self._pages: Dict[str, Tuple[str, str, int]] = {}  # paging token -> (entity, body, offset)
         self._next = 1000
@@ -151,12 +154,16 @@ class AutotaskStandin(LoopbackServer):
             for _ in range(self.term_months if months is None else months):
                 first, last = month_period(start)
                 uid = self._new_id()
-                self.tables["ContractServiceUnits"][uid] = {
+                self._add_units_row({
                     "id": uid, "contractID": contract_id, "contractServiceID": csid, "serviceID": service_id,
                     "startDate": _stamp(first), "endDate": _stamp(last), "units": int(units), "price": 3.0 * units,
-                    "approveAndPostDate": None}
+                    "approveAndPostDate": None})
                 start = last + timedelta(days=1)
             return csid
+
+    def _add_units_row(self, row: Dict[str, Any]) -> None:
+        self.tables["ContractServiceUnits"][row["id"]] = row
+        self._units_of.setdefault((row["contractID"], row["serviceID"]), []).append(row)
 
     def post_period(self, csid: int, day: date) -> None:
         """Approve and post the period holding ``day``: Autotask then refuses to change it."""
@@ -292,9 +299,8 @@ class AutotaskStandin(LoopbackServer):
         if isinstance(change, bool) or not isinstance(change, int):
             raise AutotaskError("unitChange must be an integer")
         with self._lock:
-            rows = [r for r in self.tables["ContractServiceUnits"].values()
-                    if r["contractID"] == given["contractid"] and r["serviceID"] == given["serviceid"]
-                    and given.get("contractserviceid") in (None, r["contractServiceID"])]
+            rows = [r for r in self._units_of.get((given["contractid"], given["serviceid"]), [])
+                    if given.get("contractserviceid") in (None, r["contractServiceID"])]
             row = current_row(rows, day)
             if row is None:
                 raise AutotaskError("no contract service period contains effectiveDate")
@@ -308,7 +314,7 @@ class AutotaskStandin(LoopbackServer):
             new = dict(row, id=uid, startDate=_stamp(first), units=row["units"] + change)
             if row["startDate"][:10] != day:
                 row["endDate"] = _stamp(first - timedelta(days=1))  # split the period at the effective date
-            self.tables["ContractServiceUnits"][uid] = new
+            self._add_units_row(new)
             for later in touched[1:]:
                 later["units"] = later["units"] + change
             aid = self._new_id()
