@@ -14,7 +14,7 @@ Figures (targets as the README table states them):
 3. ``imports``   neither path imports httpx or jinja2; the not-due path does not
                  import python-crontab either (also asserted by tests/test_imports.py).
 4. ``schedule``  100,000 occurrences (daily, monthly; a DST zone) and the worst
-                 ``cronexpr.plan`` over ~50 schedule/zone pairs.
+                 ``cronplan.plan`` over ~50 schedule/zone pairs.
 5. ``refresh``   a 5,000 customer x 2 SKU book on the ConnectWise sandbox with
                  20 ms latency, ~half the quantities changed, through the real CLI
                  (``psabill run --yes --json``): API calls vs the minimum, wall time
