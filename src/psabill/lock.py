@@ -17,32 +17,36 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from psabill.errors import ConfigError, StateError
+from psabill.errors import ConfigError, PsabillError, StateError
 from psabill.fsutil import make_private_dir, open_private
+
+
+def _hold(fd: int, timeout: float, poll: float, on_timeout: Callable[[], PsabillError]) -> None:
+    """Take an exclusive flock on ``fd``, polling; raise ``on_timeout()`` after ``timeout`` seconds."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise on_timeout() from None
+            time.sleep(poll)
 
 
 @contextlib.contextmanager
 def run_lock(path: Path, timeout: float) -> Iterator[None]:
     """Hold ``path`` exclusively; wait at most ``timeout`` seconds for it."""
-    import fcntl
-
     make_private_dir(path.parent, StateError, "state dir", tighten=True)
     fd = open_private(path, os.O_RDWR | os.O_CREAT, StateError, "the run lock")
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StateError(
-                        f"another psabill run still holds {path} after {timeout:g}s; "
-                        "nothing was run (raise [run] lock_timeout to wait longer)"
-                    ) from None
-                time.sleep(0.05)
+        _hold(fd, timeout, 0.05, lambda: StateError(
+            f"another psabill run still holds {path} after {timeout:g}s; "
+            "nothing was run (raise [run] lock_timeout to wait longer)"))
         yield
     finally:
         os.close(fd)
@@ -54,22 +58,12 @@ CONFIG_LOCK_TIMEOUT = 60.0
 @contextlib.contextmanager
 def config_lock(config: Path, timeout: float = CONFIG_LOCK_TIMEOUT) -> Iterator[None]:
     """Hold ``.<name>.lock`` next to ``config`` exclusively; wait at most ``timeout`` seconds."""
-    import fcntl
-
     path = config.parent / f".{config.name}.lock"
     make_private_dir(config.parent, ConfigError, "config directory")
     fd = open_private(path, os.O_RDWR | os.O_CREAT, ConfigError, "config lock")
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ConfigError(f"another psabill command still holds {path} after {timeout:g}s; "
-                                      "nothing was changed") from None
-                time.sleep(0.02)
+        _hold(fd, timeout, 0.02, lambda: ConfigError(
+            f"another psabill command still holds {path} after {timeout:g}s; nothing was changed"))
         yield
     finally:
         os.close(fd)

@@ -12,7 +12,8 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any, Dict, List, Optional, Sequence
 
 from psabill.fsutil import human_duration
-from psabill.report import (
+from psabill.report import RunReport
+from psabill.statuses import (
     ABORTED,
     FAILED,
     FAILED_RUN,
@@ -23,7 +24,6 @@ from psabill.report import (
     SUCCESS,
     UNMAPPED,
     UPDATED,
-    RunReport,
 )
 
 
