@@ -262,3 +262,14 @@ class TestRunIds:
         result = env.run(*args, "--", run_id)
         assert result.exit_code == 2
         assert last_line(result.output).startswith("Error: Invalid value for ") and run_id in result.output
+
+
+def test_cron_remove_json_lists_the_lines_it_removed(env: Env) -> None:
+    import json
+
+    assert env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC").exit_code == 0
+    result = env.run("cron", "remove", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["config"] == str(env.config) and len(data["removed"]) == 3
+    assert json.loads(env.run("cron", "remove", "--json").stdout)["removed"] == []

@@ -75,8 +75,9 @@ def install(app: App, as_json: bool) -> None:
 
 
 @cron.command()
+@json_option
 @pass_app
-def remove(app: App) -> None:
+def remove(app: App, as_json: bool) -> None:
     """Remove this config's crontab lines (every other line is kept; the config is unchanged).
 
     \b
@@ -88,6 +89,9 @@ def remove(app: App) -> None:
     tab = crontab.Crontab(app.paths.crontab_file, app.paths.config)
     removed = tab.lines()
     tab.replace([])
+    if as_json:
+        emit_json({"config": str(app.paths.config), "removed": removed})
+        return
     if removed:
         echo(f"Removed {len(removed)} crontab line(s) for {app.paths.config}.")
     else:
