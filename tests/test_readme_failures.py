@@ -17,7 +17,7 @@ from typing import List
 import psabill
 
 SRC = Path(psabill.__file__).parent
-ROOT = SRC.parent.parent
+ROOT = Path(__file__).parents[1]  # the checkout: the package may be installed elsewhere (CI)
 CODE = [SRC / "run" / "engine.py", SRC / "psa" / "connectwise.py", SRC / "psa" / "autotask.py",
         SRC / "psa" / "base.py", SRC / "psa" / "http.py"]
 FIELD = "\x00"  # an f-string field in a code template
