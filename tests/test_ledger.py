@@ -384,3 +384,17 @@ def test_a_state_url_with_a_password_needs_a_private_config(env: Env) -> None:
     os.chmod(env.config, 0o644)
     result = env.run("status")
     assert result.exit_code == 3 and "state.url (its password)" in result.output and "hunter2" not in result.output
+
+
+def test_the_fast_path_asks_the_shared_ledger_not_a_stale_local_one(env: Env, pg_url: str) -> None:
+    """A local state.db from before the switch to PostgreSQL must not answer for the shared ledger."""
+    from psabill.entry import nothing_due
+    from psabill.paths import Paths
+
+    env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+    env.make_ready()
+    env.run("run", "--scheduled", now="2026-11-27T06:00:00Z")  # recorded in the local SQLite ledger
+    env.monkeypatch.setenv("PSABILL_STATE_URL", pg_url)
+    env.monkeypatch.setenv("PSABILL_NOW", "2026-11-27T06:30:00Z")
+    paths = Paths.resolve(str(env.config), str(env.state_dir))
+    assert nothing_due(paths) is False  # the shared ledger has not seen this occurrence yet

@@ -33,12 +33,13 @@ def nothing_due(paths: Paths) -> bool:
     """True only when the config loads and the ledger says no occurrence is due."""
     try:
         from psabill import clock
-        from psabill.history import History
+        from psabill.history import open_store, state_url
         from psabill.run.guard import due_occurrence
         from psabill.settings import load
 
         settings = load(paths.config, check_addresses=False, must_exist=True)
-        return due_occurrence(settings, clock.now(), History(paths.db).occurrence_done_readonly) is None
+        ledger = open_store(paths, state_url(settings.state_url)).history  # the same ledger the guard asks
+        return due_occurrence(settings, clock.now(), ledger.occurrence_done_readonly) is None
     except Exception:  # any doubt: the CLI decides again and reports it as one line
         return False
 
