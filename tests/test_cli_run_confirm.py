@@ -85,14 +85,13 @@ class TestAManualRunPreviewsBeforeItAsks:
 
 
 def test_an_aborted_scheduled_run_prints_its_reason_once_on_stderr_and_nothing_else(env: Env) -> None:
-    from click.testing import CliRunner
-
     from psabill.cli import cli
+    from support.env import separate_runner
 
     port = free_port()
     _config(env, {"kind": "connectwise", "url": f"http://127.0.0.1:{port}", "company": "msp",
                   "public_key": "pub", "client_id": "client"}, _usage())
-    result = CliRunner().invoke(cli, ["run", "--scheduled"], env={"PSABILL_NOW": DUE})
+    result = separate_runner().invoke(cli, ["run", "--scheduled"], env={"PSABILL_NOW": DUE})
     assert result.exit_code == 4
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import tomli_w
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psabill.cli import cli
+from support.env import separate_runner
 
 EXAMPLES = int(os.environ.get("PSABILL_FUZZ_EXAMPLES", "300"))
 DOCUMENTED = {0, 1, 2, 3, 4, 5, 6, 7, 130, 143}  # 70 (internal error) is a bug
@@ -128,13 +128,6 @@ def _toml(document: Dict[str, Any]) -> bytes:
         return repr(document).encode("utf-8", "replace")
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
-    except TypeError:
-        return CliRunner()  # click >= 8.2 keeps stderr apart already
-
-
 def _invoke(root: Path, argv: List[str], config: Optional[bytes], crontab: Optional[bytes],
             environment: Dict[str, str]) -> Any:
     conf = root / "conf" / "config.toml"
@@ -148,7 +141,7 @@ def _invoke(root: Path, argv: List[str], config: Optional[bytes], crontab: Optio
     env = {"PSABILL_CONFIG": str(conf), "PSABILL_STATE_DIR": str(root / "state"), "PSABILL_CRONTAB": str(tab),
            "HOME": str(root / "home"), "PSABILL_HOST_TZ": "UTC", "PSABILL_NOW": "2026-12-01T14:00:00Z",
            **environment}
-    return _runner().invoke(cli, argv, env=env, catch_exceptions=True)
+    return separate_runner().invoke(cli, argv, env=env, catch_exceptions=True)
 
 
 def _assert_one_clean_line(result: Any, argv: List[str]) -> None:

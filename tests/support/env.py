@@ -170,3 +170,11 @@ def connectwise_log_problems(sandbox: Sandbox) -> List[str]:
     if sandbox.companyinfo_with_credentials:
         problems.append(f"{sandbox.companyinfo_with_credentials} companyinfo request(s) carried credentials")
     return problems
+
+
+def separate_runner() -> CliRunner:
+    """A CliRunner whose ``stderr`` is kept apart from ``stdout`` on every Click version."""
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2 (Python 3.9)
+    except TypeError:
+        return CliRunner()  # click >= 8.2 keeps stderr apart already
