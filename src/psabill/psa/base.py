@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Dict, List, Protocol, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 #: A PSA quantity: an int when whole, a Decimal otherwise (ConnectWise quantities are decimals).
 Quantity = Union[int, Decimal]
@@ -79,6 +79,8 @@ class PsaClient(Protocol):
     # Optional capabilities, declared rather than probed:
     bulk_lines: bool  # offers lines_for(), reading many agreements' lines in few requests
     budgeted: bool  # requests come out of a shared allowance: check() learns it, ensure_budget() guards it
+    bulk_writes: bool  # writes in batches of write_batch: set_quantities() and write_capacity()
+    write_batch: int
 
     @property
     def request_count(self) -> int: ...
@@ -103,6 +105,20 @@ class PsaClient(Protocol):
 
     def ensure_budget(self, planned: int) -> None:
         """Raise PsaError if ``planned`` more requests would overrun the allowance (only when ``budgeted``)."""
+
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]],
+                       run: Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]] = map,
+                       ) -> Dict[str, Union[Written, Exception]]:
+        """Write one batch (only when ``bulk_writes``): line id -> Written or that line's exception."""
+
+    def write_capacity(self, writes: int) -> Tuple[int, str]:
+        """How many of ``writes`` the allowance still covers, and the message for the rest (``bulk_writes``)."""
+
+    def resolve_products(self, values: Sequence[str]) -> Tuple[Dict[str, str], Dict[str, str]]:
+        """[products] values -> the PSA's product ids, and values -> why one cannot be used."""
+
+    def missing_note(self, agreement_id: str, product: str) -> Optional[str]:
+        """Why ``product`` has no line on the agreement, when the PSA knows (e.g. a service bundle)."""
 
     def set_quantity(self, line: Line, quantity: int) -> "Quantity | Written":
         """Make the line's quantity ``quantity``; return the quantity found just before (or a Written).

@@ -107,6 +107,8 @@ class ConnectWiseClient:
     terms = CONNECTWISE_TERMS
     bulk_lines = False  # no cross-agreement additions endpoint
     budgeted = False
+    bulk_writes = False  # one idempotent PATCH per line, in parallel
+    write_batch = 1
 
     def __init__(
         self,
@@ -262,6 +264,20 @@ class ConnectWiseClient:
 
     def ensure_budget(self, planned: int) -> None:
         """ConnectWise has no shared hourly allowance to guard."""
+
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Any = map) -> Dict[str, Any]:
+        raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
+
+    def write_capacity(self, writes: int) -> Tuple[int, str]:
+        raise NotImplementedError("ConnectWise has no hourly allowance")
+
+    def resolve_products(self, values: Sequence[str]) -> Tuple[Dict[str, str], Dict[str, str]]:
+        """ConnectWise products are named by their identifier as given."""
+        return {value: value for value in values}, {}
+
+    def missing_note(self, agreement_id: str, product: str) -> Optional[str]:
+        """ConnectWise has nothing to add to "not on the agreement"."""
+        return None
 
     # -- the write ---------------------------------------------------------
 

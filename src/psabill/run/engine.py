@@ -126,7 +126,7 @@ def refresh(
                 if not work.done:
                     _compare(work, dry_run)
             writes = [work for work in works if not work.done]
-            if getattr(client, "bulk_writes", False):
+            if client.bulk_writes:
                 writes = _within_allowance(client, writes)
                 _write_batches(client, writes, terms, pool, emit, settled=[work for work in works if work.done])
             else:
@@ -161,19 +161,17 @@ def _resolve(client: PsaClient, works: List[_Work], terms: Terms, pool: ThreadPo
         # A budgeted PSA (Autotask) shares its hourly allowance with every other
         # integration; check() learns how much of it is left.
         client.check()
-    resolve_products = getattr(client, "resolve_products", None)
-    if resolve_products is not None:
-        # Autotask: [products] may name a service; names are looked up once per run.
-        resolved, problems = resolve_products(sorted({w.product for w in pending}))
-        for work in pending:
-            if work.product in problems:
-                work.fail(f"SKU {work.row.sku!r}: {problems[work.product]}",
-                          f"set the SKU to the service id in [products], or make the name unique in {terms.psa}")
-            else:
-                work.product = resolved.get(work.product, work.product)
-        pending = [w for w in pending if not w.done]
-        if not pending:
-            return
+    # Autotask: [products] may name a service, looked up once per run; ConnectWise: as given.
+    resolved, problems = client.resolve_products(sorted({w.product for w in pending}))
+    for work in pending:
+        if work.product in problems:
+            work.fail(f"SKU {work.row.sku!r}: {problems[work.product]}",
+                      f"set the SKU to the service id in [products], or make the name unique in {terms.psa}")
+        else:
+            work.product = resolved.get(work.product, work.product)
+    pending = [w for w in pending if not w.done]
+    if not pending:
+        return
     wanted = sorted({w.pin or w.row.customer for w in pending})
     companies = client.companies(identifiers=wanted, names=wanted)
     index = _CompanyIndex(companies)
@@ -196,7 +194,7 @@ def _resolve(client: PsaClient, works: List[_Work], terms: Terms, pool: ThreadPo
             needed.setdefault(agreement.id, agreement)
     lines, errors = _read_lines(client, list(needed.values()), pool)
     for work in pending:
-        _pick_line(work, lines, errors, terms, getattr(client, "missing_note", None))
+        _pick_line(work, lines, errors, terms, client.missing_note)
 
 
 def _company(work: _Work) -> Company:
@@ -420,7 +418,7 @@ def _settle(work: _Work, result: "int | Written") -> None:
 
 def _within_allowance(client: PsaClient, writes: List[_Work]) -> List[_Work]:
     """Autotask's hourly allowance: write what fits; the rest fail as not written, to be re-run."""
-    fits, message = client.write_capacity(len(writes))  # type: ignore[attr-defined]
+    fits, message = client.write_capacity(len(writes))
     for work in writes[fits:]:
         work.fail(f"not written: {message}", "re-run after that time; nothing is double-counted")
     return writes[:fits]
@@ -431,14 +429,13 @@ def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: T
     """Autotask: each batch re-reads its units in bulk, writes, then re-reads to verify."""
     for work in settled:
         emit(work)
-    size = max(1, int(getattr(client, "write_batch", 500)))
+    size = max(1, client.write_batch)
     stopped: Optional[str] = None
     for start in range(0, len(writes), size):
         batch = writes[start: start + size]
         if stopped is None:
             try:
-                results = client.set_quantities([(w.line, w.row.seats) for w in batch],  # type: ignore[attr-defined]
-                                                pool.map)
+                results = client.set_quantities([(w.line, w.row.seats) for w in batch], pool.map)
             except (PsaUnreachable, PsaAuthError) as exc:
                 stopped = _why(exc)
                 for work in batch:
