@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Opt
 from psabill import dialect as dialect_mod
 from psabill.dialect import Cursor, Dialect, SqliteDialect
 from psabill.errors import StateError
-from psabill.fsutil import make_private_dir
 from psabill.paths import Paths
 from psabill.statuses import ABORTED, INTERRUPTED, RUNNING
 
@@ -172,11 +171,6 @@ class History:
         return self.dialect.where
 
     # -- opening --------------------------------------------------------------
-
-    def ensure_dir(self) -> None:
-        """Create the state dir (0700) if it is missing."""
-        if self.dir is not None:
-            make_private_dir(self.dir, StateError, "state dir", tighten=True)
 
     @property
     def conn(self) -> Any:

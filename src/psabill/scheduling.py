@@ -55,11 +55,6 @@ def _floor(saved_at: Optional[datetime], enabled_at: Optional[datetime]) -> Opti
     return max(moments) if moments else None
 
 
-def is_active(settings: Settings) -> bool:
-    """A schedule is saved and enabled."""
-    return bool(settings.schedule.mode) and settings.schedule.enabled
-
-
 def describe_run(settings: Settings, report: RunReport, now: datetime) -> RunReport:
     """Fill what a report shows about the account and schedule, where still unset.
 

@@ -220,10 +220,9 @@ def _cw_field_type(entity: str, path: str) -> Optional[FieldType]:
     return None
 
 
-def _cw_value_fits(ftype: FieldType, value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(ftype, dict):
+def _fits(ftype: FieldType, value: Any, date_time: "re.Pattern[str]") -> bool:
+    """Whether ``value`` has the schema type ``ftype``; ``date_time`` is the PSA's date-time format."""
+    if isinstance(ftype, dict):  # a reference object (ConnectWise)
         return isinstance(value, dict)
     if ftype == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
@@ -234,8 +233,12 @@ def _cw_value_fits(ftype: FieldType, value: Any) -> bool:
     if ftype == "boolean":
         return isinstance(value, bool)
     if ftype == "date-time":
-        return isinstance(value, str) and bool(CW_DATE.match(value))
+        return isinstance(value, str) and bool(date_time.match(value))
     return True
+
+
+def _cw_value_fits(ftype: FieldType, value: Any) -> bool:
+    return value is None or _fits(ftype, value, CW_DATE)
 
 
 def connectwise_problems(method: str, url: str, headers: Mapping[str, str], body: Json = None) -> List[str]:
@@ -363,18 +366,7 @@ def _at_fields(entity: str) -> Dict[str, str]:
 
 
 def _at_value_fits(ftype: str, value: Any) -> bool:
-    spec = schema("autotask")
-    if ftype == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if ftype == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ftype == "string":
-        return isinstance(value, str)
-    if ftype == "boolean":
-        return isinstance(value, bool)
-    if ftype == "date-time":
-        return isinstance(value, str) and bool(re.match(spec["date_time_format"]["pattern"], value))
-    return True
+    return _fits(ftype, value, re.compile(schema("autotask")["date_time_format"]["pattern"]))
 
 
 def _at_filter_problems(entity: str, filters: Json, where: str) -> List[str]:
