@@ -37,7 +37,12 @@ OTHER_COMMANDS = tuple(f"psabill.cli.{name}" for name in
 NOT_DUE_FORBIDDEN = HEAVY + OTHER_COMMANDS + ("click", "psabill.cli", 
     "crontab", "email_validator", "logging", "psabill.crontab", "psabill.cronplan", "psabill.run.engine",
     "psabill.run.mapping", "psabill.sources", "psabill.psa", "psabill.notify", "psabill.log",
-    "psabill.sandbox", "psabill.lock")
+    "psabill.sandbox", "psabill.lock",
+    # Class-building and number machinery the path has no use for: building frozen
+    # dataclasses (and importing inspect for them) cost more than the path's own
+    # work, so its records are NamedTuples; Decimal is for quantities, which only a
+    # run reads; the report classes are a run's.
+    "dataclasses", "inspect", "decimal", "psabill.report")
 
 PROBE = textwrap.dedent("""
     import runpy, sys

@@ -6,7 +6,6 @@ from trustme. Nothing leaves the machine.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import replace
 import os
 import ssl
@@ -777,7 +776,7 @@ class TestSender:
         script.write_text(f"#!/bin/sh\ncat > '{captured}'\n")
         script.chmod(0o755)
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script)]}})
-        notify_settings = dataclasses.replace(cfg.notify, sender=None)
+        notify_settings = cfg.notify._replace(sender=None)
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError, match=r"set \[notify\] from"):
             notify.send_report(notify_settings, report, state, outbox=state.dir / "outbox")
@@ -790,7 +789,7 @@ class TestSender:
         monkeypatch.setattr(socket, "getfqdn", lambda *a: "vm")
         outbox = tmp_path / "outbox"
         cfg = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
-        notify_settings = dataclasses.replace(cfg.notify, sender=None)
+        notify_settings = cfg.notify._replace(sender=None)
         report = recorded(state, fixed_report())
         notify.send_report(notify_settings, report, state, outbox=state.dir / "outbox")
         assert parse((outbox / f"run-{report.run_id:06d}.eml").read_bytes())["From"] == "psabill@vm"

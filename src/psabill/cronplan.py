@@ -27,11 +27,8 @@ unreadable) does not consume its occurrence; :attr:`CronPlan.retry_expression`
 fires hourly at the same minutes so a later firing retries it within catch-up.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import FrozenSet, Optional, Tuple
+from typing import FrozenSet, NamedTuple, Optional, Tuple
 
 from psabill.schedule import Schedule
 
@@ -49,14 +46,12 @@ def is_second_pass(instant: datetime, zone: tzinfo) -> bool:
     return first.utcoffset() != local.utcoffset()
 
 
-@dataclass(frozen=True)
-class LateOccurrence:
+class LateOccurrence(NamedTuple):
     occurrence: datetime  # UTC
     fires_at: datetime  # UTC, the firing that runs it
 
 
-@dataclass(frozen=True)
-class CronPlan:
+class CronPlan(NamedTuple):
     minutes: FrozenSet[int]
     hours: FrozenSet[int]
     days: Optional[FrozenSet[int]]  # day-of-month, None = '*'

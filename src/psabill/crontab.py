@@ -27,9 +27,6 @@ import hashlib
 import os
 import re
 import shlex
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -168,6 +165,8 @@ class Crontab:
         if self.file is not None:
             atomic_write(self.file, data, error=CrontabError, what="crontab file", prefix=".crontab-")
             return
+        import tempfile  # the user's crontab only; a crontab file is written by atomic_write
+
         fd, tmp = tempfile.mkstemp(prefix="psabill-crontab-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -198,6 +197,9 @@ def _crontab_command(args: List[str], *, reading: bool) -> bytes:
     ``crontab -l`` for a user without one prints "no crontab for ..." and fails:
     that is an empty crontab.
     """
+    import shutil
+    import subprocess
+
     program = shutil.which("crontab")
     action = "read" if reading else "write"
     if program is None:

@@ -25,14 +25,11 @@
   output like any other and must never hold a registered secret.
 """
 
-from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Union
 
 from psabill import dialect as dialect_mod
 from psabill.dialect import Cursor, Dialect, SqliteDialect
@@ -49,6 +46,8 @@ JUMP = timedelta(days=366)  # a gap between two runs this long is a clock jump, 
 
 def _stored(value: Any) -> Any:
     """A quantity for SQLite: ints as they are, Decimals as REAL (2.5 must not become 2)."""
+    from decimal import Decimal  # not at module level: the not-due cron path never reads a quantity
+
     return float(value) if isinstance(value, Decimal) else value
 
 
@@ -56,6 +55,8 @@ def _loaded(value: Any) -> Any:
     """A stored quantity back: whole ones as int, others as exact Decimals."""
     if value is None or isinstance(value, int):
         return value
+    from decimal import Decimal
+
     try:
         number = Decimal(str(value))
     except ArithmeticError:
@@ -80,8 +81,7 @@ def _parse(value: Optional[str]) -> Optional[datetime]:
     return datetime.fromisoformat(value) if value else None
 
 
-@dataclass
-class RunRow:
+class RunRow(NamedTuple):
     id: int
     trigger: str
     occurrence: Optional[str]
@@ -264,7 +264,7 @@ class History:
         )
         return cursor.rowcount
 
-    def start_run(self, report: RunReport) -> int:
+    def start_run(self, report: "RunReport") -> int:
         """Record the run as ``running``. A scheduled run claims its occurrence: the check that
         nobody ran it and the insert are one transaction that keeps other writers out."""
         params = (
@@ -292,7 +292,7 @@ class History:
         report.run_id = run_id
         return run_id
 
-    def add_item(self, run_id: int, seq: int, item: ItemResult) -> None:
+    def add_item(self, run_id: int, seq: int, item: "ItemResult") -> None:
         self._execute(
             self.dialect.upsert("items", _ITEM_COLUMNS, ("run_id", "seq")),
             (
@@ -314,7 +314,7 @@ class History:
     def progress(self, run_id: int, api_requests: int) -> None:
         self._execute("UPDATE runs SET api_requests = ? WHERE id = ?", (api_requests, run_id))
 
-    def finish_run(self, report: RunReport) -> None:
+    def finish_run(self, report: "RunReport") -> None:
         counts = report.counts
         self._execute(
             "UPDATE runs SET finished_at = ?, status = ?, message = ?, api_requests = ?, "
@@ -359,7 +359,7 @@ class History:
         rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         return RunRow(*rows[0]) if rows else None
 
-    def items(self, run_id: int) -> List[ItemResult]:
+    def items(self, run_id: int) -> List["ItemResult"]:
         rows = self._query(
             "SELECT customer, sku, outcome, psa_company, agreement, line, old, new, message, hint "
             "FROM items WHERE run_id = ? ORDER BY seq",
@@ -390,12 +390,12 @@ class History:
         for occurrence, status, message in rows:
             if status in (INTERRUPTED, RUNNING, ABORTED):
                 previous = found.get(occurrence)
-                found[occurrence] = Attempts((previous.count if previous else 0) + 1, status, message or status)
+                found[occurrence] = Attempts((previous.tries if previous else 0) + 1, status, message or status)
             else:
                 done.add(occurrence)
         return {k: v for k, v in found.items() if k not in done}
 
-    def report(self, run_id: int) -> Optional[RunReport]:
+    def report(self, run_id: int) -> Optional["RunReport"]:
         """Rebuild a RunReport from the history (for resending an email)."""
         from psabill.report import RunReport
 
@@ -457,8 +457,7 @@ def state_url(configured: Optional[str]) -> Optional[str]:
     return os.environ.get(ENV_STATE_URL) or configured or None
 
 
-@dataclass
-class Store:
+class Store(NamedTuple):
     """The history and the run lock that guards it."""
 
     history: History
@@ -504,11 +503,10 @@ def _done(dialect: Dialect, conn: Any, occurrence: datetime) -> bool:
     return row is not None
 
 
-@dataclass(frozen=True)
-class Attempts:
+class Attempts(NamedTuple):
     """The runs of an occurrence that is not done yet."""
 
-    count: int
+    tries: int
     status: str  # the newest attempt's
     reason: str  # the newest attempt's message
 

@@ -5,12 +5,10 @@
 somewhere else; tests point everything into a temp dir. Every path is absolute.
 """
 
-from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 ENV_CONFIG = "PSABILL_CONFIG"
 ENV_STATE_DIR = "PSABILL_STATE_DIR"
@@ -51,8 +49,7 @@ def resolve_state_dir(option: Optional[str] = None) -> Path:
     return _absolute(chosen) if chosen else default_state_dir()
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
     """Every path one invocation touches."""
 
     config: Path

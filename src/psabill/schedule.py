@@ -25,12 +25,9 @@ Rules 3 and 4 are exactly how :mod:`zoneinfo` resolves a naive wall time with
 ``fold=0``, so one function, :func:`resolve`, applies both.
 """
 
-from __future__ import annotations
 
-import calendar
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 UTC = timezone.utc
 
@@ -86,10 +83,7 @@ def parse_hour(value: Union[int, str]) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """A recurring billing update, in the account's zone."""
-
+class _Fields(NamedTuple):
     mode: str
     hour: int
     zone: tzinfo
@@ -98,7 +92,22 @@ class Schedule:
     start: Optional[date] = None
     saved_at: Optional[datetime] = None  # aware
 
-    def __post_init__(self) -> None:
+
+class Schedule(_Fields):
+    """A recurring billing update, in the account's zone: immutable, and checked when built.
+
+    A NamedTuple (not a frozen dataclass) because the not-due cron path builds
+    one on every firing; see :mod:`psabill.settings`.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Schedule":
+        self = super().__new__(cls, *args, **kwargs)
+        self._check()
+        return self
+
+    def _check(self) -> None:
         if self.mode not in MODES:
             raise ScheduleError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         parse_hour(self.hour)
@@ -120,6 +129,8 @@ class Schedule:
 
     def day_in(self, year: int, month: int) -> int:
         """The monthly schedule's day in this month, clamped to its length (rule 2)."""
+        import calendar  # monthly schedules only; the not-due cron path rarely needs it
+
         last = calendar.monthrange(year, month)[1]
         return last if self.day == "last" else min(int(self.day or 1), last)
 

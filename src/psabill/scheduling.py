@@ -9,22 +9,22 @@
   settings. The two never disagree.
 """
 
-from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional
 
 from psabill import settings as settings_mod
 from psabill.clock import load_account_zone, load_zone
 from psabill.errors import ConfigError, UsageError
 from psabill.paths import Paths
-from psabill.report import RunReport
 from psabill.schedule import WEEKDAYS, Schedule, ScheduleError, parse_weekday
 from psabill.settings import Settings
+
+if TYPE_CHECKING:  # reports load only where a run or a resend needs them
+    from psabill.report import RunReport
 
 
 def schedule_of(settings: Settings) -> Optional[Schedule]:
@@ -55,7 +55,7 @@ def _floor(saved_at: Optional[datetime], enabled_at: Optional[datetime]) -> Opti
     return max(moments) if moments else None
 
 
-def describe_run(settings: Settings, report: RunReport, now: datetime) -> RunReport:
+def describe_run(settings: Settings, report: "RunReport", now: datetime) -> "RunReport":
     """Fill what a report shows about the account and schedule, where still unset.
 
     A report rebuilt from the history (for ``email resend``/``preview``) gets
@@ -74,8 +74,7 @@ def describe_run(settings: Settings, report: RunReport, now: datetime) -> RunRep
     return report
 
 
-@dataclass
-class ScheduleRequest:
+class ScheduleRequest(NamedTuple):
     """What ``schedule set`` was asked for, already parsed."""
 
     mode: str
@@ -89,8 +88,7 @@ class ScheduleRequest:
     catch_up: Optional[str] = None
 
 
-@dataclass
-class PlannedSave:
+class PlannedSave(NamedTuple):
     """The settings a ``schedule set`` would save, and how the zone was chosen."""
 
     schedule: Schedule

@@ -3,9 +3,13 @@
 Reading uses tomllib (tomli before 3.11). Every key of every section is
 declared in :data:`SCHEMA`, so an unknown key or a wrong value is caught at load
 time with a one-line error naming the file, the key path and the value. The
-validated document is then turned into frozen dataclasses (:class:`Settings`
-and its sections) that hold every default in one place; each layer is handed
-only the section it needs, and no module below the CLI reads a dotted key.
+validated document is then turned into immutable typed records
+(:class:`Settings` and its sections, ``typing.NamedTuple``) that hold every
+default in one place; each layer is handed only the section it needs, and no
+module below the CLI reads a dotted key. They are NamedTuples rather than frozen
+dataclasses because the not-due cron path loads them on every firing, and
+building eight frozen dataclasses costs more than the rest of that path's own
+code (see ``benchmarks/``).
 
 Writes: :func:`prospective` builds (and validates) the new document, and
 :func:`write` saves it. A config that exists is edited in place with tomlkit:
@@ -16,15 +20,14 @@ through a symlink to its target (see :mod:`psabill.fsutil`); callers that load,
 plan and write hold :func:`psabill.lock.config_lock` around all of it.
 """
 
-from __future__ import annotations
 
 import math
 import stat
 import sys
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from psabill.errors import ConfigError, UsageError
 
@@ -396,8 +399,7 @@ def _check_literal_secrets(data: Mapping[str, Any], path: Path) -> None:
 # -- typed sections ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SecretRef:
+class SecretRef(NamedTuple):
     """Where a credential comes from: exactly one of a literal, a variable or a file."""
 
     where: str  # "[psa]" or "[notify.smtp]", for messages
@@ -407,20 +409,23 @@ class SecretRef:
     file: Optional[Path] = None
     conflict: Tuple[str, ...] = ()  # more than one form given: refused when resolved
 
+    def __repr__(self) -> str:
+        literal = None if self.literal is None else "***"
+        return (f"SecretRef(where={self.where!r}, key={self.key!r}, literal={literal!r}, env={self.env!r}, "
+                f"file={self.file!r}, conflict={self.conflict!r})")
+
     @property
     def configured(self) -> bool:
         """Whether any form is given."""
         return self.literal is not None or self.env is not None or self.file is not None
 
 
-@dataclass(frozen=True)
-class AccountSettings:
+class AccountSettings(NamedTuple):
     name: str = ""
     timezone: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class ScheduleSettings:
+class ScheduleSettings(NamedTuple):
     mode: Optional[str] = None  # None: no schedule saved
     enabled: bool = True
     hour: int = 0
@@ -437,8 +442,7 @@ class ScheduleSettings:
         return parse_duration(self.catch_up_text)
 
 
-@dataclass(frozen=True)
-class SmtpSettings:
+class SmtpSettings(NamedTuple):
     host: str = "localhost"
     port: Optional[int] = None
     security: str = "starttls"
@@ -448,8 +452,7 @@ class SmtpSettings:
     ca_file: Optional[Path] = None
 
 
-@dataclass(frozen=True)
-class NotifySettings:
+class NotifySettings(NamedTuple):
     emails: Tuple[str, ...] = ()
     on_manual: bool = False
     transport: str = "sendmail"
@@ -457,13 +460,12 @@ class NotifySettings:
     template_dir: Optional[Path] = None
     history_url: Optional[str] = None
     ping_url: Optional[str] = None  # healthchecks.io / cronitor style: <url>/start, <url>, <url>/fail
-    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    smtp: SmtpSettings = SmtpSettings()
     sendmail_command: Tuple[str, ...] = ("/usr/sbin/sendmail", "-t", "-oi")
     file_dir: Optional[Path] = None
 
 
-@dataclass(frozen=True)
-class SourceSettings:
+class SourceSettings(NamedTuple):
     kind: Optional[str] = None
     path: Optional[Path] = None
     command: Tuple[str, ...] = ()
@@ -472,8 +474,7 @@ class SourceSettings:
     workdir: Path = Path(".")
 
 
-@dataclass(frozen=True)
-class PsaSettings:
+class PsaSettings(NamedTuple):
     kind: Optional[str] = None
     url: Optional[str] = None
     company: Optional[str] = None
@@ -489,25 +490,29 @@ class PsaSettings:
     ca_file: Optional[Path] = None
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The whole validated config, typed. ``exists`` is False for a missing file."""
 
     path: Path
     exists: bool = True
-    account: AccountSettings = field(default_factory=AccountSettings)
-    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
-    notify: NotifySettings = field(default_factory=NotifySettings)
-    source: SourceSettings = field(default_factory=SourceSettings)
+    account: AccountSettings = AccountSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    notify: NotifySettings = NotifySettings()
+    source: SourceSettings = SourceSettings()
     products: Tuple[Tuple[str, str], ...] = ()
     mapping_file: Optional[Path] = None
     psa: Optional[PsaSettings] = None  # None: no [psa] section
     retention_days: int = DEFAULT_RETENTION_DAYS
     lock_timeout: float = 600.0
-    state_url: Optional[str] = field(default=None, repr=False)  # [state] url: a shared PostgreSQL ledger; None: SQLite in the state dir
+    state_url: Optional[str] = None  # not in repr: [state] url: a shared PostgreSQL ledger; None: SQLite in the state dir
     log_max_bytes: int = 1_000_000
     log_backups: int = 5
-    document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    document: Mapping[str, Any] = MappingProxyType({})  # the validated TOML, for the CLI's edits; not in repr
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self)
+                          if name not in ("state_url", "document"))
+        return f"Settings({shown})"
 
     @property
     def guard_horizon(self) -> timedelta:
@@ -573,7 +578,7 @@ def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -
                 password=_secret(smtp, "[notify.smtp]", "password", path),
                 timeout=float(smtp.get("timeout", 30.0)), ca_file=rel(smtp.get("ca_file")),
             ),
-            sendmail_command=tuple((notify.get("sendmail", {}) or {}).get("command") or NotifySettings.sendmail_command),
+            sendmail_command=tuple((notify.get("sendmail", {}) or {}).get("command") or NotifySettings().sendmail_command),
             file_dir=rel((notify.get("file", {}) or {}).get("dir")),
         ),
         source=SourceSettings(

@@ -57,7 +57,7 @@ def missed_details(missed: List[str], attempts: Dict[str, Any]) -> List[Dict[str
     rows = []
     for occurrence in missed:
         tried = attempts.get(occurrence)
-        rows.append({"occurrence": occurrence, "attempts": tried.count if tried else 0,
+        rows.append({"occurrence": occurrence, "attempts": tried.tries if tried else 0,
                      "reason": tried.reason if tried else "no run was recorded (the host or cron was down)"})
     return rows
 
@@ -188,7 +188,7 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
             attempt = next_attempt(cronplan.plan(schedule, host, now).minutes, now, host)
             last_chance = due + settings.schedule.catch_up
             status.retrying = {
-                "occurrence": due.isoformat(), "attempts": tried.count, "last_reason": tried.reason,
+                "occurrence": due.isoformat(), "attempts": tried.tries, "last_reason": tried.reason,
                 "next_attempt": stamp(attempt, schedule.zone, host) if attempt <= last_chance else None,
                 "until": stamp(last_chance, schedule.zone, host),
             }

@@ -4,12 +4,9 @@ Commands import from here, never from each other and never from the root
 group, so the command modules form no cycle.
 """
 
-from __future__ import annotations
-
 import os
-from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
 
 import click
 
@@ -18,8 +15,7 @@ from psabill.paths import Paths
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class App:
+class App(NamedTuple):
     """The root group's parsed options, handed to every command."""
 
     paths: Paths
@@ -66,7 +62,8 @@ def _set_on_app(field_name: str) -> Callable[[click.Context, click.Parameter, bo
     def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         # App is frozen: the option swaps in a copy for this command (and any it invokes).
         if value and isinstance(ctx.obj, App):
-            ctx.obj = replace(ctx.obj, **{field_name: True})
+            change: Dict[str, Any] = {field_name: True}
+            ctx.obj = ctx.obj._replace(**change)
 
     return callback
 
