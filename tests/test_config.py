@@ -95,3 +95,28 @@ class TestSave:
         loaded = config.load(path)
         assert loaded.document == {"version": 1, "account": {"timezone": "UTC"}, "products": {"LastPass": "LP-STD"}}
         assert [p.name for p in path.parent.iterdir()] == ["config.toml"]  # no temp file left behind
+
+
+class TestLoadedOnce:
+    """load() parses unchanged bytes once per process, but never serves an old file or skips a mode check."""
+
+    def test_an_edited_file_is_parsed_again(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "c.toml", 'version = 1\n[account]\nname = "One"\n')
+        assert config.load(path).account.name == "One"
+        write(path, 'version = 1\n[account]\nname = "Two"\n')  # same size, same second
+        assert config.load(path).account.name == "Two"
+
+    def test_a_broken_edit_is_refused_every_time(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "c.toml", 'version = 1\n[account]\nname = "One"\n')
+        config.load(path)
+        write(path, "version = 1\n[account\n")
+        for _ in range(2):
+            with pytest.raises(ConfigError, match="malformed TOML"):
+                config.load(path)
+
+    def test_a_literal_secret_is_checked_against_the_mode_on_every_load(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "c.toml", 'version = 1\n[psa]\nkind = "connectwise"\nprivate_key = "s3cret"\n')
+        config.load(path)
+        os.chmod(path, 0o640)
+        with pytest.raises(ConfigError, match="readable by group or others"):
+            config.load(path)

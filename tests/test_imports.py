@@ -124,3 +124,25 @@ def test_any_other_command_line_goes_to_the_cli(argv: List[str]) -> None:
     from psabill.entry import cron_paths
 
     assert cron_paths(argv) is None
+
+
+COUNT_PARSES = PROBE.replace(
+    "import runpy, sys\n",
+    "import runpy, sys\n"
+    "import psabill.settings as _settings\n"
+    "_parse, _parses = _settings.parse_document, []\n"
+    "_settings.parse_document = lambda raw, path: (_parses.append(path), _parse(raw, path))[1]\n",
+).replace('json.dump({"code": code, "modules": modules}, fh)',
+          'json.dump({"code": code, "modules": modules, "parses": len(_parses)}, fh)')
+
+
+@pytest.mark.parametrize("now", ["2025-01-14T14:00:30Z", WITHIN_CATCH_UP], ids=["due", "not-due"])
+def test_a_scheduled_firing_parses_its_config_once(scheduled: Env, now: str) -> None:
+    """The fast path and then the CLI both load the config on a due firing; the TOML is parsed once."""
+    out = scheduled.tmp / "parses.json"
+    proc = subprocess.run([sys.executable, "-c", COUNT_PARSES, str(out), "run", "--scheduled"],
+                          env=dict(os.environ, PSABILL_NOW=now), capture_output=True, text=True, timeout=120)
+    data = json.loads(out.read_text())
+    assert data["code"] in (0, None), proc.stderr
+    assert ("psabill.cli.run" in data["modules"]) == (now != WITHIN_CATCH_UP)  # the due firing really ran
+    assert data["parses"] == 1

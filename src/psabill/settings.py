@@ -604,6 +604,12 @@ def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -
     )
 
 
+# path -> (the bytes last parsed, their settings). The file is read and its
+# owner and mode checked on every load; unchanged bytes are not parsed again,
+# so a due cron firing (the fast path, then the CLI) parses its config once.
+_PARSED: Dict[Path, Tuple[bytes, Settings]] = {}
+
+
 def load(path: Path, *, check_addresses: bool = True, must_exist: bool = False) -> Settings:
     """Read, validate and type ``path``. A missing file is empty settings unless ``must_exist``.
 
@@ -622,19 +628,22 @@ def load(path: Path, *, check_addresses: bool = True, must_exist: bool = False) 
         raise ConfigError(f"config path {path} is a directory") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    data = parse_document(raw, path)
-    validate(data, path)
-    _check_literal_secrets(data, path)
-    if check_addresses:
+    parsed = _PARSED.get(path)
+    if parsed is None or parsed[0] != raw:
+        data = parse_document(raw, path)
+        validate(data, path)
+        parsed = _PARSED[path] = (raw, from_document(path, data))
+    settings = parsed[1]
+    _check_literal_secrets(settings.document, path)  # the file's mode, checked on every load
+    if check_addresses and settings.notify.emails:
         from psabill.addresses import validate_addresses
 
-        emails = data.get("notify", {}).get("emails")
-        if emails:
-            try:
-                validate_addresses(emails)
-            except UsageError as exc:
-                raise ConfigError(f"{path}: [notify] emails: {exc.message}") from None
-    return from_document(path, data)
+        try:
+            validate_addresses(list(settings.notify.emails))
+        except UsageError as exc:
+            raise ConfigError(f"{path}: [notify] emails: {exc.message}") from None
+    return settings
+
 
 
 def parse_document(raw: bytes, path: Path) -> Dict[str, Any]:
