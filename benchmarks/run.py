@@ -118,9 +118,10 @@ class Home:
             raise RuntimeError(f"psabill {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def setup_weekly(self) -> None:
-        self.psabill("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
-                     "--account-name", "Bench MSP", "--no-cron", now=SAVED_AT)
+    def setup(self, *when: str) -> None:
+        """A schedule (``--weekly tue`` by default) at 09:00 New York, one past run, a crontab file."""
+        self.psabill("schedule", "set", *(when or ("--weekly", "tue")), "--hour", "9", "--timezone",
+                     "America/New_York", "--account-name", "Bench MSP", "--no-cron", now=SAVED_AT)
         # A config a run accepts: an empty usage source, so the past run below needs no PSA request.
         (self.root / "usage.csv").write_text("customer,sku,seats\n")
         (self.root / "psa-key").write_text("not-a-real-key\n")
@@ -129,7 +130,7 @@ class Home:
             handle.write('\n[source]\nkind = "csv"\npath = "usage.csv"\n\n[products]\nLastPass = "SEATS-STD"\n\n'
                          '[psa]\nkind = "connectwise"\nurl = "https://psa.invalid"\ncompany = "msp"\n'
                          'public_key = "pub"\nclient_id = "client"\nprivate_key_file = "psa-key"\n')
-        # One real past run: the occurrence of 2025-01-07 09:00 New York, run by cron.
+        # One real past run: the occurrence of 2025-01-07 09:00 New York (a Tuesday, and the 7th), run by cron.
         self.psabill("run", "--scheduled", now=RAN_AT)
         self.psabill("cron", "install", now=NOT_DUE)
         if not (self.state / "state.db").is_file():
@@ -164,20 +165,23 @@ def timed(argv: Sequence[str], env: Dict[str, str]) -> Tuple[float, float]:
     return elapsed, cpu
 
 
-def startup(home: Home, runs: int, want: Sequence[str]) -> List[Row]:
+def startup(home: Home, monthly: Home, runs: int, want: Sequence[str]) -> List[Row]:
     env = dict(home.env, PSABILL_NOW=NOT_DUE)
-    cron_cmd = home.cron_argv()
-    if Path(cron_cmd[0]) != PSABILL:
-        raise RuntimeError(f"crontab runs {cron_cmd[0]}, expected {PSABILL}")
-    probe = subprocess.run(cron_cmd, env=env, capture_output=True, text=True)
-    if probe.returncode != 0 or probe.stdout or probe.stderr:
-        raise RuntimeError(f"the not-due run is not silent: rc={probe.returncode} {probe.stdout!r} {probe.stderr!r}")
+    cron_cmd, monthly_cmd = home.cron_argv(), monthly.cron_argv()
+    for argv in (cron_cmd, monthly_cmd):
+        if Path(argv[0]) != PSABILL:
+            raise RuntimeError(f"crontab runs {argv[0]}, expected {PSABILL}")
+        probe = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if probe.returncode != 0 or probe.stdout or probe.stderr:
+            raise RuntimeError(f"the not-due run is not silent: rc={probe.returncode} {probe.stdout!r} "
+                               f"{probe.stderr!r}")
     commands: Dict[str, List[str]] = {
         "click": [sys.executable, "-c", "import click"],
         "bare": [sys.executable, "-c", "pass"],
     }
     if "cron" in want:
         commands["cron"] = cron_cmd
+        commands["cron-monthly"] = monthly_cmd  # the --config/--state-dir on its line point at its own home
     if "status" in want:
         commands["status"] = [str(PSABILL), "status", "--json"]
     for argv in commands.values():  # warm the page cache and .pyc files
@@ -192,7 +196,8 @@ def startup(home: Home, runs: int, want: Sequence[str]) -> List[Row]:
             cpu[name].append(used)
     base = samples["click"]
     rows = []
-    for name, target, label in (("cron", 1.3, "1. cron path: `run --scheduled`, nothing due"),
+    for name, target, label in (("cron", 1.3, "1. cron path: `run --scheduled`, nothing due (weekly)"),
+                                ("cron-monthly", 1.3, "1b. cron path, nothing due (monthly on the 7th)"),
                                 ("status", 2.0, "2. `status --json` (crontab file)")):
         if name not in samples:
             continue
@@ -351,10 +356,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         home = Home(root / "home")
         home.root.mkdir()
-        home.setup_weekly()
+        home.setup()
+        monthly = Home(root / "monthly")
+        monthly.root.mkdir()
+        if want & {"cron", "status"}:
+            monthly.setup("--monthly", "7")
         if want & {"cron", "status"}:
             print("figures 1-2: startup ratios ...", file=sys.stderr)
-            rows += startup(home, args.runs, sorted(want & {"cron", "status"}))
+            rows += startup(home, monthly, args.runs, sorted(want & {"cron", "status"}))
         if "imports" in want:
             print("figure 3: imports ...", file=sys.stderr)
             rows += imports(home)
