@@ -220,6 +220,20 @@ class TestLimits:
             assert max(at.max_inflight.values()) == 3
             assert client.request_count == at.total == 1 + 1 + 1 + 24 * 3 + 12 * 2
 
+    def test_bulk_line_reads_through_a_pool_stay_three_per_entity_and_read_the_same(self) -> None:
+        with AutotaskStandin(today=TODAY, secret=SECRET, latency_ms=5) as at:
+            seed(at, 1600, services=1)  # four id batches per entity
+            client = make(at, section={"url": at.url + "/ATServicesRest/", "concurrency": 16})
+            contracts = client.agreements([str(cid) for cid in at.tables["Companies"]])
+            at.clear_log()
+            with ThreadPoolExecutor(16) as pool:
+                pooled = client.lines_for(contracts, pool.map)
+            counts, peak = at.counts, at.max_inflight
+            assert counts == {"ContractServices": 4, "ContractServiceUnits": 4, "ContractServiceBundles": 4}
+            assert max(peak.values()) <= 3
+            assert pooled == client.lines_for(contracts)  # the same lines as one query at a time
+            assert sum(len(found) for found in pooled.values()) == 1600
+
     def test_the_request_budget_stops_a_run_before_the_allowance(self, at: AutotaskStandin) -> None:
         seed(at, 3)
         client = make(at, request_budget=4)

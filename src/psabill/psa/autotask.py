@@ -32,11 +32,12 @@ import calendar
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psabill.errors import ConfigError
 from psabill.settings import PsaSettings
-from psabill.psa.base import AUTOTASK_TERMS, Agreement, Company, Line, PsaAuthError, PsaError, PsaUnreachable, Written
+from psabill.psa.base import (AUTOTASK_TERMS, Agreement, Company, Line, PsaAuthError, PsaError, PsaUnreachable, Run,
+                              Written)
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, origin, rebase, whole
 
 ZONE_LOOKUP = "https://webservices.autotask.net"
@@ -260,24 +261,30 @@ class AutotaskClient:
     def lines(self, agreement: Agreement) -> List[Line]:
         return self.lines_for([agreement])[agreement.id]
 
-    def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
+    def lines_for(self, agreements: Sequence[Agreement], run: Run = map) -> Dict[str, List[Line]]:
         """Lines of many contracts, read in bulk with ``in`` filters (500 ids a query).
 
         A line's quantity is the units of the period a write would change: the
         billing date's, or the first unposted one after it. Service bundles on
         the contracts are read too, so a product billed through one can say so.
+        The queries go through ``run`` (the engine passes its thread pool's
+        ``map``): they are independent, and the per-entity cap of 3 requests in
+        flight holds however many run at once; only a query's pages are serial.
         """
         ids = sorted({_numeric(a.id, "contract id") for a in agreements})
         result: Dict[str, List[Line]] = {str(cid): [] for cid in ids}
         services: List[Dict[str, Any]] = []
         current: Dict[int, Target] = {}
-        for batch in batches(ids, IN_BATCH):
-            services.extend(self._query("ContractServices", [_in("contractID", batch)],
-                                        ["id", "contractID", "serviceID"]))
-            current.update(self._targets([_in("contractID", batch)]))
-            for row in self._query("ContractServiceBundles", [_in("contractID", batch)],
-                                   ["id", "contractID", "serviceBundleID"]):
-                self._bundles.setdefault(str(row.get("contractID")), []).append(whole(row.get("serviceBundleID")))
+        jobs = [(entity, batch) for batch in batches(ids, IN_BATCH)
+                for entity in ("ContractServices", "ContractServiceUnits", "ContractServiceBundles")]
+        for (entity, _batch), found in zip(jobs, run(self._contract_rows, jobs)):
+            if entity == "ContractServices":
+                services.extend(found)
+            elif entity == "ContractServiceUnits":
+                current.update(found)
+            else:
+                for row in found:
+                    self._bundles.setdefault(str(row.get("contractID")), []).append(whole(row.get("serviceBundleID")))
         for row in services:
             period = current.get(int(row["id"]))
             if period is None or str(row.get("contractID")) not in result:
@@ -285,6 +292,15 @@ class AutotaskClient:
             result[str(row["contractID"])].append(Line(id=str(row["id"]), agreement_id=str(row["contractID"]),
                                                        product=str(row.get("serviceID")), quantity=period.units))
         return result
+
+    def _contract_rows(self, job: Tuple[str, Sequence[int]]) -> Any:
+        """One of :meth:`lines_for`'s queries: an entity's rows for a batch of contract ids."""
+        entity, batch = job
+        if entity == "ContractServiceUnits":
+            return self._targets([_in("contractID", batch)])
+        fields = {"ContractServices": ["id", "contractID", "serviceID"],
+                  "ContractServiceBundles": ["id", "contractID", "serviceBundleID"]}[entity]
+        return list(self._query(entity, [_in("contractID", batch)], fields))
 
     def missing_note(self, agreement_id: str, product: str) -> Optional[str]:
         """Why ``product`` has no line on the contract, when a service bundle explains it."""
@@ -349,8 +365,7 @@ class AutotaskClient:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]],
-                       run: Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]] = map,
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map,
                        ) -> Dict[str, Union[Written, Exception]]:
         """Write one batch: read its units in bulk, post the deltas, re-read in bulk and verify.
 

@@ -15,6 +15,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequ
 #: A PSA quantity: an int when whole, a Decimal otherwise (ConnectWise quantities are decimals).
 Quantity = Union[int, Decimal]
 
+#: Maps a function over items like ``map``; the engine passes its thread pool's ``map``.
+Run = Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]]
+
 
 class PsaError(Exception):
     """A request failed after retries. The message never contains a credential."""
@@ -100,14 +103,13 @@ class PsaClient(Protocol):
     def lines(self, agreement: Agreement) -> List[Line]:
         """The billable lines on one agreement, with current quantities."""
 
-    def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
-        """Lines of many agreements at once (only when ``bulk_lines``)."""
+    def lines_for(self, agreements: Sequence[Agreement], run: Run = map) -> Dict[str, List[Line]]:
+        """Lines of many agreements at once, independent reads through ``run`` (only when ``bulk_lines``)."""
 
     def ensure_budget(self, planned: int) -> None:
         """Raise PsaError if ``planned`` more requests would overrun the allowance (only when ``budgeted``)."""
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]],
-                       run: Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]] = map,
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map,
                        ) -> Dict[str, Union[Written, Exception]]:
         """Write one batch (only when ``bulk_writes``): line id -> Written or that line's exception."""
 

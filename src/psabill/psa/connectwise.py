@@ -259,7 +259,7 @@ class ConnectWiseClient:
                                quantity=exact_quantity(row.get("quantity"), f"addition {row['id']} quantity")))
         return result
 
-    def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
+    def lines_for(self, agreements: Sequence[Agreement], run: Any = map) -> Dict[str, List[Line]]:
         raise NotImplementedError("ConnectWise reads additions one agreement at a time")
 
     def ensure_budget(self, planned: int) -> None:

@@ -275,7 +275,7 @@ def _read_lines(client: PsaClient, agreements: List[Agreement], pool: ThreadPool
     errors: Dict[str, Exception] = {}
     if client.bulk_lines:
         try:
-            return client.lines_for(agreements), errors
+            return client.lines_for(agreements, pool.map), errors
         except (PsaUnreachable, PsaAuthError):
             raise
         except Exception as exc:  # the bulk read failed: every agreement it covered failed with it
