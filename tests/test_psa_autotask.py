@@ -47,6 +47,11 @@ def make(at: AutotaskStandin, *, secret: str = SECRET, **options: Any) -> Autota
     return AutotaskClient(psa_settings(section), secret, backoff=0.001, max_wait=0.01, **options)
 
 
+def eager(fn: Any, items: Any) -> Iterator[Any]:
+    """A ``run`` that maps at once, so a read-ahead is done when read_ahead returns."""
+    return iter([fn(item) for item in items])
+
+
 def seed(at: AutotaskStandin, customers: int, services: int = 2) -> None:
     for n in range(customers):
         contract = at.add_contract(at.add_company(f"Customer {n}", f"C{n:04d}"))
@@ -326,6 +331,29 @@ class TestRules:
         missed = [r for r in results.values() if isinstance(r, PsaError)]
         assert len(missed) == 1 and "holds 10 units after the adjustment, not 20" in str(missed[0])
         assert sorted(at.units(int(line.id)) for line in (first, second)) == [10, 20]
+
+    def test_a_read_ahead_stands_for_the_batch_units_read(self, at: AutotaskStandin) -> None:
+        lines = [self.line(at, 10) for _ in range(3)]
+        client = make(at)
+        client.check()
+        at.clear_log()
+        ahead = client.read_ahead([(ln, 20) for ln in lines], eager)
+        assert at.counts == {"ContractServiceUnits": 1}
+        assert list(client.set_quantities([(ln, 20) for ln in lines], ahead=ahead).values()) == [10, 10, 10]
+        assert at.counts == {"ContractServiceUnits": 2, "ContractServiceAdjustments": 3}  # no second read before
+
+    def test_a_read_ahead_is_read_afresh_after_a_batch_ended_unverified(self, at: AutotaskStandin) -> None:
+        first, second = self.line(at, 10), self.line(at, 10)
+        client = make(at)
+        ahead = client.read_ahead([(second, 20)], eager)  # reads 10 units
+        client.set_quantity(second, 15)  # meanwhile the units change
+        at.die_after(2)  # the next batch's read and post land, its verify read does not
+        unverified = client.set_quantities([(first, 20)])
+        assert unverified == {first.id: 10} and at.units(int(first.id)) == 20
+        at.revive()
+        assert client.set_quantities([(second, 20)], ahead=ahead) == {second.id: 15}  # read afresh: 15, not 10
+        assert at.units(int(second.id)) == 20
+        assert [a["unitChange"] for a in at.adjustments] == [5, 10, 5]
 
     def test_a_200_with_an_error_body_on_an_adjustment_fails_that_write(self, at: AutotaskStandin) -> None:
         line = self.line(at, 10)

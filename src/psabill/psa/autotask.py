@@ -7,9 +7,11 @@ instead of adding a prorated slice. The billing date is a date on the
 account's calendar (``[account] timezone``), not the UTC date: Autotask takes
 date-only fields as given, so ``effectiveDate`` is sent as
 ``YYYY-MM-DDT00:00:00``. An adjustment carries a *delta* (``unitChange``), so
-the write is not idempotent: the units are re-read in bulk right before each
-batch of writes, ``target - current`` is posted, and afterwards the batch is
-re-read in bulk to verify every service holds its target.
+the write is not idempotent: the units are re-read in bulk before each batch
+of writes (:meth:`AutotaskClient.read_ahead` lets that read run while the
+batch before posts), ``target - current`` is posted, and afterwards the batch
+is re-read in bulk to verify every service holds its target before the next
+batch posts.
 
 ``ContractServiceUnits`` has a row per billing period for the whole term,
 future periods included, so the query is bounded to the period holding the
@@ -61,6 +63,24 @@ class Target:
     posted: str = ""  # the month name of the posted period this one replaces, if any
 
 
+@dataclass
+class ReadAhead:
+    """A write batch's bulk units read, started early by :meth:`AutotaskClient.read_ahead`."""
+
+    csids: Tuple[int, ...]
+    generation: int  # the client's count of failed batches when the read started
+    rows: Iterator[Dict[int, Target]]
+
+    def take(self, csids: Tuple[int, ...], generation: int) -> Optional[Dict[int, Target]]:
+        """The units read, if it is for ``csids``, nothing failed since it started, and it succeeded."""
+        if csids != self.csids or generation != self.generation:
+            return None
+        try:
+            return next(self.rows)
+        except PsaError:
+            return None  # read afresh: that read raises what the batch must stop on
+
+
 def api_base(url: str) -> str:
     """A zone URL (``https://webservicesN.autotask.net/atservicesrest/``) -> ``.../v1.0``."""
     text = url.strip().rstrip("/")
@@ -110,6 +130,7 @@ class AutotaskClient:
         self.billing_date = billing_date or _utc_today()
         self._timeframe = 60  # minutes: ThresholdInformation.requestThresholdTimeframe
         self._bundles: Dict[str, List[int]] = {}
+        self._generation = 0  # write batches that raised or ended unverified: a read-ahead from before is stale
         integration_code = str(settings.integration_code)
         self.http = HttpClient(
             headers={
@@ -365,17 +386,54 @@ class AutotaskClient:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Run = map) -> Optional[ReadAhead]:
+        """Start a later batch's bulk units read now, for :meth:`set_quantities` to take.
+
+        With the engine's pool the read runs while an earlier batch posts (it
+        is on ContractServiceUnits, the posts on ContractServiceAdjustments);
+        with plain ``map`` it runs when taken. Either way it precedes the
+        batch's own posts. :meth:`set_quantities` reads afresh instead when the
+        read failed, or when a batch since then raised or ended unverified: as
+        before, the fresh read then finds out whether the PSA is still there.
+        """
+        try:
+            csids = tuple(sorted({_numeric(line.id, "contract service id") for line, _qty in targets}))
+        except PsaError:
+            return None  # set_quantities says why
+        if not csids:
+            return None
+        return ReadAhead(csids, self._generation, run(self._units_of, [csids]))
+
     def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map,
-                       ) -> Dict[str, Union[Written, Exception]]:
+                       ahead: Optional[ReadAhead] = None) -> Dict[str, Union[Written, Exception]]:
         """Write one batch: read its units in bulk, post the deltas, re-read in bulk and verify.
 
         ``run`` maps the post over the batch (the engine passes its thread
-        pool's ``map``). Returns line id -> Written or the exception for that
-        line. A failed bulk read raises: nothing of the batch was written.
+        pool's ``map``); ``ahead``, from :meth:`read_ahead`, is the batch's
+        units read already started. Returns line id -> Written or the
+        exception for that line. A failed bulk read raises: nothing of the
+        batch was written.
         """
+        try:
+            results, verified = self._write_batch(targets, run, ahead)
+        except BaseException:
+            self._generation += 1
+            raise
+        if not verified:
+            self._generation += 1
+        return results
+
+    def _units_of(self, csids: Sequence[int]) -> Dict[int, Target]:
+        return self._targets([_in("contractServiceID", list(csids))])
+
+    def _write_batch(self, targets: Sequence[Tuple[Line, int]], run: Run, ahead: Optional[ReadAhead],
+                     ) -> Tuple[Dict[str, Union[Written, Exception]], bool]:
+        """:meth:`set_quantities`, and whether its verify read was done."""
         checked = [(line, qty) + self._ids(line, qty) for line, qty in targets]
         csids = sorted({c[4] for c in checked})
-        before = self._targets([_in("contractServiceID", csids)])
+        before = ahead.take(tuple(csids), self._generation) if ahead is not None else None
+        if before is None:
+            before = self._units_of(csids)
         results: Dict[str, Union[Written, Exception]] = {}
         todo = []
         for line, qty, contract_id, service_id, csid in checked:
@@ -400,7 +458,7 @@ class AutotaskClient:
             if isinstance(exc, PsaAuthError):
                 raise exc  # credentials refused mid-batch: the engine stops writing
         try:
-            after = self._targets([_in("contractServiceID", sorted({job[4] for job in todo}))]) if todo else {}
+            after = self._units_of(sorted({job[4] for job in todo})) if todo else {}
         except PsaError as unverified:
             # Autotask took the posts it answered; the rest stay unknown until a re-run re-reads them.
             for line, qty, _contract_id, _service_id, csid, target in todo:
@@ -408,7 +466,7 @@ class AutotaskClient:
                 results[line.id] = exc if exc is not None else _written(target.units, qty, target)
             if isinstance(unverified, PsaAuthError):
                 raise
-            return results
+            return results, False
         for line, qty, _contract_id, _service_id, csid, target in todo:
             now = after.get(csid)
             exc = failures.get(line.id)
@@ -420,7 +478,7 @@ class AutotaskClient:
                 results[line.id] = PsaError(
                     f"contract service {csid} holds {now.units if now else 'no'} units after the adjustment, "
                     f"not {qty}")
-        return results
+        return results, True
 
     def _ids(self, line: Line, quantity: int) -> Tuple[int, int, int]:
         if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:

@@ -82,7 +82,7 @@ class PsaClient(Protocol):
     # Optional capabilities, declared rather than probed:
     bulk_lines: bool  # offers lines_for(), reading many agreements' lines in few requests
     budgeted: bool  # requests come out of a shared allowance: check() learns it, ensure_budget() guards it
-    bulk_writes: bool  # writes in batches of write_batch: set_quantities() and write_capacity()
+    bulk_writes: bool  # writes in batches of write_batch: set_quantities(), read_ahead() and write_capacity()
     write_batch: int
 
     @property
@@ -109,7 +109,10 @@ class PsaClient(Protocol):
     def ensure_budget(self, planned: int) -> None:
         """Raise PsaError if ``planned`` more requests would overrun the allowance (only when ``budgeted``)."""
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map,
+    def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Run = map) -> Any:
+        """Start a later batch's bulk read early, through ``run``, for set_quantities (``bulk_writes``)."""
+
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map, ahead: Any = None,
                        ) -> Dict[str, Union[Written, Exception]]:
         """Write one batch (only when ``bulk_writes``): line id -> Written or that line's exception."""
 

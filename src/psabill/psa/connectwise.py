@@ -265,7 +265,11 @@ class ConnectWiseClient:
     def ensure_budget(self, planned: int) -> None:
         """ConnectWise has no shared hourly allowance to guard."""
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Any = map) -> Dict[str, Any]:
+    def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Any = map) -> Any:
+        raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
+
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Any = map, ahead: Any = None,
+                       ) -> Dict[str, Any]:
         raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
 
     def write_capacity(self, writes: int) -> Tuple[int, str]:
