@@ -332,6 +332,18 @@ class TestRules:
         assert len(missed) == 1 and "holds 10 units after the adjustment, not 20" in str(missed[0])
         assert sorted(at.units(int(line.id)) for line in (first, second)) == [10, 20]
 
+    def test_the_verify_read_comes_in_one_page_queries_as_many_as_its_pages(self, at: AutotaskStandin) -> None:
+        lines = [self.line(at, 10) for _ in range(300)]  # after the posts, 2 March rows each: 600 rows
+        client = make(at)
+        client.check()
+        at.clear_log()
+        assert set(client.set_quantities([(ln, 20) for ln in lines]).values()) == {10}
+        reads = [r for r in at.requests if r.endpoint == "ContractServiceUnits"]
+        assert [r.path.rsplit("/", 1)[-1] for r in reads] == ["query"] * 3  # the read before, then 2 x 1 page
+        assert [len(f["value"]) for r in reads for f in r.body["filter"]
+                if f["field"] == "contractServiceID"] == [300, 250, 50]
+        assert all(at.units(int(ln.id)) == 20 for ln in lines)
+
     def test_a_read_ahead_stands_for_the_batch_units_read(self, at: AutotaskStandin) -> None:
         lines = [self.line(at, 10) for _ in range(3)]
         client = make(at)

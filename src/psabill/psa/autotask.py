@@ -44,7 +44,8 @@ from psabill.psa.http import HttpClient, batches, check_url, numeric_id, origin,
 
 ZONE_LOOKUP = "https://webservices.autotask.net"
 PER_ENDPOINT = 3
-IN_BATCH = 500  # values per "in" filter; a page holds 500 items too
+IN_BATCH = 500  # values per "in" filter
+PAGE = 500  # items per page of a query
 LIST_ALL_OVER = 500
 DEFAULT_BUDGET = 5000  # half the shared hourly allowance: above 50% Autotask slows every integration
 ACTIVE = 1  # Contracts.status
@@ -61,6 +62,7 @@ class Target:
     units: int
     start: str  # "YYYY-MM-DD"
     posted: str = ""  # the month name of the posted period this one replaces, if any
+    rows: int = 1  # units rows the billing date's period held for the service: what a re-read returns
 
 
 @dataclass
@@ -350,7 +352,7 @@ class AutotaskClient:
             if row.get("approveAndPostDate"):
                 posted[csid] = calendar.month_name[int(_day(row["startDate"])[5:7])]
             else:
-                best[csid] = Target(whole(row.get("units")), _day(row["startDate"]))
+                best[csid] = Target(whole(row.get("units")), _day(row["startDate"]), rows=len(candidates))
         for batch in batches(sorted(posted), IN_BATCH):
             later: Dict[int, List[Dict[str, Any]]] = {}
             filters_later = [_in("contractServiceID", list(batch)), {"op": "gt", "field": "startDate", "value": stamp},
@@ -361,7 +363,7 @@ class AutotaskClient:
                 first = min(_day(r["startDate"]) for r in candidates)
                 row = _current([r for r in candidates if _day(r["startDate"]) == first], first)
                 if row is not None:
-                    best[csid] = Target(whole(row.get("units")), first, posted[csid])
+                    best[csid] = Target(whole(row.get("units")), first, posted[csid], len(rows[csid]))
         return best
 
     # -- writes --------------------------------------------------------------
@@ -426,6 +428,26 @@ class AutotaskClient:
     def _units_of(self, csids: Sequence[int]) -> Dict[int, Target]:
         return self._targets([_in("contractServiceID", list(csids))])
 
+    def _reread(self, expected: Mapping[int, int], run: Run) -> Dict[int, Target]:
+        """Units of services expected to hold so many rows: in queries of one page each, run at once.
+
+        One query for them all would page, and its pages come one after another;
+        split by the rows expected, the same number of requests run side by side.
+        """
+        chunks: List[List[int]] = []
+        size = 0
+        for csid in sorted(expected):
+            rows = max(1, expected[csid])
+            if not chunks or size + rows > PAGE or len(chunks[-1]) == IN_BATCH:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(csid)
+            size += rows
+        found: Dict[int, Target] = {}
+        for part in run(self._units_of, chunks):
+            found.update(part)
+        return found
+
     def _write_batch(self, targets: Sequence[Tuple[Line, int]], run: Run, ahead: Optional[ReadAhead],
                      ) -> Tuple[Dict[str, Union[Written, Exception]], bool]:
         """:meth:`set_quantities`, and whether its verify read was done."""
@@ -458,7 +480,8 @@ class AutotaskClient:
             if isinstance(exc, PsaAuthError):
                 raise exc  # credentials refused mid-batch: the engine stops writing
         try:
-            after = self._units_of(sorted({job[4] for job in todo})) if todo else {}
+            # The posts added a units row to each unposted period: the re-read is sized for that.
+            after = self._reread({job[4]: job[5].rows + (0 if job[5].posted else 1) for job in todo}, run)
         except PsaError as unverified:
             # Autotask took the posts it answered; the rest stay unknown until a re-run re-reads them.
             for line, qty, _contract_id, _service_id, csid, target in todo:
