@@ -47,6 +47,11 @@ def make(at: AutotaskStandin, *, secret: str = SECRET, **options: Any) -> Autota
     return AutotaskClient(psa_settings(section), secret, backoff=0.001, max_wait=0.01, **options)
 
 
+def eager(fn: Any, items: Any) -> Iterator[Any]:
+    """A ``run`` that maps at once, so a read-ahead is done when read_ahead returns."""
+    return iter([fn(item) for item in items])
+
+
 def seed(at: AutotaskStandin, customers: int, services: int = 2) -> None:
     for n in range(customers):
         contract = at.add_contract(at.add_company(f"Customer {n}", f"C{n:04d}"))
@@ -220,6 +225,20 @@ class TestLimits:
             assert max(at.max_inflight.values()) == 3
             assert client.request_count == at.total == 1 + 1 + 1 + 24 * 3 + 12 * 2
 
+    def test_bulk_line_reads_through_a_pool_stay_three_per_entity_and_read_the_same(self) -> None:
+        with AutotaskStandin(today=TODAY, secret=SECRET, latency_ms=5) as at:
+            seed(at, 1600, services=1)  # four id batches per entity
+            client = make(at, section={"url": at.url + "/ATServicesRest/", "concurrency": 16})
+            contracts = client.agreements([str(cid) for cid in at.tables["Companies"]])
+            at.clear_log()
+            with ThreadPoolExecutor(16) as pool:
+                pooled = client.lines_for(contracts, pool.map)
+            counts, peak = at.counts, at.max_inflight
+            assert counts == {"ContractServices": 4, "ContractServiceUnits": 4, "ContractServiceBundles": 4}
+            assert max(peak.values()) <= 3
+            assert pooled == client.lines_for(contracts)  # the same lines as one query at a time
+            assert sum(len(found) for found in pooled.values()) == 1600
+
     def test_the_request_budget_stops_a_run_before_the_allowance(self, at: AutotaskStandin) -> None:
         seed(at, 3)
         client = make(at, request_budget=4)
@@ -312,6 +331,41 @@ class TestRules:
         missed = [r for r in results.values() if isinstance(r, PsaError)]
         assert len(missed) == 1 and "holds 10 units after the adjustment, not 20" in str(missed[0])
         assert sorted(at.units(int(line.id)) for line in (first, second)) == [10, 20]
+
+    def test_the_verify_read_comes_in_one_page_queries_as_many_as_its_pages(self, at: AutotaskStandin) -> None:
+        lines = [self.line(at, 10) for _ in range(300)]  # after the posts, 2 March rows each: 600 rows
+        client = make(at)
+        client.check()
+        at.clear_log()
+        assert set(client.set_quantities([(ln, 20) for ln in lines]).values()) == {10}
+        reads = [r for r in at.requests if r.endpoint == "ContractServiceUnits"]
+        assert [r.path.rsplit("/", 1)[-1] for r in reads] == ["query"] * 3  # the read before, then 2 x 1 page
+        assert [len(f["value"]) for r in reads for f in r.body["filter"]
+                if f["field"] == "contractServiceID"] == [300, 250, 50]
+        assert all(at.units(int(ln.id)) == 20 for ln in lines)
+
+    def test_a_read_ahead_stands_for_the_batch_units_read(self, at: AutotaskStandin) -> None:
+        lines = [self.line(at, 10) for _ in range(3)]
+        client = make(at)
+        client.check()
+        at.clear_log()
+        ahead = client.read_ahead([(ln, 20) for ln in lines], eager)
+        assert at.counts == {"ContractServiceUnits": 1}
+        assert list(client.set_quantities([(ln, 20) for ln in lines], ahead=ahead).values()) == [10, 10, 10]
+        assert at.counts == {"ContractServiceUnits": 2, "ContractServiceAdjustments": 3}  # no second read before
+
+    def test_a_read_ahead_is_read_afresh_after_a_batch_ended_unverified(self, at: AutotaskStandin) -> None:
+        first, second = self.line(at, 10), self.line(at, 10)
+        client = make(at)
+        ahead = client.read_ahead([(second, 20)], eager)  # reads 10 units
+        client.set_quantity(second, 15)  # meanwhile the units change
+        at.die_after(2)  # the next batch's read and post land, its verify read does not
+        unverified = client.set_quantities([(first, 20)])
+        assert unverified == {first.id: 10} and at.units(int(first.id)) == 20
+        at.revive()
+        assert client.set_quantities([(second, 20)], ahead=ahead) == {second.id: 15}  # read afresh: 15, not 10
+        assert at.units(int(second.id)) == 20
+        assert [a["unitChange"] for a in at.adjustments] == [5, 10, 5]
 
     def test_a_200_with_an_error_body_on_an_adjustment_fails_that_write(self, at: AutotaskStandin) -> None:
         line = self.line(at, 10)

@@ -453,6 +453,41 @@ def test_autotask_rerun_after_a_partial_run_never_double_counts(tmp_path: Path,
                 f"{row.customer}/{row.sku}"]
 
 
+def test_autotask_reads_each_batch_before_its_posts_and_verifies_it_before_the_next_batch_posts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each batch's units read is started a batch early; the stand-in's log (in order of completion) shows
+    # it still lands before the batch's first post, and the batch's verify lands before the next batch posts.
+    with AutotaskStandin(today=TODAY, latency_ms=2) as standin:
+        rows, services = at_book(standin, 30)
+        cfg = at_config(tmp_path, standin, monkeypatch)
+        client = at_client(cfg, standin)
+        client.write_batch = 7  # type: ignore[misc]  # several batches from a small book
+        run = Run(cfg, client, rows)
+        log = standin.requests
+        posts = {r.body["contractServiceID"]: i for i, r in enumerate(log)
+                 if r.endpoint == "ContractServiceAdjustments"}
+        assert len(posts) == len([r for r in log if r.endpoint == "ContractServiceAdjustments"])  # one post each
+        assert run.report.count(UPDATED) == len(posts) > 3 * 7
+        reads = [(i, set(f["value"])) for i, r in enumerate(log) if r.endpoint == "ContractServiceUnits"
+                 for f in r.body["filter"] if f.get("field") == "contractServiceID"]
+        batches: List[Set[int]] = []
+        for _, csids in reads:  # a batch's first read names all of its services; its verify, those it posted
+            if not any(csids <= batch for batch in batches):
+                batches.append(csids)
+        assert len(batches) == -(-len(posts) // 7) and set().union(*batches) >= set(posts)
+        batches.sort(key=lambda batch: min(posts[c] for c in batch if c in posts))  # reads ahead may land early
+        for number, batch in enumerate(batches):
+            posted = [posts[c] for c in batch if c in posts]
+            first_read = min(i for i, csids in reads if csids == batch)
+            verify = max(i for i, csids in reads if csids <= batch)
+            assert first_read < min(posted) and max(posted) < verify
+            later = [posts[c] for b in batches[number + 1:] for c in b if c in posts]
+            assert not later or verify < min(later)
+        assert max(standin.max_inflight.values()) <= 3
+        for row in rows:
+            assert standin.units(services[f"{row.customer}/{row.sku}"]) == row.seats
+
+
 def test_autotask_maps_by_name_and_reports_a_missing_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with AutotaskStandin(today=TODAY) as standin:
         company = standin.add_company("Initech LLC", "IN-1")

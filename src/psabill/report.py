@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Union
@@ -44,7 +44,9 @@ class ItemResult:
         return self.new - self.old
 
     def to_json(self) -> Dict[str, Any]:
-        data = {**asdict(self), "delta": self.delta}
+        # Every field is a scalar: no deep copy (asdict) needed, and a large run renders thousands of these.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["delta"] = self.delta
         # JSON stays numeric: a decimal quantity is a JSON number (2.5), not a string.
         return {k: float(v) if isinstance(v, Decimal) else v for k, v in data.items()}
 

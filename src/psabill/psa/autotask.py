@@ -7,9 +7,11 @@ instead of adding a prorated slice. The billing date is a date on the
 account's calendar (``[account] timezone``), not the UTC date: Autotask takes
 date-only fields as given, so ``effectiveDate`` is sent as
 ``YYYY-MM-DDT00:00:00``. An adjustment carries a *delta* (``unitChange``), so
-the write is not idempotent: the units are re-read in bulk right before each
-batch of writes, ``target - current`` is posted, and afterwards the batch is
-re-read in bulk to verify every service holds its target.
+the write is not idempotent: the units are re-read in bulk before each batch
+of writes (:meth:`AutotaskClient.read_ahead` lets that read run while the
+batch before posts), ``target - current`` is posted, and afterwards the batch
+is re-read in bulk to verify every service holds its target before the next
+batch posts.
 
 ``ContractServiceUnits`` has a row per billing period for the whole term,
 future periods included, so the query is bounded to the period holding the
@@ -32,16 +34,18 @@ import calendar
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psabill.errors import ConfigError
 from psabill.settings import PsaSettings
-from psabill.psa.base import AUTOTASK_TERMS, Agreement, Company, Line, PsaAuthError, PsaError, PsaUnreachable, Written
+from psabill.psa.base import (AUTOTASK_TERMS, Agreement, Company, Line, PsaAuthError, PsaError, PsaUnreachable, Run,
+                              Written)
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, origin, rebase, whole
 
 ZONE_LOOKUP = "https://webservices.autotask.net"
 PER_ENDPOINT = 3
-IN_BATCH = 500  # values per "in" filter; a page holds 500 items too
+IN_BATCH = 500  # values per "in" filter
+PAGE = 500  # items per page of a query
 LIST_ALL_OVER = 500
 DEFAULT_BUDGET = 5000  # half the shared hourly allowance: above 50% Autotask slows every integration
 ACTIVE = 1  # Contracts.status
@@ -58,6 +62,25 @@ class Target:
     units: int
     start: str  # "YYYY-MM-DD"
     posted: str = ""  # the month name of the posted period this one replaces, if any
+    rows: int = 1  # units rows the billing date's period held for the service: what a re-read returns
+
+
+@dataclass
+class ReadAhead:
+    """A write batch's bulk units read, started early by :meth:`AutotaskClient.read_ahead`."""
+
+    csids: Tuple[int, ...]
+    generation: int  # the client's count of failed batches when the read started
+    rows: Iterator[Dict[int, Target]]
+
+    def take(self, csids: Tuple[int, ...], generation: int) -> Optional[Dict[int, Target]]:
+        """The units read, if it is for ``csids``, nothing failed since it started, and it succeeded."""
+        if csids != self.csids or generation != self.generation:
+            return None
+        try:
+            return next(self.rows)
+        except PsaError:
+            return None  # read afresh: that read raises what the batch must stop on
 
 
 def api_base(url: str) -> str:
@@ -109,6 +132,7 @@ class AutotaskClient:
         self.billing_date = billing_date or _utc_today()
         self._timeframe = 60  # minutes: ThresholdInformation.requestThresholdTimeframe
         self._bundles: Dict[str, List[int]] = {}
+        self._generation = 0  # write batches that raised or ended unverified: a read-ahead from before is stale
         integration_code = str(settings.integration_code)
         self.http = HttpClient(
             headers={
@@ -260,24 +284,30 @@ class AutotaskClient:
     def lines(self, agreement: Agreement) -> List[Line]:
         return self.lines_for([agreement])[agreement.id]
 
-    def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
+    def lines_for(self, agreements: Sequence[Agreement], run: Run = map) -> Dict[str, List[Line]]:
         """Lines of many contracts, read in bulk with ``in`` filters (500 ids a query).
 
         A line's quantity is the units of the period a write would change: the
         billing date's, or the first unposted one after it. Service bundles on
         the contracts are read too, so a product billed through one can say so.
+        The queries go through ``run`` (the engine passes its thread pool's
+        ``map``): they are independent, and the per-entity cap of 3 requests in
+        flight holds however many run at once; only a query's pages are serial.
         """
         ids = sorted({_numeric(a.id, "contract id") for a in agreements})
         result: Dict[str, List[Line]] = {str(cid): [] for cid in ids}
         services: List[Dict[str, Any]] = []
         current: Dict[int, Target] = {}
-        for batch in batches(ids, IN_BATCH):
-            services.extend(self._query("ContractServices", [_in("contractID", batch)],
-                                        ["id", "contractID", "serviceID"]))
-            current.update(self._targets([_in("contractID", batch)]))
-            for row in self._query("ContractServiceBundles", [_in("contractID", batch)],
-                                   ["id", "contractID", "serviceBundleID"]):
-                self._bundles.setdefault(str(row.get("contractID")), []).append(whole(row.get("serviceBundleID")))
+        jobs = [(entity, batch) for batch in batches(ids, IN_BATCH)
+                for entity in ("ContractServices", "ContractServiceUnits", "ContractServiceBundles")]
+        for (entity, _batch), found in zip(jobs, run(self._contract_rows, jobs)):
+            if entity == "ContractServices":
+                services.extend(found)
+            elif entity == "ContractServiceUnits":
+                current.update(found)
+            else:
+                for row in found:
+                    self._bundles.setdefault(str(row.get("contractID")), []).append(whole(row.get("serviceBundleID")))
         for row in services:
             period = current.get(int(row["id"]))
             if period is None or str(row.get("contractID")) not in result:
@@ -285,6 +315,15 @@ class AutotaskClient:
             result[str(row["contractID"])].append(Line(id=str(row["id"]), agreement_id=str(row["contractID"]),
                                                        product=str(row.get("serviceID")), quantity=period.units))
         return result
+
+    def _contract_rows(self, job: Tuple[str, Sequence[int]]) -> Any:
+        """One of :meth:`lines_for`'s queries: an entity's rows for a batch of contract ids."""
+        entity, batch = job
+        if entity == "ContractServiceUnits":
+            return self._targets([_in("contractID", batch)])
+        fields = {"ContractServices": ["id", "contractID", "serviceID"],
+                  "ContractServiceBundles": ["id", "contractID", "serviceBundleID"]}[entity]
+        return list(self._query(entity, [_in("contractID", batch)], fields))
 
     def missing_note(self, agreement_id: str, product: str) -> Optional[str]:
         """Why ``product`` has no line on the contract, when a service bundle explains it."""
@@ -313,7 +352,7 @@ class AutotaskClient:
             if row.get("approveAndPostDate"):
                 posted[csid] = calendar.month_name[int(_day(row["startDate"])[5:7])]
             else:
-                best[csid] = Target(whole(row.get("units")), _day(row["startDate"]))
+                best[csid] = Target(whole(row.get("units")), _day(row["startDate"]), rows=len(candidates))
         for batch in batches(sorted(posted), IN_BATCH):
             later: Dict[int, List[Dict[str, Any]]] = {}
             filters_later = [_in("contractServiceID", list(batch)), {"op": "gt", "field": "startDate", "value": stamp},
@@ -324,7 +363,7 @@ class AutotaskClient:
                 first = min(_day(r["startDate"]) for r in candidates)
                 row = _current([r for r in candidates if _day(r["startDate"]) == first], first)
                 if row is not None:
-                    best[csid] = Target(whole(row.get("units")), first, posted[csid])
+                    best[csid] = Target(whole(row.get("units")), first, posted[csid], len(rows[csid]))
         return best
 
     # -- writes --------------------------------------------------------------
@@ -349,18 +388,74 @@ class AutotaskClient:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]],
-                       run: Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]] = map,
-                       ) -> Dict[str, Union[Written, Exception]]:
+    def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Run = map) -> Optional[ReadAhead]:
+        """Start a later batch's bulk units read now, for :meth:`set_quantities` to take.
+
+        With the engine's pool the read runs while an earlier batch posts (it
+        is on ContractServiceUnits, the posts on ContractServiceAdjustments);
+        with plain ``map`` it runs when taken. Either way it precedes the
+        batch's own posts. :meth:`set_quantities` reads afresh instead when the
+        read failed, or when a batch since then raised or ended unverified: as
+        before, the fresh read then finds out whether the PSA is still there.
+        """
+        try:
+            csids = tuple(sorted({_numeric(line.id, "contract service id") for line, _qty in targets}))
+        except PsaError:
+            return None  # set_quantities says why
+        if not csids:
+            return None
+        return ReadAhead(csids, self._generation, run(self._units_of, [csids]))
+
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map,
+                       ahead: Optional[ReadAhead] = None) -> Dict[str, Union[Written, Exception]]:
         """Write one batch: read its units in bulk, post the deltas, re-read in bulk and verify.
 
         ``run`` maps the post over the batch (the engine passes its thread
-        pool's ``map``). Returns line id -> Written or the exception for that
-        line. A failed bulk read raises: nothing of the batch was written.
+        pool's ``map``); ``ahead``, from :meth:`read_ahead`, is the batch's
+        units read already started. Returns line id -> Written or the
+        exception for that line. A failed bulk read raises: nothing of the
+        batch was written.
         """
+        try:
+            results, verified = self._write_batch(targets, run, ahead)
+        except BaseException:
+            self._generation += 1
+            raise
+        if not verified:
+            self._generation += 1
+        return results
+
+    def _units_of(self, csids: Sequence[int]) -> Dict[int, Target]:
+        return self._targets([_in("contractServiceID", list(csids))])
+
+    def _reread(self, expected: Mapping[int, int], run: Run) -> Dict[int, Target]:
+        """Units of services expected to hold so many rows: in queries of one page each, run at once.
+
+        One query for them all would page, and its pages come one after another;
+        split by the rows expected, the same number of requests run side by side.
+        """
+        chunks: List[List[int]] = []
+        size = 0
+        for csid in sorted(expected):
+            rows = max(1, expected[csid])
+            if not chunks or size + rows > PAGE or len(chunks[-1]) == IN_BATCH:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(csid)
+            size += rows
+        found: Dict[int, Target] = {}
+        for part in run(self._units_of, chunks):
+            found.update(part)
+        return found
+
+    def _write_batch(self, targets: Sequence[Tuple[Line, int]], run: Run, ahead: Optional[ReadAhead],
+                     ) -> Tuple[Dict[str, Union[Written, Exception]], bool]:
+        """:meth:`set_quantities`, and whether its verify read was done."""
         checked = [(line, qty) + self._ids(line, qty) for line, qty in targets]
         csids = sorted({c[4] for c in checked})
-        before = self._targets([_in("contractServiceID", csids)])
+        before = ahead.take(tuple(csids), self._generation) if ahead is not None else None
+        if before is None:
+            before = self._units_of(csids)
         results: Dict[str, Union[Written, Exception]] = {}
         todo = []
         for line, qty, contract_id, service_id, csid in checked:
@@ -385,7 +480,8 @@ class AutotaskClient:
             if isinstance(exc, PsaAuthError):
                 raise exc  # credentials refused mid-batch: the engine stops writing
         try:
-            after = self._targets([_in("contractServiceID", sorted({job[4] for job in todo}))]) if todo else {}
+            # The posts added a units row to each unposted period: the re-read is sized for that.
+            after = self._reread({job[4]: job[5].rows + (0 if job[5].posted else 1) for job in todo}, run)
         except PsaError as unverified:
             # Autotask took the posts it answered; the rest stay unknown until a re-run re-reads them.
             for line, qty, _contract_id, _service_id, csid, target in todo:
@@ -393,7 +489,7 @@ class AutotaskClient:
                 results[line.id] = exc if exc is not None else _written(target.units, qty, target)
             if isinstance(unverified, PsaAuthError):
                 raise
-            return results
+            return results, False
         for line, qty, _contract_id, _service_id, csid, target in todo:
             now = after.get(csid)
             exc = failures.get(line.id)
@@ -405,7 +501,7 @@ class AutotaskClient:
                 results[line.id] = PsaError(
                     f"contract service {csid} holds {now.units if now else 'no'} units after the adjustment, "
                     f"not {qty}")
-        return results
+        return results, True
 
     def _ids(self, line: Line, quantity: int) -> Tuple[int, int, int]:
         if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:

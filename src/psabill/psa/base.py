@@ -15,6 +15,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequ
 #: A PSA quantity: an int when whole, a Decimal otherwise (ConnectWise quantities are decimals).
 Quantity = Union[int, Decimal]
 
+#: Maps a function over items like ``map``; the engine passes its thread pool's ``map``.
+Run = Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]]
+
 
 class PsaError(Exception):
     """A request failed after retries. The message never contains a credential."""
@@ -79,7 +82,7 @@ class PsaClient(Protocol):
     # Optional capabilities, declared rather than probed:
     bulk_lines: bool  # offers lines_for(), reading many agreements' lines in few requests
     budgeted: bool  # requests come out of a shared allowance: check() learns it, ensure_budget() guards it
-    bulk_writes: bool  # writes in batches of write_batch: set_quantities() and write_capacity()
+    bulk_writes: bool  # writes in batches of write_batch: set_quantities(), read_ahead() and write_capacity()
     write_batch: int
 
     @property
@@ -100,14 +103,16 @@ class PsaClient(Protocol):
     def lines(self, agreement: Agreement) -> List[Line]:
         """The billable lines on one agreement, with current quantities."""
 
-    def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
-        """Lines of many agreements at once (only when ``bulk_lines``)."""
+    def lines_for(self, agreements: Sequence[Agreement], run: Run = map) -> Dict[str, List[Line]]:
+        """Lines of many agreements at once, independent reads through ``run`` (only when ``bulk_lines``)."""
 
     def ensure_budget(self, planned: int) -> None:
         """Raise PsaError if ``planned`` more requests would overrun the allowance (only when ``budgeted``)."""
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]],
-                       run: Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]] = map,
+    def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Run = map) -> Any:
+        """Start a later batch's bulk read early, through ``run``, for set_quantities (``bulk_writes``)."""
+
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map, ahead: Any = None,
                        ) -> Dict[str, Union[Written, Exception]]:
         """Write one batch (only when ``bulk_writes``): line id -> Written or that line's exception."""
 

@@ -259,13 +259,17 @@ class ConnectWiseClient:
                                quantity=exact_quantity(row.get("quantity"), f"addition {row['id']} quantity")))
         return result
 
-    def lines_for(self, agreements: Sequence[Agreement]) -> Dict[str, List[Line]]:
+    def lines_for(self, agreements: Sequence[Agreement], run: Any = map) -> Dict[str, List[Line]]:
         raise NotImplementedError("ConnectWise reads additions one agreement at a time")
 
     def ensure_budget(self, planned: int) -> None:
         """ConnectWise has no shared hourly allowance to guard."""
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Any = map) -> Dict[str, Any]:
+    def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Any = map) -> Any:
+        raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
+
+    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Any = map, ahead: Any = None,
+                       ) -> Dict[str, Any]:
         raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
 
     def write_capacity(self, writes: int) -> Tuple[int, str]:

@@ -349,12 +349,14 @@ class HttpClient:
             retry_after: Optional[float] = None
             failure: str
             try:
+                # Built before taking a slot: a slot is held only while the request is on the wire.
+                outgoing = self._client.build_request(method, url, params=params, json=json, headers=headers)
                 with self._global:
                     if endpoint_sem is not None:
                         with endpoint_sem:
-                            response = self._send(method, url, params=params, json=json, headers=headers)
+                            response = self._send(outgoing)
                     else:
-                        response = self._send(method, url, params=params, json=json, headers=headers)
+                        response = self._send(outgoing)
             except _TooLarge:
                 raise PsaError(self.scrub(f"{where}: the response is over the {_megabytes(self.max_bytes)} limit; "
                                           "it was refused and nothing in it was used")) from None
@@ -397,9 +399,8 @@ class HttpClient:
             self._sleep(wait)
             attempt += 1
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, request: httpx.Request) -> httpx.Response:
         """One attempt, bounded: the body streamed up to ``max_bytes``, everything within ``deadline``."""
-        request = self._client.build_request(method, url, **kwargs)
         deadline = time.monotonic() + self.deadline
         _attempt.deadline, _attempt.expired = deadline, False
         try:

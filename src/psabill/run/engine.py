@@ -275,7 +275,7 @@ def _read_lines(client: PsaClient, agreements: List[Agreement], pool: ThreadPool
     errors: Dict[str, Exception] = {}
     if client.bulk_lines:
         try:
-            return client.lines_for(agreements), errors
+            return client.lines_for(agreements, pool.map), errors
         except (PsaUnreachable, PsaAuthError):
             raise
         except Exception as exc:  # the bulk read failed: every agreement it covered failed with it
@@ -426,16 +426,25 @@ def _within_allowance(client: PsaClient, writes: List[_Work]) -> List[_Work]:
 
 def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: ThreadPoolExecutor,
                    emit: Callable[[_Work], None], settled: Sequence[_Work]) -> None:
-    """Autotask: each batch re-reads its units in bulk, writes, then re-reads to verify."""
+    """Autotask: each batch re-reads its units in bulk, writes, then re-reads to verify.
+
+    A batch's re-read is started one batch early (``read_ahead``), so it runs
+    while the batch before it posts (the first one while the items needing no
+    write are recorded); its posts still wait for the re-read itself and for
+    the verify read of the batch before.
+    """
+    size = max(1, client.write_batch)
+    batches = [writes[start: start + size] for start in range(0, len(writes), size)]
+    targets = [[(_line(w), w.row.seats) for w in batch] for batch in batches]
+    ahead = client.read_ahead(targets[0], pool.map) if targets else None
     for work in settled:
         emit(work)
-    size = max(1, client.write_batch)
     stopped: Optional[str] = None
-    for start in range(0, len(writes), size):
-        batch = writes[start: start + size]
+    for index, batch in enumerate(batches):
         if stopped is None:
+            following = client.read_ahead(targets[index + 1], pool.map) if index + 1 < len(batches) else None
             try:
-                results = client.set_quantities([(w.line, w.row.seats) for w in batch], pool.map)
+                results = client.set_quantities(targets[index], pool.map, ahead)
             except (PsaUnreachable, PsaAuthError) as exc:
                 stopped = _why(exc)
                 for work in batch:
@@ -444,6 +453,8 @@ def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: T
                 continue
             except PsaError as exc:
                 results = {w.line.id: exc for w in batch if w.line is not None}
+            finally:
+                ahead = following
             for work in batch:
                 assert work.line is not None
                 result = results.get(work.line.id)
@@ -458,6 +469,11 @@ def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: T
                 work.fail(f"not written: {terms.psa} became unreachable or refused the credentials earlier in this run",
                           "re-run; quantities already written are kept and not written twice")
                 emit(work)
+
+
+def _line(work: _Work) -> Line:
+    assert work.line is not None
+    return work.line
 
 
 def _completed(futures: Dict["Future[R]", K]) -> Iterator[Tuple["Future[R]", K]]:
