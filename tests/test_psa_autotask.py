@@ -124,6 +124,28 @@ class TestReads:
         assert len(httpx.post(link, json=query, headers=headers).json()["items"]) == 1
         at.clear_log()  # these hand-made requests are not the client's
 
+    def test_the_standin_filters_like_autotask_and_refuses_a_malformed_filter_even_with_no_rows(
+            self, at: AutotaskStandin) -> None:
+        headers = {"UserName": at.username, "ApiIntegrationCode": at.integration_code, "Secret": SECRET}
+        url = f"{at.url}/ATServicesRest/v1.0/Companies/query"
+
+        def names(*filters: Dict[str, Any]) -> List[str]:
+            answer = httpx.post(url, json={"filter": list(filters)}, headers=headers)
+            assert answer.status_code == 200, answer.text
+            return sorted(item["companyName"] for item in answer.json()["items"])
+
+        for bad in ({"op": "in", "field": "id", "value": 5}, {"op": "near", "field": "id", "value": 5}):
+            assert httpx.post(url, json={"filter": [bad]}, headers=headers).status_code == 400  # empty table
+        alpha, bravo = at.add_company("Alpha", "A-1"), at.add_company("Bravo", "B-2")
+        at.add_company("Charlie")
+        assert names({"op": "in", "field": "companyName", "value": ["ALPHA", "charlie", 7]}) == ["Alpha", "Charlie"]
+        assert names({"op": "in", "field": "id", "value": [alpha, str(bravo), None]}) == ["Alpha"]
+        assert names({"op": "notIn", "field": "companyNumber", "value": ["a-1"]}) == ["Bravo", "Charlie"]
+        assert names({"op": "or", "items": [{"op": "eq", "field": "companyNumber", "value": "b-2"},
+                                            {"op": "notExist", "field": "companyNumber"}]}) == ["Bravo", "Charlie"]
+        assert names({"op": "gt", "field": "id", "value": alpha}) == ["Bravo", "Charlie"]
+        at.clear_log()  # these hand-made requests are not the client's
+
     def test_companies_match_number_id_or_name(self, at: AutotaskStandin) -> None:
         a = at.add_company("Alpha", "A-1")
         b = at.add_company("Bravo")

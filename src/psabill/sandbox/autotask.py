@@ -35,9 +35,9 @@ import hashlib
 import json
 import re
 from datetime import date, timedelta
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from psabill.sandbox.server import BadRequest, LoopbackServer, Reply  # noqa: F401 - BadRequest for _match
+from psabill.sandbox.server import BadRequest, LoopbackServer, Reply
 
 PAGE = 500
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -261,13 +261,14 @@ class AutotaskStandin(LoopbackServer):
         for name in fields or ():
             if str(name).lower() not in known:
                 raise AutotaskError(f"Unknown field {name!r} in IncludeFields of {entity}")
+        tests = [_predicate(f) for f in filters]
         with self._lock:
             # The stand-in shares the client's two cores: a cheap exact-key pass on
-            # numeric eq/in filters keeps it from becoming the bottleneck of a big run.
-            rows = [dict(r) for r in _narrow(self.tables[entity].values(), filters)
-                    if all(_match(r, f) for f in filters)]
-        rows.sort(key=lambda r: r["id"])
-        chunk = rows[offset: offset + self.page_size]
+            # numeric eq/in filters, and filters compiled once per query rather than
+            # read per row, keep it from becoming the bottleneck of a big run.
+            rows = [r for r in _narrow(self.tables[entity].values(), filters) if all(t(r) for t in tests)]
+            rows.sort(key=lambda r: r["id"])
+            chunk = [dict(r) for r in rows[offset: offset + self.page_size]]
         if fields:
             keep = {f.lower() for f in fields} | {"id"}
             chunk = [{k: v for k, v in r.items() if k.lower() in keep} for r in chunk]
@@ -363,6 +364,9 @@ def _narrow(rows: Any, filters: Sequence[Dict[str, Any]]) -> Any:
 
 
 def _value(record: Dict[str, Any], field: str) -> Any:
+    """A row's value of ``field``, whatever the case of its name."""
+    if field in record:
+        return record[field]
     for key, value in record.items():
         if key.lower() == field.lower():
             return value
@@ -377,32 +381,55 @@ def _norm(value: Any, like: Any) -> Any:
     return value
 
 
-def _match(record: Dict[str, Any], f: Dict[str, Any]) -> bool:
+Test = Callable[[Dict[str, Any]], bool]
+
+
+def _predicate(f: Dict[str, Any]) -> Test:
+    """One filter item as a test of a row, built once per query (a malformed item is refused here)."""
     op = str(f.get("op", "")).lower()
     if op in ("and", "or"):
-        items: Sequence[Dict[str, Any]] = f.get("items") or []
-        results = (_match(record, i) for i in items)
-        return all(results) if op == "and" else any(results)
+        tests = [_predicate(i) for i in f.get("items") or []]
+        return (lambda r: all(t(r) for t in tests)) if op == "and" else (lambda r: any(t(r) for t in tests))
+    field = str(f.get("field"))
     if op in ("exist", "notexist"):
-        present = _value(record, str(f.get("field"))) not in (None, "")
-        return present if op == "exist" else not present
-    actual = _value(record, str(f.get("field")))
+        wanted_present = op == "exist"
+        return lambda r: (_value(r, field) not in (None, "")) == wanted_present
     wanted = f.get("value")
-    if op == "notin":
-        return not _match(record, dict(f, op="in"))
-    if op == "in":
-        if not isinstance(wanted, list):
-            raise BadRequest("in needs a list")
+    if op in ("in", "notin"):
+        member = _membership(field, wanted)
+        return member if op == "in" else (lambda r: not member(r))
+    if op not in ("eq", "noteq", "gt", "gte", "lt", "lte"):
+        raise BadRequest(f"unsupported op {op!r}")
+
+    def compare(r: Dict[str, Any]) -> bool:
+        actual = _value(r, field)
+        a, b = _norm(actual, wanted), _norm(wanted, actual)
+        if op == "eq":
+            return bool(a == b)
+        if op == "noteq":
+            return bool(a != b)
+        if a is None or b is None:
+            return False
+        return bool({"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op])
+
+    return compare
+
+
+def _membership(field: str, wanted: Any) -> Test:
+    """``in``: numbers compare as they are; text case-insensitively, dates by their day."""
+    if not isinstance(wanted, list):
+        raise BadRequest("in needs a list")
+    try:
+        plain = {w for w in wanted if not isinstance(w, str)}
+        words = {w.lower() for w in wanted if isinstance(w, str)}
+        days = {w[:10] if _DATE.match(w) else w.lower() for w in wanted if isinstance(w, str)}
+    except TypeError:  # an unhashable value in the list: compare one by one
+        return lambda r: _norm(_value(r, field), _value(r, field)) in [_norm(w, _value(r, field)) for w in wanted]
+
+    def member(r: Dict[str, Any]) -> bool:
+        actual = _value(r, field)
         if not isinstance(actual, str):
-            return actual in wanted  # numbers: a plain scan, no per-row set
-        return _norm(actual, actual) in {_norm(w, actual) for w in wanted}
-    a, b = _norm(actual, wanted), _norm(wanted, actual)
-    if op == "eq":
-        return a == b
-    if op == "noteq":
-        return a != b
-    if a is None or b is None:
-        return False
-    if op in ("gt", "gte", "lt", "lte"):
-        return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op]
-    raise BadRequest(f"unsupported op {op!r}")
+            return actual in plain
+        return actual[:10] in days if _DATE.match(actual) else actual.lower() in words
+
+    return member
