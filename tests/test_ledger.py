@@ -24,7 +24,8 @@ import pytest
 
 from psabill.errors import StateError
 from psabill.history import SCHEMA_VERSION, History
-from psabill.report import INTERRUPTED, PARTIAL, SUCCESS, UPDATED, ItemResult, RunReport
+from psabill.statuses import INTERRUPTED, PARTIAL, SUCCESS, UPDATED
+from psabill.report import ItemResult, RunReport
 from support.env import Env
 from support.ledger import history_for, store_for
 

@@ -26,7 +26,8 @@ from psabill import notify
 from psabill.notify import facts, message, templates, transports
 from psabill.settings import Settings as Config
 from psabill.errors import EmailError
-from psabill.report import FAILED, PARTIAL, SUCCESS, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
+from psabill.report import ItemResult, RunReport
+from psabill.statuses import FAILED, PARTIAL, SUCCESS, UNCHANGED, UNMAPPED, UPDATED
 from psabill.history import History
 
 GOLDEN = Path(__file__).parent / "golden"

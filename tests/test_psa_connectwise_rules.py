@@ -14,7 +14,8 @@ import pytest
 from psabill.psa.base import Agreement, PsaError
 from psabill.psa.connectwise import ConnectWiseClient, api_base, api_host
 from psabill.psa.factory import make_client
-from psabill.report import FAILED, UNCHANGED, UPDATED, ItemResult, RunReport
+from psabill.statuses import FAILED, UNCHANGED, UPDATED
+from psabill.report import ItemResult, RunReport
 from psabill.run import engine
 from psabill.run.perform import billing_date
 from psabill.sandbox.connectwise import FUTURE_CANCELLED, FUTURE_EFFECTIVE, Sandbox

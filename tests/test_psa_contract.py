@@ -19,7 +19,8 @@ import pytest
 
 from psabill.errors import AbortError
 from psabill.psa.factory import make_client
-from psabill.report import PLANNED, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
+from psabill.statuses import PLANNED, UNCHANGED, UNMAPPED, UPDATED
+from psabill.report import ItemResult, RunReport
 from psabill.run.engine import refresh
 from psabill.sandbox.autotask import AutotaskStandin
 from psabill.sandbox.connectwise import Sandbox

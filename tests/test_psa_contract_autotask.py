@@ -14,7 +14,8 @@ from typing import Dict, List
 from urllib.parse import urlencode
 
 from psabill.psa.factory import make_client
-from psabill.report import FAILED, UNCHANGED, UPDATED, ItemResult, RunReport
+from psabill.statuses import FAILED, UNCHANGED, UPDATED
+from psabill.report import ItemResult, RunReport
 from psabill.run.engine import refresh
 from psabill.sandbox.autotask import AutotaskStandin
 from psabill.sources import UsageRow

@@ -17,7 +17,8 @@ import pytest
 
 from psabill.psa import connectwise
 from psabill.psa.factory import make_client
-from psabill.report import UNCHANGED, UPDATED, RunReport
+from psabill.statuses import UNCHANGED, UPDATED
+from psabill.report import RunReport
 from psabill.run import engine
 from psabill.sandbox.connectwise import FUTURE_EFFECTIVE, Sandbox
 from psabill.sources import UsageRow

@@ -24,7 +24,8 @@ from psabill.psa.factory import make_client
 from psabill.sandbox.connectwise import Sandbox
 from psabill.sandbox.server import LoopbackServer, Request
 from psabill.run.engine import refresh
-from psabill.report import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
+from psabill.statuses import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED
+from psabill.report import ItemResult, RunReport
 from psabill.secrets import resolve
 from psabill.sources import UsageRow
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Union
 
-from psabill.statuses import (  # noqa: F401 - the report's vocabulary, re-exported for its users
+from psabill.statuses import (
     ABORTED,
     FAILED,
     FAILED_RUN,

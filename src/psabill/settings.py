@@ -37,6 +37,7 @@ else:  # pragma: no cover - exercised on the 3.9 smoke run
     import tomli as tomllib
 
 VERSION = 1
+DEFAULT_SENDMAIL = ("/usr/sbin/sendmail", "-t", "-oi")  # [notify.sendmail] command
 
 Check = Callable[[Any], Optional[str]]  # returns an error text, or None when fine
 
@@ -461,7 +462,7 @@ class NotifySettings(NamedTuple):
     history_url: Optional[str] = None
     ping_url: Optional[str] = None  # healthchecks.io / cronitor style: <url>/start, <url>, <url>/fail
     smtp: SmtpSettings = SmtpSettings()
-    sendmail_command: Tuple[str, ...] = ("/usr/sbin/sendmail", "-t", "-oi")
+    sendmail_command: Tuple[str, ...] = DEFAULT_SENDMAIL
     file_dir: Optional[Path] = None
 
 
@@ -578,7 +579,7 @@ def from_document(path: Path, data: Mapping[str, Any], *, exists: bool = True) -
                 password=_secret(smtp, "[notify.smtp]", "password", path),
                 timeout=float(smtp.get("timeout", 30.0)), ca_file=rel(smtp.get("ca_file")),
             ),
-            sendmail_command=tuple((notify.get("sendmail", {}) or {}).get("command") or NotifySettings().sendmail_command),
+            sendmail_command=tuple((notify.get("sendmail", {}) or {}).get("command") or DEFAULT_SENDMAIL),
             file_dir=rel((notify.get("file", {}) or {}).get("dir")),
         ),
         source=SourceSettings(

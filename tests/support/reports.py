@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from psabill.report import FAILED, PARTIAL, UNMAPPED, UPDATED, ItemResult, RunReport
+from psabill.statuses import FAILED, PARTIAL, UNMAPPED, UPDATED
+from psabill.report import ItemResult, RunReport
 
 LONG_URL = "https://msp.example.com/connectwise/v4_6_release/apis/3.0/finance/agreements/" + "x" * 120
 

@@ -10,7 +10,7 @@ import click
 
 from psabill.cli.options import App, Fail, change, emit_json, json_option, pass_app, render_report
 from psabill.errors import ExitCode, UsageError
-from psabill.report import ABORTED
+from psabill.statuses import ABORTED
 
 PREVIEW_LINES = 10
 
@@ -23,7 +23,8 @@ def show_preview(app: App, now: Any) -> None:
     """
     from psabill import readiness
     from psabill.errors import ConfigError
-    from psabill.report import PLANNED, RunReport
+    from psabill.report import RunReport
+    from psabill.statuses import PLANNED
     from psabill.run.perform import _refresh
 
     settings = app.settings(must_exist=True)

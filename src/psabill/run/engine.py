@@ -40,9 +40,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, 
 from psabill.errors import AbortError
 from psabill.fsutil import one_line
 from psabill.psa.base import Agreement, Company, Line, PsaAuthError, PsaClient, PsaError, PsaUnreachable, Terms, Written
-from psabill.report import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED, ItemResult, RunReport
+from psabill.report import ItemResult, RunReport
 from psabill.run.mapping import Pin
 from psabill.sources import UsageRow
+from psabill.statuses import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED
 
 DEFAULT_CONCURRENCY = 8
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Callable, Iterator, Optional
 
-from psabill import report as rpt
+from psabill import statuses
 from psabill.errors import AbortError, EmailError, ExitCode, PsabillError
 from psabill.history import History
 from psabill.paths import Paths
-from psabill.report import RunReport
+from psabill.report import ItemResult, RunReport
 from psabill.settings import Settings
 
 Progress = Optional[Callable[[int, int, int], None]]  # (items done, items in all, API requests so far)
@@ -50,7 +50,7 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
                 f", occurrence {report.occurrence.isoformat()}" if report.occurrence else "")
     seq = 0
 
-    def record(item: rpt.ItemResult) -> None:
+    def record(item: ItemResult) -> None:
         nonlocal seq
         seq += 1
         assert report.run_id is not None
@@ -64,13 +64,13 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
             _refresh(settings, report, dry_run=dry_run, record=record, progress=progress)
     except PsabillError as exc:
         # The run stays in the history either way; the exit code says what went wrong.
-        report.status = rpt.ABORTED if isinstance(exc, AbortError) else rpt.FAILED_RUN
+        report.status = statuses.ABORTED if isinstance(exc, AbortError) else statuses.FAILED_RUN
         report.message = error = exc.message
         error_code = exc.exit_code
     except (KeyboardInterrupt, Terminated) as exc:
         # Ctrl-C or SIGTERM: recorded as interrupted, so a scheduled occurrence runs again.
         name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-        report.status = rpt.INTERRUPTED
+        report.status = statuses.INTERRUPTED
         report.message = error = f"interrupted by {name} before it finished"
         error_code = ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         interrupted = True
@@ -87,7 +87,7 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
     pruned = history.prune(timedelta(days=settings.retention_days), settings.guard_horizon)
     if pruned:
         logger.info("history: removed %d runs older than the retention period", pruned)
-    code = error_code or {rpt.FAILED_RUN: ExitCode.PARTIAL, rpt.PARTIAL: ExitCode.PARTIAL}.get(
+    code = error_code or {statuses.FAILED_RUN: ExitCode.PARTIAL, statuses.PARTIAL: ExitCode.PARTIAL}.get(
         report.status, ExitCode.OK)
     if not dry_run and not interrupted:
         from psabill import notify  # decides itself: scheduled runs always, manual ones if [notify] on_manual
@@ -144,7 +144,7 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def _refresh(settings: Settings, report: RunReport, *, dry_run: bool,
-             record: Callable[[rpt.ItemResult], None], progress: Progress) -> None:
+             record: Callable[[ItemResult], None], progress: Progress) -> None:
     """Read usage and update the PSA (the guard refused a config without [psa] or [source])."""
     assert settings.psa is not None
     from psabill import sources

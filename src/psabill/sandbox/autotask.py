@@ -424,7 +424,11 @@ def _membership(field: str, wanted: Any) -> Test:
         words = {w.lower() for w in wanted if isinstance(w, str)}
         days = {w[:10] if _DATE.match(w) else w.lower() for w in wanted if isinstance(w, str)}
     except TypeError:  # an unhashable value in the list: compare one by one
-        return lambda r: _norm(_value(r, field), _value(r, field)) in [_norm(w, _value(r, field)) for w in wanted]
+        def scan(r: Dict[str, Any]) -> bool:
+            actual = _value(r, field)
+            return _norm(actual, actual) in [_norm(w, actual) for w in wanted]
+
+        return scan
 
     def member(r: Dict[str, Any]) -> bool:
         actual = _value(r, field)
