@@ -4,7 +4,8 @@
     python benchmarks/autotask_floor.py            # httpx, then http.client
     python benchmarks/autotask_floor.py httpx
 
-The Autotask stand-in (20 ms per request, as in figure 5b) runs in this
+The Autotask stand-in (20 ms per request, as in figure 5b: each answer leaves
+20 ms after its request arrived, the stand-in's own work included) runs in this
 process; a child process posts the adjustments with no psabill code at all,
 three in flight (Autotask's per-endpoint limit), over keep-alive connections:
 once with httpx (what psabill uses) and once with the standard library's

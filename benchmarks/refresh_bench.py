@@ -1,7 +1,8 @@
 """Figure 5 of benchmarks/run.py: the refresh at scale, through the real CLI.
 
 The PSA (the ConnectWise sandbox, or the Autotask sandbox) runs in
-this process on loopback with 20 ms latency per request; ``psabill run --yes
+this process on loopback with 20 ms latency per request (each answer leaves 20 ms
+after its request arrived, the sandbox's own work included); ``psabill run --yes
 --json`` runs in a child process against a temp config pointing at it. The
 child's peak RSS comes from ``os.wait4`` (that child alone), the call count
 from the PSA's own request log and from the run report.

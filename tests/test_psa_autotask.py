@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any, Dict, Iterator, List
@@ -260,6 +261,21 @@ class TestLimits:
             assert max(peak.values()) <= 3
             assert pooled == client.lines_for(contracts)  # the same lines as one query at a time
             assert sum(len(found) for found in pooled.values()) == 1600
+
+    def test_the_stand_in_answers_its_latency_after_the_request_arrived_its_work_included(self) -> None:
+        # The write lands as soon as the request arrives; the answer leaves the latency after it arrived.
+        with AutotaskStandin(today=TODAY, secret=SECRET, latency_ms=500) as at:
+            contract = at.add_contract(at.add_company("Alpha"))
+            line = Line(str(at.add_service(contract, 501, 10)), str(contract), "501", 10)
+            client = make(at, section={"url": at.url + "/ATServicesRest/", "timeout": 10})
+            with ThreadPoolExecutor(1) as pool:
+                started = time.monotonic()
+                answer = pool.submit(client.set_quantity, line, 12)  # the units read, then the post
+                while not at.adjustments and time.monotonic() - started < 5:
+                    time.sleep(0.005)
+                assert at.adjustments and not answer.done()  # the post's work is done; its answer is not back
+                assert answer.result() == 10
+            assert time.monotonic() - started >= 1.0  # two requests, 500 ms each
 
     def test_the_request_budget_stops_a_run_before_the_allowance(self, at: AutotaskStandin) -> None:
         seed(at, 3)

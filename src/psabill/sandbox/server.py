@@ -56,6 +56,12 @@ class _Faults:
     die_after: Optional[int] = None
 
 
+def _sleep_until(moment: float) -> None:
+    left = moment - time.monotonic()
+    if left > 0:
+        time.sleep(left)
+
+
 class LoopbackServer:
     """A threaded HTTP server on 127.0.0.1 with test knobs; subclasses route."""
 
@@ -196,6 +202,9 @@ class LoopbackServer:
             return None, False
 
     def _serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        # The answer leaves ``latency_ms`` after the request arrived, the stand-in's own work included:
+        # a PSA's latency covers its work, so the stand-in's must too (a stalled fault adds its stall).
+        due = getattr(handler, "arrived", time.monotonic()) + self.latency_ms / 1000.0
         split = urlsplit(handler.path)
         path = split.path
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -214,11 +223,11 @@ class LoopbackServer:
             self._inflight[label] += 1
             self._max_inflight[label] = max(self._max_inflight[label], self._inflight[label])
         try:
-            if self.latency_ms:
-                time.sleep(self.latency_ms / 1000.0)
             if fault is not None and fault.delay and not fault.late:
                 time.sleep(fault.delay)
+                due += fault.delay
             if fault is not None and fault.drop:
+                _sleep_until(due)
                 handler.close_connection = True
                 self._record(Request(method, path, query, label, headers, None, 0))
                 return
@@ -244,6 +253,7 @@ class LoopbackServer:
                         reply = (500, {}, {"code": "ServerError", "message": f"{type(exc).__name__}: {exc}"})
             if fault is not None and fault.delay and fault.late:
                 time.sleep(fault.delay)
+            _sleep_until(due)
         finally:
             with self._lock:
                 self._inflight[label] -= 1
@@ -276,6 +286,10 @@ class LoopbackServer:
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
                 pass
+
+            def parse_request(self) -> bool:
+                self.arrived = time.monotonic()  # the request line is in: the latency runs from here
+                return super().parse_request()
 
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
                 server._serve(self, "GET")
