@@ -262,6 +262,20 @@ class TestLimits:
             assert pooled == client.lines_for(contracts)  # the same lines as one query at a time
             assert sum(len(found) for found in pooled.values()) == 1600
 
+    def test_company_and_contract_queries_through_a_pool_read_the_same(self) -> None:
+        with AutotaskStandin(today=TODAY, secret=SECRET, latency_ms=50) as at:  # long enough to overlap
+            seed(at, 1100, services=1)
+            client = make(at, section={"url": at.url + "/ATServicesRest/", "concurrency": 16})
+            numbers = [f"C{n:04d}" for n in range(0, 1100, 6)]  # under 500 values: a query per field and batch
+            names = [f"Customer {n}" for n in range(1, 1100, 6)]
+            with ThreadPoolExecutor(16) as pool:
+                at.clear_log()
+                companies = client.companies(numbers, names, pool.map)
+                assert at.counts == {"Companies": 2} and at.max_inflight["Companies"] == 2
+                contracts = client.agreements([c.id for c in client.companies()], pool.map)  # 3 batches of ids
+            assert companies == client.companies(numbers, names) and len(companies) == 2 * 184
+            assert contracts == client.agreements([c.id for c in client.companies()]) and len(contracts) == 1100
+
     def test_the_stand_in_answers_its_latency_after_the_request_arrived_its_work_included(self) -> None:
         # The write lands as soon as the request arrives; the answer leaves the latency after it arrived.
         with AutotaskStandin(today=TODAY, secret=SECRET, latency_ms=500) as at:

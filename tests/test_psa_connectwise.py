@@ -124,6 +124,20 @@ class TestReads:
             listed = [r for r in big.requests if r.endpoint == "GET finance/agreements"]
             assert len(listed) == 2 and "company/id" not in listed[0].query["conditions"]
 
+    def test_company_and_agreement_queries_through_a_pool_read_the_same(self) -> None:
+        with Sandbox.sample(customers=300, private_key=KEY, latency_ms=50) as big:  # long enough to overlap
+            client = make(big, concurrency=8)
+            wanted = [f"CUST{n:05d}" for n in range(1, 121)]  # 120 values: three `in (...)` batches
+            names = [f"Customer {n:05d} Ltd" for n in range(121, 161)]
+            with ThreadPoolExecutor(8) as pool:
+                big.clear_log()
+                companies = client.companies(wanted, names, pool.map)
+                assert big.counts["GET company/companies"] == 4
+                assert big.max_inflight["GET company/companies"] > 1
+                agreements = client.agreements([c.id for c in companies], pool.map)
+            assert companies == client.companies(wanted, names) and len(companies) == 160
+            assert agreements == client.agreements([c.id for c in companies]) and len(agreements) == 160
+
     def test_lines_skip_cancelled_additions(self, sb: Sandbox) -> None:
         client = make(sb, billing_date=date(2026, 12, 1))
         company = client.companies(["CUST00013"])[0]

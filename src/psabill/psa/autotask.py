@@ -246,39 +246,42 @@ class AutotaskClient:
                 problems[name] = f"no Autotask service is named {name!r}"
         return resolved, problems
 
-    def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = ()) -> List[Company]:
+    def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = (), run: Run = map) -> List[Company]:
+        """Companies by account number, id or name; the queries are independent and go through ``run``."""
         ids = {i.lower() for i in identifiers}
         wanted_names = {n.lower() for n in names}
         fields = ["id", "companyName", "companyNumber"]
         if not ids and not wanted_names:
             return [_company(r) for r in self._query("Companies", [_all_ids()], fields)]
-        rows: List[Dict[str, Any]] = []
+        queries: List[List[Dict[str, Any]]] = []
         if len(ids) + len(wanted_names) > LIST_ALL_OVER:
-            rows = list(self._query("Companies", [_all_ids()], fields))
+            queries.append([_all_ids()])
         else:
             # An identifier is an account number, or the id of an account that has none.
             numeric: List[Any] = sorted({int(i) for i in identifiers if i.strip().isdigit()})
             for field, values in (("companyNumber", sorted(set(identifiers))), ("id", numeric),
                                   ("companyName", sorted(set(names)))):
-                for batch in batches(values, IN_BATCH):
-                    rows.extend(self._query("Companies", [_in(field, batch)], fields))
+                queries.extend([_in(field, batch)] for batch in batches(values, IN_BATCH))
         found: Dict[str, Company] = {}
-        for row in rows:
-            company = _company(row)
-            if (company.identifier.lower() in ids or company.id in ids
-                    or company.name.lower() in wanted_names):
-                found[company.id] = company
+        for rows in run(lambda filters: list(self._query("Companies", filters, fields)), queries):
+            for row in rows:
+                company = _company(row)
+                if (company.identifier.lower() in ids or company.id in ids
+                        or company.name.lower() in wanted_names):
+                    found[company.id] = company
         return sorted(found.values(), key=lambda c: int(c.id) if c.id.isdigit() else 0)
 
-    def agreements(self, company_ids: Sequence[str]) -> List[Agreement]:
+    def agreements(self, company_ids: Sequence[str], run: Run = map) -> List[Agreement]:
+        """Active contracts of the companies, 500 companies a query; the queries go through ``run``."""
         wanted = sorted({_numeric(i, "company id") for i in company_ids})
-        result = []
-        for batch in batches(wanted, IN_BATCH):
-            filters = [_eq("status", ACTIVE), _in("companyID", batch)]
-            for row in self._query("Contracts", filters, ["id", "companyID", "contractName", "status"]):
-                if row.get("status") == ACTIVE and row.get("companyID") in batch:
-                    result.append(Agreement(id=str(row["id"]), company_id=str(row["companyID"]),
-                                            name=str(row.get("contractName") or "")))
+        fields = ["id", "companyID", "contractName", "status"]
+
+        def query(batch: Sequence[int]) -> List[Dict[str, Any]]:
+            rows = self._query("Contracts", [_eq("status", ACTIVE), _in("companyID", batch)], fields)
+            return [row for row in rows if row.get("status") == ACTIVE and row.get("companyID") in batch]
+
+        result = [Agreement(id=str(row["id"]), company_id=str(row["companyID"]), name=str(row.get("contractName") or ""))
+                  for rows in run(query, list(batches(wanted, IN_BATCH))) for row in rows]
         return sorted(result, key=lambda a: int(a.id))
 
     def lines(self, agreement: Agreement) -> List[Line]:

@@ -94,11 +94,14 @@ class PsaClient(Protocol):
         Raises PsaAuthError or PsaUnreachable.
         """
 
-    def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = ()) -> List[Company]:
-        """Companies matching any identifier or name (case-insensitive names); all if both empty."""
+    def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = (), run: Run = map) -> List[Company]:
+        """Companies matching any identifier or name (case-insensitive names); all if both empty.
 
-    def agreements(self, company_ids: Sequence[str]) -> List[Agreement]:
-        """Active, non-cancelled agreements/contracts of these companies."""
+        Independent queries go through ``run`` (the engine passes its thread pool's ``map``).
+        """
+
+    def agreements(self, company_ids: Sequence[str], run: Run = map) -> List[Agreement]:
+        """Active, non-cancelled agreements/contracts of these companies; independent queries through ``run``."""
 
     def lines(self, agreement: Agreement) -> List[Line]:
         """The billable lines on one agreement, with current quantities."""

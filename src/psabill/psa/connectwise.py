@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit
 from psabill import redact
 from psabill.errors import ConfigError
 from psabill.settings import PsaSettings
-from psabill.psa.base import CONNECTWISE_TERMS, Agreement, Company, Line, PsaError, Quantity
+from psabill.psa.base import CONNECTWISE_TERMS, Agreement, Company, Line, PsaError, Quantity, Run
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, quantity as exact_quantity, rebase
 
 API_PATH = "/apis/3.0"
@@ -195,45 +195,47 @@ class ConnectWiseClient:
             raise PsaError(f"GET /system/info: HTTP 200 but not the system info: {problem or repr(info)[:200]}")
         return f"ConnectWise PSA {info['version']} at {base} (company {self.company})"
 
-    def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = ()) -> List[Company]:
+    def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = (), run: Run = map) -> List[Company]:
+        """Companies by identifier or name; the queries are independent and go through ``run``."""
         ids = {i.lower() for i in identifiers}
         wanted_names = {n.lower() for n in names}
         fields = "id,identifier,name"
         if not ids and not wanted_names:
             return [_company(r) for r in self._list("/company/companies", None, fields)]
-        rows: List[Dict[str, Any]] = []
+        conditions: List[Optional[str]] = []
         if len(ids) + len(wanted_names) > LIST_ALL_OVER or not _quotable(list(identifiers) + list(names)):
-            rows = list(self._list("/company/companies", None, fields))
+            conditions.append(None)
         else:
             for field, values in (("identifier", sorted(set(identifiers))), ("name", sorted(set(names)))):
-                for batch in batches(values, BATCH):
-                    rows.extend(self._list("/company/companies", f"{field} in ({_strings(batch)})", fields))
+                conditions.extend(f"{field} in ({_strings(batch)})" for batch in batches(values, BATCH))
         found: Dict[str, Company] = {}
-        for row in rows:
-            company = _company(row)
-            if company.identifier.lower() in ids or company.name.lower() in wanted_names:
-                found[company.id] = company
+        for rows in run(lambda condition: list(self._list("/company/companies", condition, fields)), conditions):
+            for row in rows:
+                company = _company(row)
+                if company.identifier.lower() in ids or company.name.lower() in wanted_names:
+                    found[company.id] = company
         return sorted(found.values(), key=lambda c: int(c.id) if c.id.isdigit() else 0)
 
-    def agreements(self, company_ids: Sequence[str]) -> List[Agreement]:
+    def agreements(self, company_ids: Sequence[str], run: Run = map) -> List[Agreement]:
+        """Active agreements of the companies; the queries are independent and go through ``run``."""
         wanted = {_numeric(i, "company id") for i in company_ids}
         if not wanted:
             return []
         active = 'agreementStatus="Active" and cancelledFlag=false'
         fields = "id,name,company,agreementStatus,cancelledFlag"
-        rows: List[Dict[str, Any]] = []
         if len(wanted) > LIST_ALL_OVER:
-            rows = list(self._list("/finance/agreements", active, fields))
+            conditions = [active]
         else:
-            for batch in batches(sorted(wanted), BATCH):
-                condition = f"company/id in ({','.join(str(i) for i in batch)}) and {active}"
-                rows.extend(self._list("/finance/agreements", condition, fields))
+            conditions = [f"company/id in ({','.join(str(i) for i in batch)}) and {active}"
+                          for batch in batches(sorted(wanted), BATCH)]
         result = []
-        for row in rows:
-            company_id = (row.get("company") or {}).get("id")
-            # Filter again here: the list-all path fetched every company's agreements.
-            if company_id in wanted and row.get("agreementStatus") == "Active" and not row.get("cancelledFlag"):
-                result.append(Agreement(id=str(row["id"]), company_id=str(company_id), name=str(row.get("name", ""))))
+        for rows in run(lambda condition: list(self._list("/finance/agreements", condition, fields)), conditions):
+            for row in rows:
+                company_id = (row.get("company") or {}).get("id")
+                # Filter again here: the list-all path fetched every company's agreements.
+                if company_id in wanted and row.get("agreementStatus") == "Active" and not row.get("cancelledFlag"):
+                    result.append(Agreement(id=str(row["id"]), company_id=str(company_id),
+                                            name=str(row.get("name", ""))))
         return sorted(result, key=lambda a: int(a.id))
 
     def billing_condition(self) -> str:

@@ -160,7 +160,8 @@ def _resolve(client: PsaClient, works: List[_Work], terms: Terms, pool: ThreadPo
         return
     if client.budgeted:
         # A budgeted PSA (Autotask) shares its hourly allowance with every other
-        # integration; check() learns how much of it is left.
+        # integration; check() learns how much of it is left, before any other
+        # request, so that what it says is left covers every request of this run.
         client.check()
     # Autotask: [products] may name a service, looked up once per run; ConnectWise: as given.
     resolved, problems = client.resolve_products(sorted({w.product for w in pending}))
@@ -174,7 +175,7 @@ def _resolve(client: PsaClient, works: List[_Work], terms: Terms, pool: ThreadPo
     if not pending:
         return
     wanted = sorted({w.pin or w.row.customer for w in pending})
-    companies = client.companies(identifiers=wanted, names=wanted)
+    companies = client.companies(identifiers=wanted, names=wanted, run=pool.map)
     index = _CompanyIndex(companies)
     for work in pending:
         _match_company(work, index, terms)
@@ -183,7 +184,7 @@ def _resolve(client: PsaClient, works: List[_Work], terms: Terms, pool: ThreadPo
     company_ids = sorted({w.company.id for w in pending if w.company is not None})
     by_company: Dict[str, List[Agreement]] = {}
     if company_ids:
-        for agreement in client.agreements(company_ids):
+        for agreement in client.agreements(company_ids, pool.map):
             by_company.setdefault(agreement.company_id, []).append(agreement)
     for work in pending:
         _pick_candidates(work, by_company.get(_company(work).id, []), terms)
