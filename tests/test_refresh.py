@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
@@ -457,10 +458,11 @@ def test_autotask_rerun_after_a_partial_run_never_double_counts(tmp_path: Path,
                 f"{row.customer}/{row.sku}"]
 
 
-def test_autotask_reads_each_batch_before_its_posts_and_verifies_it_before_the_next_batch_posts(
+def test_autotask_reads_each_batch_before_its_posts_verifies_it_after_them_and_posts_batches_in_turn(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each batch's units read is started a batch early; the stand-in's log (in order of completion) shows
-    # it still lands before the batch's first post, and the batch's verify lands before the next batch posts.
+    # it still lands before the batch's first post, the batch's verify lands after its last post, and a
+    # batch posts only once the batch before has posted (its verify may still be running then).
     with AutotaskStandin(today=TODAY, latency_ms=2) as standin:
         rows, services = at_book(standin, 30)
         cfg = at_config(tmp_path, standin, monkeypatch)
@@ -486,10 +488,89 @@ def test_autotask_reads_each_batch_before_its_posts_and_verifies_it_before_the_n
             verify = max(i for i, csids in reads if csids <= batch)
             assert first_read < min(posted) and max(posted) < verify
             later = [posts[c] for b in batches[number + 1:] for c in b if c in posts]
-            assert not later or verify < min(later)
+            assert not later or max(posted) < min(later)
         assert max(standin.max_inflight.values()) <= 3
         for row in rows:
             assert standin.units(services[f"{row.customer}/{row.sku}"]) == row.seats
+
+
+def _truthful(run: Run, rows: List[UsageRow], services: Dict[str, int], standin: AutotaskStandin,
+              initial: Dict[str, int]) -> None:
+    """Every item says what happened to its service: updated ones hold the count, failed ones are as they were."""
+    for row in rows:
+        key = f"{row.customer}/{row.sku}"
+        item = run.by(row.customer, row.sku)
+        if item.outcome in (UPDATED, UNCHANGED):
+            assert standin.units(services[key]) == row.seats, (key, item)
+        else:
+            assert item.outcome == FAILED and standin.units(services[key]) == initial[key], (key, item)
+
+
+def test_autotask_credentials_refused_to_a_verify_read_stop_the_batch_posting_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two batches: the second would post while the first verifies. The first's verify read is refused (401),
+    # and the second batch's posts wait until the run halts (at most 10 s): none of them is sent. The first
+    # batch counts as written (Autotask took its posts), and a re-run finishes the job counting nothing twice.
+    with AutotaskStandin(today=TODAY) as standin:
+        rows, services = at_book(standin, 30)
+        initial = {key: standin.units(csid) for key, csid in services.items()}
+        changed = sum(row.seats != initial[f"{row.customer}/{row.sku}"] for row in rows)
+        cfg = at_config(tmp_path, standin, monkeypatch, concurrency=1)
+        client = at_client(cfg, standin)
+        client.write_batch = -(-changed // 2)  # type: ignore[misc]
+        real_post, real_verify = client.post_batch, client.verify_batch  # type: ignore[attr-defined]
+        batches: List[int] = []
+        verified: List[int] = []
+
+        def post_batch(targets: Any, run: Any = map, ahead: Any = None, halt: Any = lambda: False) -> Any:
+            batches.append(len(targets))
+            deadline = time.monotonic() + 10
+            while len(batches) == 2 and not halt() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return real_post(targets, run, ahead, halt)
+
+        def verify_batch(batch: Any, run: Any = map, *, read: bool = True) -> Any:
+            verified.append(len(verified))
+            if len(verified) == 1:
+                standin.fail(401, endpoint="ContractServiceUnits")  # the next units read: this verify's
+            return real_verify(batch, run, read=read)
+
+        client.post_batch, client.verify_batch = post_batch, verify_batch  # type: ignore[attr-defined]
+        standin.clear_log()
+        first = Run(cfg, client, rows)
+        assert len(batches) == 2
+        assert len(standin.adjustments) == first.report.count(UPDATED) == client.write_batch
+        not_written = [i for i in first.report.items if i.outcome == FAILED]
+        assert len(not_written) == changed - client.write_batch
+        assert all(i.message == "not written: Autotask became unreachable or refused the credentials earlier in "
+                   "this run" and i.hint.startswith("re-run") for i in not_written)
+        assert standin.counts["ContractServiceUnits"] == 1 + 2 + 1  # lines, the two batches' reads, the verify
+        _truthful(first, rows, services, standin, initial)
+
+        second = Run(cfg, at_client(cfg, standin), rows)
+        assert second.report.count(FAILED) == 0 and second.report.count(UPDATED) == len(not_written)
+        _truthful(second, rows, services, standin, initial)
+
+
+def test_autotask_gone_while_a_batch_posts_stops_its_posts_not_yet_sent(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # One post at a time; the stand-in drops every connection after the batch's third post: the fourth
+    # fails as unreachable (after its retries), and the batch's other posts are never sent.
+    with AutotaskStandin(today=TODAY) as standin:
+        rows, services = at_book(standin, 12)
+        initial = {key: standin.units(csid) for key, csid in services.items()}
+        cfg = at_config(tmp_path, standin, monkeypatch, concurrency=1)
+        reads = Run(cfg, at_client(cfg, standin), rows, dry_run=True).report.api_requests
+        standin.clear_log()
+        standin.die_after(reads + 1 + 3)  # the reads, the batch's units read, three posts
+        run = Run(cfg, at_client(cfg, standin), rows)
+        adjustments = [r for r in standin.requests if r.endpoint == "ContractServiceAdjustments"]
+        assert len(adjustments) == 3 and run.report.count(UPDATED) == 3
+        failed = [i for i in run.report.items if i.outcome == FAILED]
+        assert [i.message.split(":")[0] for i in failed].count("update failed") == 1
+        assert all(i.message.startswith("not written:") for i in failed if not i.message.startswith("update"))
+        standin.revive()
+        _truthful(run, rows, services, standin, initial)
 
 
 def test_autotask_maps_by_name_and_reports_a_missing_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,9 +9,12 @@ date-only fields as given, so ``effectiveDate`` is sent as
 ``YYYY-MM-DDT00:00:00``. An adjustment carries a *delta* (``unitChange``), so
 the write is not idempotent: the units are re-read in bulk before each batch
 of writes (:meth:`AutotaskClient.read_ahead` lets that read run while the
-batch before posts), ``target - current`` is posted, and afterwards the batch
-is re-read in bulk to verify every service holds its target before the next
-batch posts.
+batch before posts), ``target - current`` is posted
+(:meth:`AutotaskClient.post_batch`), and afterwards the batch is re-read in
+bulk to verify every service holds its target
+(:meth:`AutotaskClient.verify_batch`); the engine lets that verify run while
+the next batch posts. The batches cover different services, so neither read
+can see the other batch's writes.
 
 ``ContractServiceUnits`` has a row per billing period for the whole term,
 future periods included, so the query is bounded to the period holding the
@@ -34,12 +37,12 @@ import calendar
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psabill.errors import ConfigError
 from psabill.settings import PsaSettings
-from psabill.psa.base import (AUTOTASK_TERMS, Agreement, Company, Line, PsaAuthError, PsaError, PsaUnreachable, Run,
-                              Written)
+from psabill.psa.base import (AUTOTASK_TERMS, Agreement, Company, Halted, Line, PsaAuthError, PsaError, PsaUnreachable,
+                              Run, Written)
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, origin, rebase, whole
 
 ZONE_LOOKUP = "https://webservices.autotask.net"
@@ -63,6 +66,20 @@ class Target:
     start: str  # "YYYY-MM-DD"
     posted: str = ""  # the month name of the posted period this one replaces, if any
     rows: int = 1  # units rows the billing date's period held for the service: what a re-read returns
+
+
+class _Unread(PsaError):
+    """verify_batch was told not to read."""
+
+
+@dataclass
+class Posted:
+    """A write batch whose posts have returned, for :meth:`AutotaskClient.verify_batch`."""
+
+    results: Dict[str, Union[Written, Exception]]  # lines settled without a post
+    todo: List[Tuple[Line, int, int, int, int, Target]]  # (line, target units, contract, service, csid, period)
+    failures: Dict[str, Optional[Exception]]  # line id -> why its post failed, None when Autotask took it
+    problem: Optional[PsaError] = None  # Autotask gone or the credentials refused: the run must stop writing
 
 
 @dataclass
@@ -372,7 +389,7 @@ class AutotaskClient:
     # -- writes --------------------------------------------------------------
 
     def set_quantity(self, line: Line, quantity: int) -> Union[int, Written]:
-        """One line, re-read right before each attempt (the bulk path is :meth:`set_quantities`)."""
+        """One line, re-read right before each attempt (the bulk path is :meth:`post_batch`)."""
         contract_id, service_id, csid = self._ids(line, quantity)
         found: Optional[int] = None
         for attempt in range(WRITE_ATTEMPTS):
@@ -392,41 +409,93 @@ class AutotaskClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Run = map) -> Optional[ReadAhead]:
-        """Start a later batch's bulk units read now, for :meth:`set_quantities` to take.
+        """Start a later batch's bulk units read now, for :meth:`post_batch` to take.
 
         With the engine's pool the read runs while an earlier batch posts (it
         is on ContractServiceUnits, the posts on ContractServiceAdjustments);
         with plain ``map`` it runs when taken. Either way it precedes the
-        batch's own posts. :meth:`set_quantities` reads afresh instead when the
-        read failed, or when a batch since then raised or ended unverified: as
-        before, the fresh read then finds out whether the PSA is still there.
+        batch's own posts. :meth:`post_batch` reads afresh instead when the
+        read failed, or when a batch since then raised, stopped or ended
+        unverified: the fresh read then finds out whether the PSA is still there.
         """
         try:
             csids = tuple(sorted({_numeric(line.id, "contract service id") for line, _qty in targets}))
         except PsaError:
-            return None  # set_quantities says why
+            return None  # post_batch says why
         if not csids:
             return None
         return ReadAhead(csids, self._generation, run(self._units_of, [csids]))
 
     def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map,
                        ahead: Optional[ReadAhead] = None) -> Dict[str, Union[Written, Exception]]:
-        """Write one batch: read its units in bulk, post the deltas, re-read in bulk and verify.
+        """Write one batch: :meth:`post_batch`, then :meth:`verify_batch`. Refused credentials raise."""
+        posted = self.post_batch(targets, run, ahead)
+        results, problem = self.verify_batch(posted, run, read=posted.problem is None)
+        problem = posted.problem or problem
+        if isinstance(problem, PsaAuthError):
+            raise problem
+        return results
+
+    def post_batch(self, targets: Sequence[Tuple[Line, int]], run: Run = map, ahead: Optional[ReadAhead] = None,
+                   halt: Callable[[], bool] = lambda: False) -> "Posted":
+        """Read a batch's units in bulk (or take ``ahead``), and post each service's delta.
 
         ``run`` maps the post over the batch (the engine passes its thread
         pool's ``map``); ``ahead``, from :meth:`read_ahead`, is the batch's
-        units read already started. Returns line id -> Written or the
-        exception for that line. A failed bulk read raises: nothing of the
-        batch was written.
+        units read already started. A failed bulk read raises: nothing of the
+        batch was written. Once a post finds Autotask gone or the credentials
+        refused, or finds ``halt()`` true, the posts not yet sent are not sent
+        (their lines get :class:`Halted`); that error is ``Posted.problem``.
         """
         try:
-            results, verified = self._write_batch(targets, run, ahead)
+            posted = self._post_batch(targets, run, ahead, halt)
         except BaseException:
             self._generation += 1
             raise
-        if not verified:
+        if posted.problem is not None:
             self._generation += 1
-        return results
+        return posted
+
+    def verify_batch(self, posted: "Posted", run: Run = map, *, read: bool = True,
+                     ) -> Tuple[Dict[str, Union[Written, Exception]], Optional[PsaError]]:
+        """Re-read a posted batch in bulk: line id -> Written or that line's exception, and the read's error.
+
+        When the re-read fails, or ``read`` is false (the run is stopping), a
+        post Autotask answered counts as written: a re-run re-reads before any
+        delta. A failed re-read's error comes back for the engine to stop on.
+        """
+        results = dict(posted.results)
+        sent = [job for job in posted.todo if not isinstance(posted.failures.get(job[0].id), Halted)]
+        for job in posted.todo:
+            failure = posted.failures.get(job[0].id)
+            if isinstance(failure, Halted):
+                results[job[0].id] = failure
+        if not sent:
+            return results, None
+        try:
+            if not read:
+                raise _Unread()
+            # The posts added a units row to each unposted period: the re-read is sized for that.
+            after = self._reread({job[4]: job[5].rows + (0 if job[5].posted else 1) for job in sent}, run)
+        except PsaError as unverified:
+            # Autotask took the posts it answered; the rest stay unknown until a re-run re-reads them.
+            self._generation += 1
+            for line, qty, _contract_id, _service_id, _csid, target in sent:
+                exc = posted.failures.get(line.id)
+                results[line.id] = exc if exc is not None else _written(target.units, qty, target)
+            return results, None if isinstance(unverified, _Unread) else unverified
+        for line, qty, _contract_id, _service_id, csid, target in sent:
+            now = after.get(csid)
+            exc = posted.failures.get(line.id)
+            if now is not None and now.units == qty:
+                results[line.id] = _written(target.units, qty, target)  # landed, even if the answer was lost
+            elif exc is not None:
+                results[line.id] = exc
+            else:
+                results[line.id] = PsaError(
+                    f"contract service {csid} holds {now.units if now else 'no'} units after the adjustment, "
+                    f"not {qty}")
+        return results, None
 
     def _units_of(self, csids: Sequence[int]) -> Dict[int, Target]:
         return self._targets([_in("contractServiceID", list(csids))])
@@ -451,9 +520,11 @@ class AutotaskClient:
             found.update(part)
         return found
 
-    def _write_batch(self, targets: Sequence[Tuple[Line, int]], run: Run, ahead: Optional[ReadAhead],
-                     ) -> Tuple[Dict[str, Union[Written, Exception]], bool]:
-        """:meth:`set_quantities`, and whether its verify read was done."""
+    def _post_batch(self, targets: Sequence[Tuple[Line, int]], run: Run, ahead: Optional[ReadAhead],
+                    halt: Callable[[], bool]) -> "Posted":
+        if halt():  # stopped before this batch began: not even its units are read
+            return Posted({line.id: Halted("not written: the run stopped before this batch") for line, _ in targets},
+                          [], {})
         checked = [(line, qty) + self._ids(line, qty) for line, qty in targets]
         csids = sorted({c[4] for c in checked})
         before = ahead.take(tuple(csids), self._generation) if ahead is not None else None
@@ -470,41 +541,23 @@ class AutotaskClient:
             else:
                 todo.append((line, qty, contract_id, service_id, csid, target))
 
+        problems: List[PsaError] = []
+
         def post(job: Tuple[Any, ...]) -> Optional[Exception]:
             line, qty, contract_id, service_id, csid, target = job
+            if problems or halt():
+                return Halted(f"not written: the run stopped before contract service {csid} was adjusted")
             try:
                 self._post(contract_id, service_id, csid, target, qty - target.units)
+            except (PsaUnreachable, PsaAuthError) as exc:
+                problems.append(exc)  # the first such error stops the batch's posts not yet sent
+                return exc
             except PsaError as exc:
                 return exc
             return None
 
         failures = dict(zip((job[0].id for job in todo), run(post, todo)))
-        for exc in failures.values():
-            if isinstance(exc, PsaAuthError):
-                raise exc  # credentials refused mid-batch: the engine stops writing
-        try:
-            # The posts added a units row to each unposted period: the re-read is sized for that.
-            after = self._reread({job[4]: job[5].rows + (0 if job[5].posted else 1) for job in todo}, run)
-        except PsaError as unverified:
-            # Autotask took the posts it answered; the rest stay unknown until a re-run re-reads them.
-            for line, qty, _contract_id, _service_id, csid, target in todo:
-                exc = failures.get(line.id)
-                results[line.id] = exc if exc is not None else _written(target.units, qty, target)
-            if isinstance(unverified, PsaAuthError):
-                raise
-            return results, False
-        for line, qty, _contract_id, _service_id, csid, target in todo:
-            now = after.get(csid)
-            exc = failures.get(line.id)
-            if now is not None and now.units == qty:
-                results[line.id] = _written(target.units, qty, target)  # landed, even if the answer was lost
-            elif exc is not None:
-                results[line.id] = exc
-            else:
-                results[line.id] = PsaError(
-                    f"contract service {csid} holds {now.units if now else 'no'} units after the adjustment, "
-                    f"not {qty}")
-        return results, True
+        return Posted(results, todo, failures, problems[0] if problems else None)
 
     def _ids(self, line: Line, quantity: int) -> Tuple[int, int, int]:
         if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:

@@ -31,6 +31,10 @@ class PsaUnreachable(PsaError):
     """The PSA could not be reached at all (connection refused, DNS, TLS, timeouts)."""
 
 
+class Halted(PsaError):
+    """A write not sent, because the run was stopping (the PSA went away or refused the credentials)."""
+
+
 @dataclass(frozen=True)
 class Terms:
     """What a PSA calls things, for messages: ("ConnectWise", "agreement", "addition")."""
@@ -82,7 +86,7 @@ class PsaClient(Protocol):
     # Optional capabilities, declared rather than probed:
     bulk_lines: bool  # offers lines_for(), reading many agreements' lines in few requests
     budgeted: bool  # requests come out of a shared allowance: check() learns it, ensure_budget() guards it
-    bulk_writes: bool  # writes in batches of write_batch: set_quantities(), read_ahead() and write_capacity()
+    bulk_writes: bool  # writes in batches of write_batch: read_ahead(), post_batch(), verify_batch(), write_capacity()
     write_batch: int
 
     @property
@@ -113,11 +117,20 @@ class PsaClient(Protocol):
         """Raise PsaError if ``planned`` more requests would overrun the allowance (only when ``budgeted``)."""
 
     def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Run = map) -> Any:
-        """Start a later batch's bulk read early, through ``run``, for set_quantities (``bulk_writes``)."""
+        """Start a later batch's bulk read early, through ``run``, for post_batch (``bulk_writes``)."""
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Run = map, ahead: Any = None,
-                       ) -> Dict[str, Union[Written, Exception]]:
-        """Write one batch (only when ``bulk_writes``): line id -> Written or that line's exception."""
+    def post_batch(self, targets: Sequence[Tuple[Line, int]], run: Run = map, ahead: Any = None,
+                   halt: Callable[[], bool] = lambda: False) -> Any:
+        """Send one batch's writes (only when ``bulk_writes``); a write finding ``halt()`` true is not sent.
+
+        What it returns goes to verify_batch; its ``problem`` is the error that stopped the posts (the PSA
+        gone, the credentials refused), or None.
+        """
+
+    def verify_batch(self, posted: Any, run: Run = map, *, read: bool = True,
+                     ) -> Tuple[Dict[str, Union[Written, Exception]], Optional[PsaError]]:
+        """Re-read a posted batch (unless not ``read``): line id -> Written or that line's exception,
+        and the re-read's error if any."""
 
     def write_capacity(self, writes: int) -> Tuple[int, str]:
         """How many of ``writes`` the allowance still covers, and the message for the rest (``bulk_writes``)."""

@@ -270,8 +270,11 @@ class ConnectWiseClient:
     def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Any = map) -> Any:
         raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
 
-    def set_quantities(self, targets: Sequence[Tuple[Line, int]], run: Any = map, ahead: Any = None,
-                       ) -> Dict[str, Any]:
+    def post_batch(self, targets: Sequence[Tuple[Line, int]], run: Any = map, ahead: Any = None,
+                   halt: Any = None) -> Any:
+        raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
+
+    def verify_batch(self, posted: Any, run: Any = map, *, read: bool = True) -> Any:
         raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
 
     def write_capacity(self, writes: int) -> Tuple[int, str]:

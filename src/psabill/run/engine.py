@@ -35,11 +35,12 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from psabill.errors import AbortError
 from psabill.fsutil import one_line
-from psabill.psa.base import Agreement, Company, Line, PsaAuthError, PsaClient, PsaError, PsaUnreachable, Terms, Written
+from psabill.psa.base import (Agreement, Company, Halted, Line, PsaAuthError, PsaClient, PsaError, PsaUnreachable, Terms,
+                              Written)
 from psabill.report import ItemResult, RunReport
 from psabill.run.mapping import Pin
 from psabill.sources import UsageRow
@@ -428,49 +429,89 @@ def _within_allowance(client: PsaClient, writes: List[_Work]) -> List[_Work]:
 
 def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: ThreadPoolExecutor,
                    emit: Callable[[_Work], None], settled: Sequence[_Work]) -> None:
-    """Autotask: each batch re-reads its units in bulk, writes, then re-reads to verify.
+    """Autotask: each batch re-reads its units in bulk, posts, then re-reads to verify.
 
-    A batch's re-read is started one batch early (``read_ahead``), so it runs
-    while the batch before it posts (the first one while the items needing no
-    write are recorded); its posts still wait for the re-read itself and for
-    the verify read of the batch before.
+    The batches overlap, one stage apart. A batch's re-read before its posts is
+    started one batch early (``read_ahead``), while the batch before it posts.
+    Its posts start once the batch before has posted, while that batch's
+    verify read runs (on an executor of its own, so it never queues behind the
+    posts) and its items are recorded. The items needing no write are recorded
+    while the first batch posts. Each batch covers services no other batch
+    touches, so the overlap changes no delta.
+
+    The first unreachable PSA or refused credentials stops the writing: posts
+    not yet sent are not sent, later batches are not written, and what was
+    sent is reported as written (a re-run re-reads before any delta).
     """
     size = max(1, client.write_batch)
     batches = [writes[start: start + size] for start in range(0, len(writes), size)]
     targets = [[(_line(w), w.row.seats) for w in batch] for batch in batches]
-    ahead = client.read_ahead(targets[0], pool.map) if targets else None
-    for work in settled:
-        emit(work)
-    stopped: Optional[str] = None
-    for index, batch in enumerate(batches):
-        if stopped is None:
-            following = client.read_ahead(targets[index + 1], pool.map) if index + 1 < len(batches) else None
-            try:
-                results = client.set_quantities(targets[index], pool.map, ahead)
-            except (PsaUnreachable, PsaAuthError) as exc:
-                stopped = _why(exc)
-                for work in batch:
-                    work.fail(f"update failed: {stopped}", "re-run once the PSA is reachable; nothing is double-counted")
-                    emit(work)
-                continue
-            except PsaError as exc:
-                results = {w.line.id: exc for w in batch if w.line is not None}
-            finally:
-                ahead = following
-            for work in batch:
-                assert work.line is not None
-                result = results.get(work.line.id)
-                if isinstance(result, Exception) or result is None:
-                    work.fail(f"update failed: {_why(result or PsaError('no result'))}",
-                              f"check the {terms.line} in {terms.psa}, then re-run; other updates are kept")
+    stop = threading.Event()
+    aheads = {index: client.read_ahead(targets[index], pool.map) for index in range(min(2, len(batches)))}
+
+    def post(index: int) -> object:
+        return client.post_batch(targets[index], pool.map, aheads.pop(index, None), stop.is_set)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="psabill-post") as poster, \
+            ThreadPoolExecutor(max_workers=_VERIFY_WORKERS, thread_name_prefix="psabill-verify") as checker:
+        try:
+            posting: "Optional[Future[object]]" = poster.submit(post, 0) if batches else None
+            for work in settled:
+                emit(work)
+            for index, batch in enumerate(batches):
+                if posting is None:
+                    for work in batch:
+                        work.fail(f"not written: {terms.psa} became unreachable or refused the credentials earlier "
+                                  f"in this run", "re-run; quantities already written are kept and not written twice")
+                        emit(work)
+                    continue
+                results: Dict[str, object] = {}
+                posted: Any = None
+                try:
+                    posted = posting.result()
+                except (PsaUnreachable, PsaAuthError) as exc:
+                    stop.set()
+                    results = {_line(w).id: exc for w in batch}
+                except PsaError as exc:
+                    results = {_line(w).id: exc for w in batch}
                 else:
-                    _settle(work, result)
-                emit(work)
-        else:
-            for work in batch:
-                work.fail(f"not written: {terms.psa} became unreachable or refused the credentials earlier in this run",
-                          "re-run; quantities already written are kept and not written twice")
-                emit(work)
+                    if posted.problem is not None:
+                        stop.set()
+                posting = None
+                if index + 1 < len(batches) and not stop.is_set():
+                    if index + 2 < len(batches):
+                        aheads[index + 2] = client.read_ahead(targets[index + 2], pool.map)
+                    posting = poster.submit(post, index + 1)
+                if posted is not None:
+                    found, problem = client.verify_batch(posted, checker.map, read=not stop.is_set())
+                    results.update(found)
+                    if isinstance(problem, (PsaUnreachable, PsaAuthError)):
+                        stop.set()
+                for work in batch:
+                    _settle_written(work, results.get(_line(work).id), terms)
+                    emit(work)
+        finally:
+            # On Ctrl-C or SIGTERM too: posts not yet sent are never sent.
+            stop.set()
+
+
+#: Threads for a batch's verify read: a few one-page queries, and the client caps requests per endpoint.
+_VERIFY_WORKERS = 3
+
+
+def _settle_written(work: _Work, result: object, terms: Terms) -> None:
+    """A batch item's outcome from what post_batch and verify_batch said of its line."""
+    if isinstance(result, Halted):
+        work.fail(f"not written: {terms.psa} became unreachable or refused the credentials earlier in this run",
+                  "re-run; quantities already written are kept and not written twice")
+    elif isinstance(result, (PsaUnreachable, PsaAuthError)):
+        work.fail(f"update failed: {_why(result)}", "re-run once the PSA is reachable; nothing is double-counted")
+    elif isinstance(result, Exception) or result is None:
+        work.fail(f"update failed: {_why(result or PsaError('no result'))}",
+                  f"check the {terms.line} in {terms.psa}, then re-run; other updates are kept")
+    else:
+        assert isinstance(result, (int, Written))
+        _settle(work, result)
 
 
 def _line(work: _Work) -> Line:
