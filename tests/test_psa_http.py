@@ -9,7 +9,7 @@ from typing import List
 
 import pytest
 
-from psabill.psa.base import PsaAuthError, PsaError, PsaUnreachable
+from psabill.psa.base import Halted, PsaAuthError, PsaError, PsaUnreachable
 from psabill.psa.http import HttpClient, check_url, rebase
 from psabill.sandbox.connectwise import Sandbox
 
@@ -175,6 +175,15 @@ class TestLimits:
                 t.join()
             assert server.max_inflight["GET system/info"] == 2
             assert http.request_count == 10 == server.total
+
+    def test_a_request_told_not_to_go_once_it_holds_its_slot_is_neither_sent_nor_counted(self, sb: Sandbox) -> None:
+        waits: List[float] = []
+        http = client(sb, waits)
+        asked: List[bool] = []
+        with pytest.raises(Halted):
+            http.get_json(info_url(sb), go=lambda: asked.append(True) or False)
+        assert asked == [True] and http.request_count == 0 == sb.total
+        assert http.get_json(info_url(sb), go=lambda: True) and http.request_count == 1 == sb.total
 
     def test_a_request_budget_stops_before_the_limit(self, sb: Sandbox) -> None:
         waits: List[float] = []

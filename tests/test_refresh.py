@@ -529,11 +529,11 @@ def test_autotask_credentials_refused_to_a_verify_read_stop_the_batch_posting_be
                 time.sleep(0.005)
             return real_post(targets, run, ahead, halt)
 
-        def verify_batch(batch: Any, run: Any = map, *, read: bool = True) -> Any:
+        def verify_batch(batch: Any, run: Any = map) -> Any:
             verified.append(len(verified))
             if len(verified) == 1:
                 standin.fail(401, endpoint="ContractServiceUnits")  # the next units read: this verify's
-            return real_verify(batch, run, read=read)
+            return real_verify(batch, run)
 
         client.post_batch, client.verify_batch = post_batch, verify_batch  # type: ignore[attr-defined]
         standin.clear_log()
@@ -552,24 +552,42 @@ def test_autotask_credentials_refused_to_a_verify_read_stop_the_batch_posting_be
         _truthful(second, rows, services, standin, initial)
 
 
-def test_autotask_gone_while_a_batch_posts_stops_its_posts_not_yet_sent(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # One post at a time; the stand-in drops every connection after the batch's third post: the fourth
-    # fails as unreachable (after its retries), and the batch's other posts are never sent.
+def test_autotask_a_refused_post_stops_its_batch_posts_not_yet_sent_also_those_waiting_for_a_slot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Eight workers, three posts in flight at most (Autotask's per-endpoint limit), the rest waiting for a
+    # slot. The first post to arrive is refused (401): the two beside it land, and the waiting ones are
+    # never sent; at most one may take the refused post's slot in the moment before the refusal is known.
+    with AutotaskStandin(today=TODAY, latency_ms=30) as standin:
+        rows, services = at_book(standin, 30)
+        initial = {key: standin.units(csid) for key, csid in services.items()}
+        changed = sum(row.seats != initial[f"{row.customer}/{row.sku}"] for row in rows)
+        cfg = at_config(tmp_path, standin, monkeypatch, concurrency=8)
+        standin.fail(401, endpoint="ContractServiceAdjustments")
+        run = Run(cfg, at_client(cfg, standin), rows)
+        sent = [r for r in standin.requests if r.endpoint == "ContractServiceAdjustments"]
+        assert 3 <= len(sent) <= 4 < changed
+        assert run.report.count(UPDATED) == len(standin.adjustments) == len(sent) - 1
+        failed = [i for i in run.report.items if i.outcome == FAILED]
+        assert [i.message.startswith("update failed:") and "credentials refused" in i.message
+                for i in failed].count(True) == 1
+        assert len(failed) == changed - len(standin.adjustments)
+        assert all(i.message.startswith(("update failed:", "not written:")) for i in failed)
+        _truthful(run, rows, services, standin, initial)
+
+
+def test_autotask_a_post_whose_answer_is_lost_is_verified_counted_once_and_the_run_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One adjustment lands but its answer comes after the client's 1 s timeout. That stops nothing: the
+    # verify read finds it landed, every item is updated, and no adjustment is posted twice.
     with AutotaskStandin(today=TODAY) as standin:
         rows, services = at_book(standin, 12)
         initial = {key: standin.units(csid) for key, csid in services.items()}
-        cfg = at_config(tmp_path, standin, monkeypatch, concurrency=1)
-        reads = Run(cfg, at_client(cfg, standin), rows, dry_run=True).report.api_requests
-        standin.clear_log()
-        standin.die_after(reads + 1 + 3)  # the reads, the batch's units read, three posts
+        changed = sum(row.seats != initial[f"{row.customer}/{row.sku}"] for row in rows)
+        cfg = at_config(tmp_path, standin, monkeypatch, timeout=1, concurrency=1)
+        standin.delay(2.5, late=True, endpoint="ContractServiceAdjustments")
         run = Run(cfg, at_client(cfg, standin), rows)
-        adjustments = [r for r in standin.requests if r.endpoint == "ContractServiceAdjustments"]
-        assert len(adjustments) == 3 and run.report.count(UPDATED) == 3
-        failed = [i for i in run.report.items if i.outcome == FAILED]
-        assert [i.message.split(":")[0] for i in failed].count("update failed") == 1
-        assert all(i.message.startswith("not written:") for i in failed if not i.message.startswith("update"))
-        standin.revive()
+        assert run.report.count(FAILED) == 0 and run.report.count(UPDATED) == changed
+        assert len(standin.adjustments) == changed == len({a["contractServiceID"] for a in standin.adjustments})
         _truthful(run, rows, services, standin, initial)
 
 

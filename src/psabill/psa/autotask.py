@@ -41,8 +41,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from psabill.errors import ConfigError
 from psabill.settings import PsaSettings
-from psabill.psa.base import (AUTOTASK_TERMS, Agreement, Company, Halted, Line, PsaAuthError, PsaError, PsaUnreachable,
-                              Run, Written)
+from psabill.psa.base import (AUTOTASK_TERMS, Agreement, Company, Halted, Line, PsaAuthError, PsaError, PsaNoAnswer,
+                              PsaUnreachable, Run, Written)
 from psabill.psa.http import HttpClient, batches, check_url, numeric_id, origin, rebase, whole
 
 ZONE_LOOKUP = "https://webservices.autotask.net"
@@ -66,10 +66,6 @@ class Target:
     start: str  # "YYYY-MM-DD"
     posted: str = ""  # the month name of the posted period this one replaces, if any
     rows: int = 1  # units rows the billing date's period held for the service: what a re-read returns
-
-
-class _Unread(PsaError):
-    """verify_batch was told not to read."""
 
 
 @dataclass
@@ -415,8 +411,10 @@ class AutotaskClient:
         is on ContractServiceUnits, the posts on ContractServiceAdjustments);
         with plain ``map`` it runs when taken. Either way it precedes the
         batch's own posts. :meth:`post_batch` reads afresh instead when the
-        read failed, or when a batch since then raised, stopped or ended
-        unverified: the fresh read then finds out whether the PSA is still there.
+        read failed, or when a batch raised, stopped or ended unverified
+        before the batch took it: the fresh read then finds out whether the PSA
+        is still there. (The engine's next batch may take its read while the
+        batch before is still verifying; the two batches share no service.)
         """
         try:
             csids = tuple(sorted({_numeric(line.id, "contract service id") for line, _qty in targets}))
@@ -430,7 +428,7 @@ class AutotaskClient:
                        ahead: Optional[ReadAhead] = None) -> Dict[str, Union[Written, Exception]]:
         """Write one batch: :meth:`post_batch`, then :meth:`verify_batch`. Refused credentials raise."""
         posted = self.post_batch(targets, run, ahead)
-        results, problem = self.verify_batch(posted, run, read=posted.problem is None)
+        results, problem = self.verify_batch(posted, run)
         problem = posted.problem or problem
         if isinstance(problem, PsaAuthError):
             raise problem
@@ -444,8 +442,11 @@ class AutotaskClient:
         pool's ``map``); ``ahead``, from :meth:`read_ahead`, is the batch's
         units read already started. A failed bulk read raises: nothing of the
         batch was written. Once a post finds Autotask gone or the credentials
-        refused, or finds ``halt()`` true, the posts not yet sent are not sent
-        (their lines get :class:`Halted`); that error is ``Posted.problem``.
+        refused, or once ``halt()`` is true, the posts not yet sent are not
+        sent, even those already waiting for a slot (their lines get
+        :class:`Halted`); that error is ``Posted.problem``. A post whose answer
+        was lost (:class:`PsaNoAnswer`) stops nothing: it may have landed, and
+        the verify read says.
         """
         try:
             posted = self._post_batch(targets, run, ahead, halt)
@@ -456,13 +457,14 @@ class AutotaskClient:
             self._generation += 1
         return posted
 
-    def verify_batch(self, posted: "Posted", run: Run = map, *, read: bool = True,
+    def verify_batch(self, posted: "Posted", run: Run = map,
                      ) -> Tuple[Dict[str, Union[Written, Exception]], Optional[PsaError]]:
         """Re-read a posted batch in bulk: line id -> Written or that line's exception, and the read's error.
 
-        When the re-read fails, or ``read`` is false (the run is stopping), a
-        post Autotask answered counts as written: a re-run re-reads before any
-        delta. A failed re-read's error comes back for the engine to stop on.
+        Every post that was sent is re-read, also when the run is stopping: a
+        post whose answer was lost may have landed. When the re-read fails, a
+        post Autotask answered counts as written (a re-run re-reads before any
+        delta), and the read's error comes back for the engine to stop on.
         """
         results = dict(posted.results)
         sent = [job for job in posted.todo if not isinstance(posted.failures.get(job[0].id), Halted)]
@@ -473,8 +475,6 @@ class AutotaskClient:
         if not sent:
             return results, None
         try:
-            if not read:
-                raise _Unread()
             # The posts added a units row to each unposted period: the re-read is sized for that.
             after = self._reread({job[4]: job[5].rows + (0 if job[5].posted else 1) for job in sent}, run)
         except PsaError as unverified:
@@ -483,7 +483,7 @@ class AutotaskClient:
             for line, qty, _contract_id, _service_id, _csid, target in sent:
                 exc = posted.failures.get(line.id)
                 results[line.id] = exc if exc is not None else _written(target.units, qty, target)
-            return results, None if isinstance(unverified, _Unread) else unverified
+            return results, unverified
         for line, qty, _contract_id, _service_id, csid, target in sent:
             now = after.get(csid)
             exc = posted.failures.get(line.id)
@@ -543,12 +543,17 @@ class AutotaskClient:
 
         problems: List[PsaError] = []
 
+        def go() -> bool:
+            return not problems and not halt()
+
         def post(job: Tuple[Any, ...]) -> Optional[Exception]:
             line, qty, contract_id, service_id, csid, target = job
-            if problems or halt():
-                return Halted(f"not written: the run stopped before contract service {csid} was adjusted")
             try:
-                self._post(contract_id, service_id, csid, target, qty - target.units)
+                self._post(contract_id, service_id, csid, target, qty - target.units, go)
+            except Halted:
+                return Halted(f"not written: the run stopped before contract service {csid} was adjusted")
+            except PsaNoAnswer as exc:
+                return exc  # it may have landed: the verify read says
             except (PsaUnreachable, PsaAuthError) as exc:
                 problems.append(exc)  # the first such error stops the batch's posts not yet sent
                 return exc
@@ -569,11 +574,12 @@ class AutotaskClient:
         return PsaError(f"contract service {csid} on contract {contract_id} has no unposted billing period "
                         f"from {self.billing_date.isoformat()}")
 
-    def _post(self, contract_id: int, service_id: int, csid: int, target: Target, change: int) -> None:
+    def _post(self, contract_id: int, service_id: int, csid: int, target: Target, change: int,
+              go: Optional[Callable[[], bool]] = None) -> None:
         body = {"contractID": contract_id, "contractServiceID": csid, "serviceID": service_id,
                 "effectiveDate": f"{target.start}T00:00:00", "unitChange": change}
         response = self.http.request("POST", self.base + "/ContractServiceAdjustments", json=body,
-                                     endpoint="ContractServiceAdjustments", idempotent=False)
+                                     endpoint="ContractServiceAdjustments", idempotent=False, go=go)
         answer = self.http.json_of(response, "POST ContractServiceAdjustments")
         errors = answer.get("errors") if isinstance(answer, dict) else None
         if errors:

@@ -31,6 +31,10 @@ class PsaUnreachable(PsaError):
     """The PSA could not be reached at all (connection refused, DNS, TLS, timeouts)."""
 
 
+class PsaNoAnswer(PsaUnreachable):
+    """A write was sent but its answer never came (timed out, connection dropped): it may have been applied."""
+
+
 class Halted(PsaError):
     """A write not sent, because the run was stopping (the PSA went away or refused the credentials)."""
 
@@ -127,10 +131,9 @@ class PsaClient(Protocol):
         gone, the credentials refused), or None.
         """
 
-    def verify_batch(self, posted: Any, run: Run = map, *, read: bool = True,
+    def verify_batch(self, posted: Any, run: Run = map,
                      ) -> Tuple[Dict[str, Union[Written, Exception]], Optional[PsaError]]:
-        """Re-read a posted batch (unless not ``read``): line id -> Written or that line's exception,
-        and the re-read's error if any."""
+        """Re-read a posted batch: line id -> Written or that line's exception, and the re-read's error if any."""
 
     def write_capacity(self, writes: int) -> Tuple[int, str]:
         """How many of ``writes`` the allowance still covers, and the message for the rest (``bulk_writes``)."""

@@ -274,7 +274,7 @@ class ConnectWiseClient:
                    halt: Any = None) -> Any:
         raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
 
-    def verify_batch(self, posted: Any, run: Any = map, *, read: bool = True) -> Any:
+    def verify_batch(self, posted: Any, run: Any = map) -> Any:
         raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
 
     def write_capacity(self, writes: int) -> Tuple[int, str]:

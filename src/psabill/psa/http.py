@@ -31,8 +31,11 @@ Policy, in the order a request meets it:
   headers and the whole body: a server that dribbles one byte per read timeout
   cannot hold a run forever. Each socket operation's timeout is cut to what is
   left of the deadline (:class:`_DeadlineBackend`).
-* Errors: 401/403 -> PsaAuthError, unreachable after retries -> PsaUnreachable,
-  anything else -> PsaError with the status and a short body excerpt. Every
+* Errors: 401/403 -> PsaAuthError, unreachable after retries -> PsaUnreachable
+  (PsaNoAnswer when a non-idempotent request was sent but its answer never
+  came: it may have been applied), anything else -> PsaError with the status
+  and a short body excerpt. A caller's ``go`` is asked once the request holds
+  its slots; false, and the request is neither sent nor counted (Halted). Every
   message passes through :meth:`HttpClient.scrub`, which is
   :func:`psabill.redact.one_line` with this client's secrets and the
   Authorization value added: the full text is scrubbed (raw, URL-encoded,
@@ -56,7 +59,7 @@ import httpcore
 import httpx
 
 from psabill import redact
-from psabill.psa.base import PsaAuthError, PsaError, PsaUnreachable
+from psabill.psa.base import Halted, PsaAuthError, PsaError, PsaNoAnswer, PsaUnreachable
 
 log = logging.getLogger("psabill.psa")
 
@@ -218,6 +221,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _NotSent(Exception):
+    pass
+
+
 class HttpClient:
     """A thread-safe, counting, retrying JSON client for one PSA origin."""
 
@@ -338,8 +345,13 @@ class HttpClient:
         endpoint: Optional[str] = None,
         idempotent: bool = True,
         headers: Optional[Mapping[str, str]] = None,
+        go: Optional[Callable[[], bool]] = None,
     ) -> httpx.Response:
-        """Send one logical request; return a 2xx response or raise a PsaError."""
+        """Send one logical request; return a 2xx response or raise a PsaError.
+
+        ``go``, if given, is asked once the request holds its slots: false, and
+        it is not sent (nor counted) and :class:`Halted` is raised.
+        """
         check_url(url)
         endpoint_sem = self._endpoint_sem(endpoint)
         where = f"{method} {_bare(url)}"
@@ -354,9 +366,13 @@ class HttpClient:
                 with self._global:
                     if endpoint_sem is not None:
                         with endpoint_sem:
-                            response = self._send(outgoing)
+                            response = self._send(outgoing, go)
                     else:
-                        response = self._send(outgoing)
+                        response = self._send(outgoing, go)
+            except _NotSent:
+                with self._count_lock:
+                    self._count -= 1
+                raise Halted(f"{where}: not sent, the run is stopping") from None
             except _TooLarge:
                 raise PsaError(self.scrub(f"{where}: the response is over the {_megabytes(self.max_bytes)} limit; "
                                           "it was refused and nothing in it was used")) from None
@@ -367,7 +383,9 @@ class HttpClient:
                     failure = f"no complete response within the {self.deadline:g}s deadline"
                 else:
                     failure = f"timed out ({type(exc).__name__})"
-                if attempt >= self.max_retries or (sent and not idempotent):
+                if sent and not idempotent:
+                    raise PsaNoAnswer(self.scrub(f"{where}: {failure} after {attempt + 1} attempt(s)")) from None
+                if attempt >= self.max_retries:
                     raise PsaUnreachable(self.scrub(f"{where}: {failure} after {attempt + 1} attempt(s)")) from None
             except httpx.ConnectError as exc:
                 failure = f"cannot connect: {exc}"
@@ -375,7 +393,9 @@ class HttpClient:
                     raise PsaUnreachable(self.scrub(f"{where}: {failure}")) from None
             except httpx.TransportError as exc:
                 failure = f"connection failed: {type(exc).__name__}: {exc}"
-                if attempt >= self.max_retries or not idempotent:
+                if not idempotent:
+                    raise PsaNoAnswer(self.scrub(f"{where}: {failure}")) from None
+                if attempt >= self.max_retries:
                     raise PsaUnreachable(self.scrub(f"{where}: {failure}")) from None
             else:
                 status = response.status_code
@@ -399,8 +419,10 @@ class HttpClient:
             self._sleep(wait)
             attempt += 1
 
-    def _send(self, request: httpx.Request) -> httpx.Response:
+    def _send(self, request: httpx.Request, go: Optional[Callable[[], bool]] = None) -> httpx.Response:
         """One attempt, bounded: the body streamed up to ``max_bytes``, everything within ``deadline``."""
+        if go is not None and not go():
+            raise _NotSent()
         deadline = time.monotonic() + self.deadline
         _attempt.deadline, _attempt.expired = deadline, False
         try:

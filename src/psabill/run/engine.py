@@ -439,9 +439,13 @@ def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: T
     while the first batch posts. Each batch covers services no other batch
     touches, so the overlap changes no delta.
 
-    The first unreachable PSA or refused credentials stops the writing: posts
-    not yet sent are not sent, later batches are not written, and what was
-    sent is reported as written (a re-run re-reads before any delta).
+    The first unreachable PSA or refused credentials, found by a post or a
+    verify read, stops the writing: posts not yet sent are not sent (also
+    those waiting for a slot), later batches are not written, and every post
+    that was sent is still re-read; if that read fails too, a post Autotask
+    answered counts as written (a re-run re-reads before any delta). A post
+    whose answer was lost stops nothing: it may have landed, and the verify
+    read says.
     """
     size = max(1, client.write_batch)
     batches = [writes[start: start + size] for start in range(0, len(writes), size)]
@@ -483,7 +487,7 @@ def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: T
                         aheads[index + 2] = client.read_ahead(targets[index + 2], pool.map)
                     posting = poster.submit(post, index + 1)
                 if posted is not None:
-                    found, problem = client.verify_batch(posted, checker.map, read=not stop.is_set())
+                    found, problem = client.verify_batch(posted, checker.map)
                     results.update(found)
                     if isinstance(problem, (PsaUnreachable, PsaAuthError)):
                         stop.set()

@@ -203,7 +203,8 @@ class LoopbackServer:
 
     def _serve(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         # The answer leaves ``latency_ms`` after the request arrived, the stand-in's own work included:
-        # a PSA's latency covers its work, so the stand-in's must too (a stalled fault adds its stall).
+        # a PSA's latency covers its work, so the stand-in's must too. A stall (``delay``), before the work
+        # or after it, comes on top.
         due = getattr(handler, "arrived", time.monotonic()) + self.latency_ms / 1000.0
         split = urlsplit(handler.path)
         path = split.path
@@ -253,6 +254,7 @@ class LoopbackServer:
                         reply = (500, {}, {"code": "ServerError", "message": f"{type(exc).__name__}: {exc}"})
             if fault is not None and fault.delay and fault.late:
                 time.sleep(fault.delay)
+                due += fault.delay
             _sleep_until(due)
         finally:
             with self._lock:
