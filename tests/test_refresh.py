@@ -494,6 +494,14 @@ def test_autotask_reads_each_batch_before_its_posts_verifies_it_after_them_and_p
             assert standin.units(services[f"{row.customer}/{row.sku}"]) == row.seats
 
 
+def _book(standin: AutotaskStandin, customers: int
+          ) -> Tuple[List[UsageRow], Dict[str, int], Dict[str, int], int]:
+    """at_book, with each service's units before the run and how many rows change them."""
+    rows, services = at_book(standin, customers)
+    initial = {key: standin.units(csid) for key, csid in services.items()}
+    return rows, services, initial, sum(row.seats != initial[f"{row.customer}/{row.sku}"] for row in rows)
+
+
 def _truthful(run: Run, rows: List[UsageRow], services: Dict[str, int], standin: AutotaskStandin,
               initial: Dict[str, int]) -> None:
     """Every item says what happened to its service: updated ones hold the count, failed ones are as they were."""
@@ -512,9 +520,7 @@ def test_autotask_credentials_refused_to_a_verify_read_stop_the_batch_posting_be
     # and the second batch's posts wait until the run halts (at most 10 s): none of them is sent. The first
     # batch counts as written (Autotask took its posts), and a re-run finishes the job counting nothing twice.
     with AutotaskStandin(today=TODAY) as standin:
-        rows, services = at_book(standin, 30)
-        initial = {key: standin.units(csid) for key, csid in services.items()}
-        changed = sum(row.seats != initial[f"{row.customer}/{row.sku}"] for row in rows)
+        rows, services, initial, changed = _book(standin, 30)
         cfg = at_config(tmp_path, standin, monkeypatch, concurrency=1)
         client = at_client(cfg, standin)
         client.write_batch = -(-changed // 2)  # type: ignore[misc]
@@ -558,9 +564,7 @@ def test_autotask_a_refused_post_stops_its_batch_posts_not_yet_sent_also_those_w
     # slot. The first post to arrive is refused (401): the two beside it land, and the waiting ones are
     # never sent; at most one may take the refused post's slot in the moment before the refusal is known.
     with AutotaskStandin(today=TODAY, latency_ms=30) as standin:
-        rows, services = at_book(standin, 30)
-        initial = {key: standin.units(csid) for key, csid in services.items()}
-        changed = sum(row.seats != initial[f"{row.customer}/{row.sku}"] for row in rows)
+        rows, services, initial, changed = _book(standin, 30)
         cfg = at_config(tmp_path, standin, monkeypatch, concurrency=8)
         standin.fail(401, endpoint="ContractServiceAdjustments")
         run = Run(cfg, at_client(cfg, standin), rows)
@@ -580,9 +584,7 @@ def test_autotask_a_post_whose_answer_is_lost_is_verified_counted_once_and_the_r
     # One adjustment lands but its answer comes after the client's 1 s timeout. That stops nothing: the
     # verify read finds it landed, every item is updated, and no adjustment is posted twice.
     with AutotaskStandin(today=TODAY) as standin:
-        rows, services = at_book(standin, 12)
-        initial = {key: standin.units(csid) for key, csid in services.items()}
-        changed = sum(row.seats != initial[f"{row.customer}/{row.sku}"] for row in rows)
+        rows, services, initial, changed = _book(standin, 12)
         cfg = at_config(tmp_path, standin, monkeypatch, timeout=1, concurrency=1)
         standin.delay(2.5, late=True, endpoint="ContractServiceAdjustments")
         run = Run(cfg, at_client(cfg, standin), rows)
