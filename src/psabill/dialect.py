@@ -204,7 +204,7 @@ class SqliteDialect(Dialect):
             conn = sqlite3.connect(str(path), timeout=5)
             # One commit per item keeps a killed run's record; WAL with NORMAL sync makes
             # each commit cheap (no fsync) and still survives a killed process intact.
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn, 5.0)
             conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
@@ -385,3 +385,23 @@ class PostgresDialect(Dialect):
             yield
         finally:
             conn.close()  # ends the session: the server releases the lock
+
+
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """``PRAGMA journal_mode = WAL``, waiting out other connections switching a fresh file at that moment.
+
+    The switch needs the file to itself, and when several processes open a
+    fresh ledger together SQLite answers "database is locked" at once instead
+    of through its busy timeout; so retry, for as long as that timeout.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
