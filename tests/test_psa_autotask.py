@@ -17,7 +17,7 @@ from support.psa_schema import autotask_problems
 from psabill.sandbox.autotask import AutotaskStandin
 from psabill.errors import ConfigError
 from psabill.psa.autotask import AutotaskClient, api_base
-from psabill.psa.base import Agreement, Line, PsaAuthError, PsaError, PsaUnreachable, Written
+from psabill.psa.base import Agreement, Halted, Line, PsaAuthError, PsaError, PsaUnreachable, Written
 
 TODAY = date(2025, 3, 15)  # periods: Feb, Mar (current, starts 2025-03-01), Apr
 SECRET = "at-secret-value-42"
@@ -395,6 +395,21 @@ class TestRules:
         assert [len(f["value"]) for r in reads for f in r.body["filter"]
                 if f["field"] == "contractServiceID"] == [300, 250, 50]
         assert all(at.units(int(ln.id)) == 20 for ln in lines)
+
+    def test_posts_waiting_for_a_slot_are_not_sent_once_the_run_halts(self, at: AutotaskStandin) -> None:
+        # Eight workers, at most three posts in flight; halt() turns true once three adjustments have
+        # arrived. A post asks when it holds its slot, so only those already on the wire then still go.
+        lines = [self.line(at, 10) for _ in range(40)]
+        at.latency_ms = 30
+        client = make(at, section={"url": at.url + "/ATServicesRest/", "concurrency": 8})
+        with ThreadPoolExecutor(8) as pool:
+            posted = client.post_batch([(ln, 20) for ln in lines], pool.map,
+                                       halt=lambda: len(at.adjustments) >= 3)
+        sent = len(at.adjustments)
+        assert 3 <= sent <= 6  # three arrived, and at most three were on the wire by then
+        assert sum(isinstance(e, Halted) for e in posted.failures.values()) == 40 - sent
+        assert client.request_count == 1 + sent  # the units read, then the posts: halted ones are not counted
+        assert posted.problem is None
 
     def test_a_read_ahead_stands_for_the_batch_units_read(self, at: AutotaskStandin) -> None:
         lines = [self.line(at, 10) for _ in range(3)]

@@ -442,11 +442,12 @@ class AutotaskClient:
         pool's ``map``); ``ahead``, from :meth:`read_ahead`, is the batch's
         units read already started. A failed bulk read raises: nothing of the
         batch was written. Once a post finds Autotask gone or the credentials
-        refused, or once ``halt()`` is true, the posts not yet sent are not
-        sent, even those already waiting for a slot (their lines get
-        :class:`Halted`); that error is ``Posted.problem``. A post whose answer
-        was lost (:class:`PsaNoAnswer`) stops nothing: it may have landed, and
-        the verify read says.
+        refused (that error is ``Posted.problem``), or once ``halt()`` is true,
+        the posts not yet sent are not sent, their lines getting
+        :class:`Halted`: each post asks as it takes its concurrency slot, so
+        only one that took it in the instant before the stop was known still
+        goes. A post whose answer was lost (:class:`PsaNoAnswer`) stops
+        nothing: it may have landed, and the verify read says.
         """
         try:
             posted = self._post_batch(targets, run, ahead, halt)

@@ -440,9 +440,9 @@ def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: T
     touches, so the overlap changes no delta.
 
     The first unreachable PSA or refused credentials, found by a post or a
-    verify read, stops the writing: posts not yet sent are not sent (also
-    those waiting for a slot), later batches are not written, and every post
-    that was sent is still re-read; if that read fails too, a post Autotask
+    verify read, stops the writing: from then on no post is sent (also none
+    waiting for a slot), later batches are not written, and every post that
+    was sent is still re-read; if that read fails too, a post Autotask
     answered counts as written (a re-run re-reads before any delta). A post
     whose answer was lost stops nothing: it may have landed, and the verify
     read says.
@@ -463,10 +463,9 @@ def _write_batches(client: PsaClient, writes: List[_Work], terms: Terms, pool: T
             for work in settled:
                 emit(work)
             for index, batch in enumerate(batches):
-                if posting is None:
+                if posting is None:  # stopped before this batch
                     for work in batch:
-                        work.fail(f"not written: {terms.psa} became unreachable or refused the credentials earlier "
-                                  f"in this run", "re-run; quantities already written are kept and not written twice")
+                        _settle_written(work, Halted("not written"), terms)
                         emit(work)
                     continue
                 results: Dict[str, object] = {}
