@@ -468,11 +468,13 @@ class AutotaskClient:
         delta), and the read's error comes back for the engine to stop on.
         """
         results = dict(posted.results)
-        sent = [job for job in posted.todo if not isinstance(posted.failures.get(job[0].id), Halted)]
+        sent = []
         for job in posted.todo:
             failure = posted.failures.get(job[0].id)
             if isinstance(failure, Halted):
                 results[job[0].id] = failure
+            else:
+                sent.append(job)
         if not sent:
             return results, None
         try:
