@@ -233,8 +233,8 @@ def schedule_core(repeats: int) -> List[Row]:
     from itertools import islice
     from zoneinfo import ZoneInfo
 
-    from psabill import cronplan as cronexpr
-    from psabill.schedule import Schedule
+    from psabill.schedule import cronplan as cronexpr
+    from psabill.schedule.rules import Schedule
 
     ny = ZoneInfo("America/New_York")
     rows = []

@@ -72,7 +72,7 @@ def _record_run(env: Env, *items: object) -> int:
     """A finished manual run in the state dir's history, holding ``items``."""
     from datetime import datetime, timezone
 
-    from psabill.history import History
+    from psabill.ledger.history import History
     from psabill.report import RunReport
 
     env.state_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from support.env import Env, last_line
-from psabill.crontab import config_id
+from psabill.schedule.crontab import config_id
 
 if sys.version_info >= (3, 11):
     import tomllib

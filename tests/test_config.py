@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from psabill import paths
-from psabill import settings as config
+from psabill.config import paths
+from psabill.config import settings as config
 from psabill.errors import ConfigError
 
 

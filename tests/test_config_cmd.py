@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from psabill import settings
+from psabill.config import settings
 from psabill.cli.config import MASK
 from support.env import Env, last_line
 

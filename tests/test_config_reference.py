@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from psabill import reference as settings  # the reference module documents the settings schema
+from psabill.config import reference as settings  # the reference module documents the settings schema
 from psabill.cli import cli
 
 README = Path(__file__).parents[1] / "README.md"
@@ -32,7 +32,7 @@ def test_the_readme_reference_is_exactly_what_the_generator_writes() -> None:
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
     embedded = text[text.index(start) + len(start):text.index(end)]
     assert embedded == settings.render_reference(2), (
-        "the README's config reference is stale: paste `python -c 'from psabill.reference import "
+        "the README's config reference is stale: paste `python -c 'from psabill.config.reference import "
         "render_reference; print(render_reference(2), end=\"\")'` between its markers")
 
 
@@ -43,7 +43,7 @@ def test_every_schema_key_appears_in_the_readme() -> None:
 
 
 def test_python_dash_m_and_the_cli_print_the_same_reference() -> None:
-    by_module = subprocess.run([sys.executable, "-m", "psabill.reference"], capture_output=True, text=True,
+    by_module = subprocess.run([sys.executable, "-m", "psabill.config.reference"], capture_output=True, text=True,
                                check=True, timeout=60).stdout
     by_cli = CliRunner().invoke(cli, ["config", "reference"]).output
     assert by_module == by_cli == settings.render_reference()

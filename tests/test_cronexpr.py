@@ -28,8 +28,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from psabill.cronplan import HORIZON, MAX_LATENESS, CronPlan, expression, is_second_pass, plan
-from psabill.schedule import MODES, Schedule
+from psabill.schedule.cronplan import HORIZON, MAX_LATENESS, CronPlan, expression, is_second_pass, plan
+from psabill.schedule.rules import MODES, Schedule
 from support.zones import TWO_YEARS, UTC, ZONES, nows, occurrences_between, schedules, utc
 
 try:  # cronsim >= 2.7 needs Python 3.10 at import time

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from support.env import Env
-from psabill import crontab as cron
+from psabill.schedule import crontab as cron
 from psabill.errors import CrontabError
 
 ADMIN_TAB = (

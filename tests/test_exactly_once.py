@@ -15,8 +15,8 @@ import tomli_w
 
 from support.env import Env
 from psabill import clock
-from psabill import crontab as cron
-from psabill.history import History
+from psabill.schedule import crontab as cron
+from psabill.ledger.history import History
 from psabill.report import RunReport
 
 UTC = timezone.utc
@@ -431,7 +431,7 @@ def test_the_results_email_has_an_overall_deadline_so_a_dribbling_smtp_server_ne
     import threading
     import time
 
-    from psabill.lock import run_lock
+    from psabill.ledger.lock import run_lock
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -556,9 +556,9 @@ def test_schedule_set_writes_through_a_symlinked_config_to_its_target(env: Env) 
 def test_two_concurrent_schedule_sets_leave_config_and_crontab_in_agreement(env: Env) -> None:
     import sys
 
-    from psabill import scheduling
-    from psabill.paths import Paths
-    from psabill.settings import load
+    from psabill.schedule import save as scheduling
+    from psabill.config.paths import Paths
+    from psabill.config.settings import load
 
     daily(env)
     env.make_ready()
@@ -652,11 +652,13 @@ def test_a_simulated_year_of_firings_runs_every_occurrence_exactly_once(
     import itertools
     from zoneinfo import ZoneInfo
 
-    from psabill import cronplan, scheduling
+    from psabill.schedule import cronplan
+
+    from psabill.schedule import save as scheduling
     from psabill.errors import AbortError
-    from psabill.paths import Paths
+    from psabill.config.paths import Paths
     from psabill.run.guard import run_scheduled
-    from psabill.settings import load
+    from psabill.config.settings import load
 
     env.host(host)
     start = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Tests for psabill.export: systemd units and a Kubernetes CronJob.
+"""Tests for psabill.schedule.export: systemd units and a Kubernetes CronJob.
 
 The policy (``export.py``'s docstring): every occurrence of the schedule is a
 firing of the timer and of the CronJob, in the account zone; short months
@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from psabill.export import (
+from psabill.schedule.export import (
     CONFIG_PATH,
     STATE_DIR,
     cron_expression,
@@ -45,7 +45,7 @@ from psabill.export import (
     systemd_quote,
     systemd_units,
 )
-from psabill.schedule import Schedule
+from psabill.schedule.rules import Schedule
 from support.zones import UTC, occurrences_between, utc
 
 try:  # cronsim >= 2.7 needs Python 3.10 at import time

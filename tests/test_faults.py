@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 
 from psabill.sandbox.autotask import AutotaskStandin
 from support.env import SCHEDULED_NOW, Env, configure, free_port, last_line, tomllib
-from psabill import settings as config
+from psabill.config import settings as config
 from psabill.errors import PsabillError
 from psabill.sandbox.connectwise import Sandbox
-from psabill.history import History
-from psabill.lock import run_lock
+from psabill.ledger.history import History
+from psabill.ledger.lock import run_lock
 
 PSABILL = [sys.executable, "-m", "psabill"]
 
@@ -85,7 +85,7 @@ class TestConcurrency:
         for proc in procs:
             proc.wait(60)
         events = [line.split(" run ", 1)[1].split(":")[0].split(" (")[0]
-                  for line in (env.state_dir / "psabill.log").read_text().splitlines() if " run " in line]
+                  for line in (env.state_dir / "psabill.text.log").read_text().splitlines() if " run " in line]
         # "1 started", "1 finished", "2 started", "2 finished": never interleaved.
         assert [e.split()[1] for e in events] == ["started", "finished", "started", "finished"]
         assert events[0].split()[0] == events[1].split()[0] and events[2].split()[0] == events[3].split()[0]
@@ -127,7 +127,7 @@ class TestConcurrency:
 SAVER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from psabill import settings as config
+    from psabill.config import settings as config
     path = Path(sys.argv[1])
     versions = [{"account": {"name": "old " * 500, "timezone": "UTC"}},
                 {"account": {"name": "new " * 2000, "timezone": "UTC"}, "products": {"LastPass": "LP"}}]
@@ -279,7 +279,7 @@ class TestSecrets:
         record(["email", "test"])
         written = _everything_written(env)
         names = {p.name for p in written}
-        assert {"config.toml", "crontab", "state.db", "psabill.log"} <= names
+        assert {"config.toml", "crontab", "state.db", "psabill.text.log"} <= names
         assert any(name.endswith(".eml") for name in names)
         haystacks = outputs + [p.read_bytes().decode("utf-8", "replace") for p in written]
         for secret in (SECRET_KEY, basic, SMTP_PASSWORD, WRONG_KEY):
@@ -372,7 +372,7 @@ def _load_or_clean_error(tmp_path: Path, data: bytes) -> None:
     except PsabillError as exc:
         assert "\n" not in exc.message and str(path) in exc.message
         return
-    from psabill.scheduling import schedule_of as schedule_from
+    from psabill.schedule.save import schedule_of as schedule_from
 
     try:  # a config that loads must also give a schedule or a clean error
         schedule_from(loaded)
@@ -387,8 +387,8 @@ class TestLogging:
         for _ in range(3):
             proc = run(["--verbose", "run", "--dry-run"])
             assert "psabill: run " in proc.stderr
-        logs = sorted(p.name for p in env.state_dir.glob("psabill.log*"))
-        assert logs == ["psabill.log", "psabill.log.1", "psabill.log.2"]
+        logs = sorted(p.name for p in env.state_dir.glob("psabill.text.log*"))
+        assert logs == ["psabill.text.log", "psabill.text.log.1", "psabill.text.log.2"]
 
     def test_under_cron_a_clean_run_prints_nothing_and_a_failing_one_speaks(self, env: Env, sandbox: Sandbox) -> None:
         configure(env, sandbox, free_port())

@@ -96,8 +96,8 @@ environments = st.fixed_dictionaries({}, optional={
 
 
 # A hostile or damaged state dir: loose, a symlink where a state file belongs, a directory for the lock.
-state_dirs = st.sampled_from([None, "loose", "state.db->", "state.db-wal->", "psabill.log->", "run.lock->",
-                              "run.lock/", "psabill.log/"])
+state_dirs = st.sampled_from([None, "loose", "state.db->", "state.db-wal->", "psabill.text.log->", "run.lock->",
+                              "run.lock/", "psabill.text.log/"])
 VICTIM = b"someone else's file\n"
 
 

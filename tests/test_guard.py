@@ -11,7 +11,7 @@ import pytest
 from cronsim import CronSim
 
 from support.env import Env
-from psabill.crontab import is_ours
+from psabill.schedule.crontab import is_ours
 
 UTC = timezone.utc
 SAVED = "2026-11-26T12:00:00+00:00"

@@ -115,9 +115,9 @@ class TestRule2LooseFilesAreRefused:
     @pytest.mark.parametrize("how", LOOSENESS)
     @pytest.mark.parametrize("secret", ["psa-private_key_file", "smtp-password_file"])
     def test_rule2_a_loose_key_file_is_refused(self, env: Env, how: str, secret: str) -> None:
-        from psabill import secrets
+        from psabill.config import secrets
         from psabill.errors import ConfigError
-        from psabill.settings import load
+        from psabill.config.settings import load
 
         ready(env)
         key = env.config.parent / "smtp-pw"
@@ -168,7 +168,7 @@ class TestRule2LooseFilesAreRefused:
         elif what == "interpreted-script":
             text = text.replace('kind = "csv"', 'kind = "command"\ncommand = ["sh", "-e", "export.sh"]')
         env.config.write_text(text)
-        from psabill.settings import load
+        from psabill.config.settings import load
 
         settings = load(env.config)
         assert read_source(settings) == []  # fine while tight
@@ -216,7 +216,7 @@ class TestRule3ModesDoNotDependOnTheUmask:
             assert mode(directory) == 0o700, directory
         files = [config, *state.iterdir()]
         names = {p.name for p in files}
-        assert {"state.db", "run.lock", "psabill.log", "psabill.log.1"} <= names, names
+        assert {"state.db", "run.lock", "psabill.text.log", "psabill.text.log.1"} <= names, names
         for path in files:
             assert mode(path) == 0o600, path
 
@@ -243,7 +243,7 @@ class TestRule3ModesDoNotDependOnTheUmask:
 
 # -- 4. no symlinks in the state dir ----------------------------------------------------------------------------
 
-STATE_FILES = ["state.db", "state.db-wal", "state.db-shm", "state.db-journal", "psabill.log", "run.lock"]
+STATE_FILES = ["state.db", "state.db-wal", "state.db-shm", "state.db-journal", "psabill.text.log", "run.lock"]
 
 
 class TestRule4NoSymlinksInTheStateDir:
@@ -354,7 +354,7 @@ class TestRule6BoundedResponses:
     @pytest.mark.parametrize("behaviour", ["huge-chunked", "huge-declared"])
     def test_rule6_a_response_over_50_mb_is_refused_by_name(self, loopback: str, behaviour: str) -> None:
         from psabill.psa.base import PsaError
-        from psabill.psa.http import HttpClient
+        from psabill.net.http import HttpClient
 
         client = HttpClient(headers={}, timeout=10, max_retries=2)
         assert client.get_json(f"{loopback}/ok") == {"ok": True}
@@ -369,7 +369,7 @@ class TestRule6BoundedResponses:
     @pytest.mark.parametrize("behaviour", ["dribble-body", "dribble-headers"])
     def test_rule6_a_server_that_dribbles_bytes_meets_the_overall_deadline(self, loopback: str, behaviour: str) -> None:
         from psabill.psa.base import PsaUnreachable
-        from psabill.psa.http import HttpClient
+        from psabill.net.http import HttpClient
 
         client = HttpClient(headers={}, timeout=0.5, max_retries=1, backoff=0.01)  # deadline: 4 x 0.5 s
         started = time.monotonic()
@@ -511,7 +511,7 @@ class TestRule10CrontabBytesAreData:
 class TestRule11LoggingNeverSpeaksToCron:
     def test_rule11_a_log_that_cannot_be_opened_is_one_line_and_the_run_carries_on(self, env: Env) -> None:
         ready(env)
-        (env.state_dir / "psabill.log").mkdir(parents=True)  # not writable, even by root
+        (env.state_dir / "psabill.text.log").mkdir(parents=True)  # not writable, even by root
         proc = run(["run", "--scheduled"], PSABILL_NOW=SCHEDULED_NOW)
         assert proc.returncode == 0 and proc.stdout == ""
         lines = proc.stderr.splitlines()
@@ -523,9 +523,9 @@ class TestRule11LoggingNeverSpeaksToCron:
         assert len(runs) == 1 and runs[0]["finished_at"] and runs[0]["status"] not in ("failed", "aborted")
 
     def test_rule11_a_log_write_that_fails_is_reported_once_without_a_traceback(self, tmp_path: Path) -> None:
-        from psabill import log
+        from psabill.text import log
 
-        logger = log.setup(tmp_path / "state" / "psabill.log")
+        logger = log.setup(tmp_path / "state" / "psabill.text.log")
         handler = logger.handlers[0]
 
         class Broken(io.StringIO):
@@ -554,8 +554,8 @@ class TestHistoryWritesAreScrubbed:
     def test_history_writes_are_scrubbed(self, tmp_path: Path) -> None:
         from datetime import datetime, timezone
 
-        from psabill import redact
-        from psabill.history import History
+        from psabill.text import redact
+        from psabill.ledger.history import History
         from psabill.report import ItemResult, RunReport
 
         secret = "hist-secret-4c1d9e-do-not-store"
@@ -601,7 +601,7 @@ class TestRule2TrustFilesBeyondTheListed:
         import certifi
 
         from psabill.psa.base import PsaError
-        from psabill.psa.http import HttpClient
+        from psabill.net.http import HttpClient
 
         ca = tmp_path / "ca.pem"
         ca.write_bytes(Path(certifi.where()).read_bytes())

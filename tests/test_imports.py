@@ -35,9 +35,9 @@ HEAVY = ("httpx", "jinja2")  # the PSA clients and the email report
 OTHER_COMMANDS = tuple(f"psabill.cli.{name}" for name in
                        ("check", "cron", "demo", "email", "history", "schedule", "status"))
 NOT_DUE_FORBIDDEN = HEAVY + OTHER_COMMANDS + ("click", "psabill.cli", 
-    "crontab", "email_validator", "logging", "psabill.crontab", "psabill.cronplan", "psabill.run.engine",
-    "psabill.run.mapping", "psabill.sources", "psabill.psa", "psabill.notify", "psabill.log",
-    "psabill.sandbox", "psabill.lock",
+    "crontab", "email_validator", "logging", "psabill.schedule.crontab", "psabill.schedule.cronplan", "psabill.run.engine",
+    "psabill.run.mapping", "psabill.sources", "psabill.psa", "psabill.notify", "psabill.text.log",
+    "psabill.sandbox", "psabill.ledger.lock",
     # Class-building and number machinery the path has no use for: building frozen
     # dataclasses (and importing inspect for them) cost more than the path's own
     # work, so its records are NamedTuples; Decimal is for quantities, which only a
@@ -93,7 +93,7 @@ def test_the_not_due_cron_path_imports_no_psa_client_template_engine_or_python_c
         scheduled: Env, now: str) -> None:
     code, stdout, modules = modules_after(scheduled, ["run", "--scheduled"], now)
     assert (code, stdout) in ((0, ""), (None, "")), "the not-due path must be silent and exit 0"
-    assert "psabill.run.guard" in modules and "psabill.schedule" in modules  # the probe really ran the guard
+    assert "psabill.run.guard" in modules and "psabill.schedule.rules" in modules  # the probe really ran the guard
     assert offending(modules, NOT_DUE_FORBIDDEN) == []
 
 
@@ -129,7 +129,7 @@ def test_any_other_command_line_goes_to_the_cli(argv: List[str]) -> None:
 COUNT_PARSES = PROBE.replace(
     "import runpy, sys\n",
     "import runpy, sys\n"
-    "import psabill.settings as _settings\n"
+    "import psabill.config.settings as _settings\n"
     "_parse, _parses = _settings.parse_document, []\n"
     "_settings.parse_document = lambda raw, path: (_parses.append(path), _parse(raw, path))[1]\n",
 ).replace('json.dump({"code": code, "modules": modules}, fh)',

@@ -23,8 +23,8 @@ from typing import List, Optional
 import pytest
 
 from psabill.errors import StateError
-from psabill.history import SCHEMA_VERSION, History
-from psabill.statuses import INTERRUPTED, PARTIAL, SUCCESS, UPDATED
+from psabill.ledger.history import SCHEMA_VERSION, History
+from psabill.outcomes import INTERRUPTED, PARTIAL, SUCCESS, UPDATED
 from psabill.report import ItemResult, RunReport
 from support.env import Env
 from support.ledger import history_for, store_for
@@ -284,7 +284,7 @@ class TestPostgresErrors:
         assert "hunter2" not in result.output and "mysql://root@db/psabill" in result.output
 
     def test_the_lock_message_names_the_database_without_the_password(self, pg_url: str) -> None:
-        from psabill.dialect import PostgresDialect
+        from psabill.ledger.dialect import PostgresDialect
 
         secret_url = pg_url.replace("psabill@", "psabill:pw-not-shown@")  # trust auth ignores it
         first, second = PostgresDialect(secret_url), PostgresDialect(secret_url)
@@ -296,7 +296,7 @@ class TestPostgresErrors:
 
     def test_ledgers_in_different_schemas_do_not_share_a_lock(self, pg_server: str) -> None:
         from support.pg import fresh_schema
-        from psabill.dialect import PostgresDialect
+        from psabill.ledger.dialect import PostgresDialect
 
         with PostgresDialect(fresh_schema(pg_server)).lock(1):
             with PostgresDialect(fresh_schema(pg_server)).lock(0.1):
@@ -375,8 +375,8 @@ class TestTwoHosts:
                 for customer, csid in services.items():
                     assert at.units(csid) == seats[customer]
             # Each install logged locally; between them, exactly one run per round.
-            started = sum((root / "state" / "psabill.log").read_text().count(" started (scheduled")
-                          for root in installs if (root / "state" / "psabill.log").exists())
+            started = sum((root / "state" / "psabill.text.log").read_text().count(" started (scheduled")
+                          for root in installs if (root / "state" / "psabill.text.log").exists())
             assert started == 8
             for customer, csid in services.items():
                 contract = at.tables["ContractServices"][csid]["contractID"]
@@ -395,7 +395,7 @@ def test_a_state_url_with_a_password_needs_a_private_config(env: Env) -> None:
 def test_the_fast_path_asks_the_shared_ledger_not_a_stale_local_one(env: Env, pg_url: str) -> None:
     """A local state.db from before the switch to PostgreSQL must not answer for the shared ledger."""
     from psabill.entry import nothing_due
-    from psabill.paths import Paths
+    from psabill.config.paths import Paths
 
     env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
     env.make_ready()

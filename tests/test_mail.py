@@ -24,11 +24,11 @@ from support.env import ADDRESSES, Sink, free_port, settings_for
 
 from psabill import notify
 from psabill.notify import facts, message, templates, transports
-from psabill.settings import Settings as Config
+from psabill.config.settings import Settings as Config
 from psabill.errors import EmailError
 from psabill.report import ItemResult, RunReport
-from psabill.statuses import FAILED, PARTIAL, SUCCESS, UNCHANGED, UNMAPPED, UPDATED
-from psabill.history import History
+from psabill.outcomes import FAILED, PARTIAL, SUCCESS, UNCHANGED, UNMAPPED, UPDATED
+from psabill.ledger.history import History
 
 GOLDEN = Path(__file__).parent / "golden"
 PASSWORD = "s3cr3t-Pa55word!"
@@ -521,7 +521,7 @@ def cli_env(tmp_path: Path, state: History) -> Any:
     import tomli_w
 
     from psabill.cli.options import App
-    from psabill.paths import Paths
+    from psabill.config.paths import Paths
 
     outbox = tmp_path / "outbox"
     config_path = tmp_path / "config.toml"

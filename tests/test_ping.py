@@ -10,7 +10,7 @@ from typing import Iterator, List
 import pytest
 import tomli_w
 
-from psabill.ping import ping_target
+from psabill.notify.ping import ping_target
 from support.env import Env, free_port, tomllib
 
 
@@ -115,5 +115,5 @@ def test_the_not_due_path_with_a_ping_url_still_imports_no_httpx(env: Env) -> No
     env.config.write_text(tomli_w.dumps(data))
     code, stdout, modules = modules_after(env, ["run", "--scheduled"], MID_WEEK)
     assert (code, stdout) in ((0, ""), (None, ""))
-    assert "psabill.ping" not in modules
+    assert "psabill.notify.ping" not in modules
     assert offending(modules, HEAVY) == []

@@ -14,7 +14,7 @@ import pytest
 from psabill.psa.base import Agreement, PsaError
 from psabill.psa.connectwise import ConnectWiseClient, api_base, api_host
 from psabill.psa.factory import make_client
-from psabill.statuses import FAILED, UNCHANGED, UPDATED
+from psabill.outcomes import FAILED, UNCHANGED, UPDATED
 from psabill.report import ItemResult, RunReport
 from psabill.run import engine
 from psabill.run.perform import billing_date

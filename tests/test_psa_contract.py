@@ -19,12 +19,12 @@ import pytest
 
 from psabill.errors import AbortError
 from psabill.psa.factory import make_client
-from psabill.statuses import PLANNED, UNCHANGED, UNMAPPED, UPDATED
+from psabill.outcomes import PLANNED, UNCHANGED, UNMAPPED, UPDATED
 from psabill.report import ItemResult, RunReport
 from psabill.run.engine import refresh
 from psabill.sandbox.autotask import AutotaskStandin
 from psabill.sandbox.connectwise import Sandbox
-from psabill.settings import Settings
+from psabill.config.settings import Settings
 from psabill.sources import UsageRow
 from support.env import connectwise_log_problems, settings_for
 from support.psa_schema import autotask_problems

@@ -14,7 +14,7 @@ from typing import Dict, List
 from urllib.parse import urlencode
 
 from psabill.psa.factory import make_client
-from psabill.statuses import FAILED, UNCHANGED, UPDATED
+from psabill.outcomes import FAILED, UNCHANGED, UPDATED
 from psabill.report import ItemResult, RunReport
 from psabill.run.engine import refresh
 from psabill.sandbox.autotask import AutotaskStandin

@@ -17,7 +17,7 @@ import pytest
 
 from psabill.psa import connectwise
 from psabill.psa.factory import make_client
-from psabill.statuses import UNCHANGED, UPDATED
+from psabill.outcomes import UNCHANGED, UPDATED
 from psabill.report import RunReport
 from psabill.run import engine
 from psabill.sandbox.connectwise import FUTURE_EFFECTIVE, Sandbox

@@ -10,7 +10,7 @@ from typing import List
 import pytest
 
 from psabill.psa.base import Halted, PsaAuthError, PsaError, PsaUnreachable
-from psabill.psa.http import HttpClient, check_url, rebase
+from psabill.net.http import HttpClient, check_url, rebase
 from psabill.sandbox.connectwise import Sandbox
 
 SECRET = "s3cret-private-key"

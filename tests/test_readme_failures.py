@@ -19,7 +19,7 @@ import psabill
 SRC = Path(psabill.__file__).parent
 ROOT = Path(__file__).parents[1]  # the checkout: the package may be installed elsewhere (CI)
 CODE = [SRC / "run" / "engine.py", SRC / "psa" / "connectwise.py", SRC / "psa" / "autotask.py",
-        SRC / "psa" / "base.py", SRC / "psa" / "http.py"]
+        SRC / "psa" / "base.py", SRC / "net" / "http.py"]
 FIELD = "\x00"  # an f-string field in a code template
 
 

@@ -29,12 +29,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psabill import redact
-from psabill.settings import SecretRef
-from psabill.log import ScrubbingFormatter
+from psabill.text import redact
+from psabill.config.settings import SecretRef
+from psabill.text.log import ScrubbingFormatter
 from psabill.psa.base import PsaError
-from psabill.psa.http import EXCERPT_CHARS, HttpClient
-from psabill.secrets import resolve
+from psabill.net.http import EXCERPT_CHARS, HttpClient
+from psabill.config.secrets import resolve
 
 EXAMPLES = int(os.environ.get("PSABILL_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,7 +55,7 @@ def grams(text: str, n: int = GRAM) -> Set[str]:
     return {text[i: i + n] for i in range(len(text) - n + 1)}
 
 
-# -- encoders, written here independently of psabill.redact -----------------------
+# -- encoders, written here independently of psabill.text.redact -----------------------
 
 
 def b64(data: bytes, urlsafe: bool, padded: bool) -> str:

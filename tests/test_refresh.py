@@ -17,7 +17,7 @@ import pytest
 
 from psabill.sandbox.autotask import AutotaskStandin
 from psabill.run import mapping
-from psabill.settings import Settings as Config
+from psabill.config.settings import Settings as Config
 from support.env import settings_for
 from psabill.errors import AbortError, ConfigError
 from psabill.psa.base import PsaClient
@@ -25,9 +25,9 @@ from psabill.psa.factory import make_client
 from psabill.sandbox.connectwise import Sandbox
 from psabill.sandbox.server import LoopbackServer, Request
 from psabill.run.engine import refresh
-from psabill.statuses import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED
+from psabill.outcomes import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED
 from psabill.report import ItemResult, RunReport
-from psabill.secrets import resolve
+from psabill.config.secrets import resolve
 from psabill.sources import UsageRow
 
 CW_PRODUCTS = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}

@@ -1,4 +1,4 @@
-"""Tests for psabill.schedule: the pure schedule core.
+"""Tests for psabill.schedule.rules: the pure schedule core.
 
 Every rule of the policy in ``schedule.py``'s docstring has a class here:
 modes (rule 1), month ends (rule 2), the account zone's spring-forward gap
@@ -24,7 +24,7 @@ from dateutil import rrule
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from psabill.schedule import (
+from psabill.schedule.rules import (
     MODES,
     Schedule,
     ScheduleError,

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psabill import sources
-from psabill.settings import Settings as Config
+from psabill.config.settings import Settings as Config
 from support.env import read_source, settings_for
 from psabill.errors import AbortError, ConfigError
 from psabill.sources import UsageRow

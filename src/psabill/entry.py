@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from psabill.paths import Paths
+from psabill.config.paths import Paths
 
 
 def cron_paths(argv: List[str]) -> Optional[Paths]:
@@ -33,9 +33,9 @@ def nothing_due(paths: Paths) -> bool:
     """True only when the config loads and the ledger says no occurrence is due."""
     try:
         from psabill import clock
-        from psabill.history import open_store, state_url
+        from psabill.ledger.history import open_store, state_url
         from psabill.run.guard import due_occurrence
-        from psabill.settings import load
+        from psabill.config.settings import load
 
         settings = load(paths.config, check_addresses=False, must_exist=True)
         ledger = open_store(paths, state_url(settings.state_url)).history  # the same ledger the guard asks

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Union
 
-from psabill.statuses import (
+from psabill.outcomes import (
     ABORTED,
     FAILED,
     FAILED_RUN,

@@ -19,10 +19,10 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import islice
 from typing import Any, Dict, List, Optional
 
-from psabill.history import open_store, state_url
-from psabill.paths import Paths
-from psabill.schedule import WEEKDAYS, Schedule
-from psabill.settings import Settings
+from psabill.ledger.history import open_store, state_url
+from psabill.config.paths import Paths
+from psabill.schedule.rules import WEEKDAYS, Schedule
+from psabill.config.settings import Settings
 
 UTC = timezone.utc
 MISSED_HORIZON = timedelta(days=60)
@@ -122,7 +122,9 @@ class Status:
 
 def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Status:
     """Read the crontab and the history and assemble the status."""
-    from psabill import crontab, readiness, scheduling
+    from psabill.schedule import crontab
+    from psabill.config import readiness
+    from psabill.schedule import save as scheduling
 
     schedule = scheduling.schedule_of(settings)
     enabled = schedule is not None and settings.schedule.enabled
@@ -183,7 +185,7 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
         due = schedule.previous(now) if enabled else None
         tried = attempts.get(due.isoformat()) if due is not None else None
         if due is not None and tried is not None and now - due <= settings.schedule.catch_up:
-            from psabill import cronplan
+            from psabill.schedule import cronplan
 
             attempt = next_attempt(cronplan.plan(schedule, host, now).minutes, now, host)
             last_chance = due + settings.schedule.catch_up

@@ -129,7 +129,7 @@ def configure(env: Env, sandbox: Sandbox, smtp_port: int, **psa: Any) -> None:
 
 def settings_for(path: Path, data: Dict[str, Any]) -> Any:
     """Typed settings for a config document, validated as a loaded file would be."""
-    from psabill.settings import from_document, validate
+    from psabill.config.settings import from_document, validate
 
     validate(data, path)  # the keys a test uses must be real config keys
     return from_document(path, data)
@@ -144,7 +144,7 @@ def read_source(settings: Any) -> Any:
 
 def psa_settings(section: Dict[str, Any]) -> Any:
     """Typed ``[psa]`` settings for a section dict, as a client receives them."""
-    from psabill.settings import from_document
+    from psabill.config.settings import from_document
 
     return from_document(Path("/nonexistent/config.toml"), {"psa": dict(section)}).psa
 

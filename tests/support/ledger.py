@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from psabill.history import History, Store, open_store
-from psabill.paths import Paths
+from psabill.ledger.history import History, Store, open_store
+from psabill.config.paths import Paths
 
 
 def store_for(state_dir: Path, url: Optional[str]) -> Store:

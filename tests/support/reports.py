@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from psabill.statuses import FAILED, PARTIAL, UNMAPPED, UPDATED
+from psabill.outcomes import FAILED, PARTIAL, UNMAPPED, UPDATED
 from psabill.report import ItemResult, RunReport
 
 LONG_URL = "https://msp.example.com/connectwise/v4_6_release/apis/3.0/finance/agreements/" + "x" * 120

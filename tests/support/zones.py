@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
-from psabill.schedule import MODES, Schedule
+from psabill.schedule.rules import MODES, Schedule
 
 UTC = timezone.utc
 TWO_YEARS = timedelta(days=731)

@@ -81,7 +81,7 @@ class PsabillGroup(click.Group):
 
             if os.environ.get("PSABILL_DEBUG"):
                 raise
-            from psabill.fsutil import one_line
+            from psabill.text.files import one_line
 
             _fail(f"internal error, please report it: {type(exc).__name__}: {one_line(exc)} "
                   "(PSABILL_DEBUG=1 shows the traceback)", 70)
@@ -91,13 +91,13 @@ class PsabillGroup(click.Group):
 
 
 class _Scrubbed:
-    """A text stream whose every write is scrubbed of registered secrets (see psabill.redact)."""
+    """A text stream whose every write is scrubbed of registered secrets (see psabill.text.redact)."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
     def write(self, text: Any) -> int:
-        redact = sys.modules.get("psabill.redact")  # not loaded: no secret was ever registered
+        redact = sys.modules.get("psabill.text.redact")  # not loaded: no secret was ever registered
         if redact is not None and isinstance(text, str):
             text = redact.scrub(text)  # type: ignore[attr-defined]
         return int(self._stream.write(text))
@@ -107,7 +107,7 @@ class _Scrubbed:
 
 
 def _fail(message: str, code: int) -> None:
-    from psabill import redact
+    from psabill.text import redact
 
     click.echo(f"Error: {redact.one_line(message)}", err=True)
     sys.exit(code)
@@ -131,7 +131,7 @@ def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str]
       psabill status
     """
     from psabill.cli.options import App
-    from psabill.paths import Paths
+    from psabill.config.paths import Paths
 
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be combined")

@@ -22,7 +22,7 @@ def check(app: App, as_json: bool) -> None:
     from psabill.psa.base import PsaError
     from psabill.psa.factory import make_client
 
-    from psabill import readiness
+    from psabill.config import readiness
     from psabill.errors import ConfigError
 
     settings = app.settings(must_exist=True)

@@ -1,6 +1,6 @@
 """``psabill config``: write a starter config, say which config is in use, show it, print the reference.
 
-The starter's comments come from :data:`psabill.reference.DOCS`, the same
+The starter's comments come from :data:`psabill.config.reference.DOCS`, the same
 descriptions the README's config reference is generated from, so neither drifts
 from the schema.
 """
@@ -60,8 +60,8 @@ def starter_sections(psa: str, source: str) -> Starter:
 
 def starter_text(psa: str, source: str) -> str:
     """The commented starter config for ``psa`` and ``source``."""
-    from psabill.reference import DOCS
-    from psabill.settings import VERSION
+    from psabill.config.reference import DOCS
+    from psabill.config.settings import VERSION
 
     lines = [
         "# psabill config, written by 'psabill config init'.",
@@ -99,8 +99,8 @@ def init(app: App, psa: str, source: str, force: bool, as_json: bool) -> None:
       psabill config init --psa autotask --source command
     """
     from psabill.errors import ConfigError
-    from psabill.fsutil import atomic_write
-    from psabill.settings import parse_document, validate
+    from psabill.text.files import atomic_write
+    from psabill.config.settings import parse_document, validate
 
     path = app.paths.config
     if path.exists() and not force:
@@ -137,7 +137,7 @@ def path(app: App, as_json: bool) -> None:
 
 def masked(document: Dict[str, Any]) -> Dict[str, Any]:
     """A deep copy of ``document`` with every literal secret replaced by :data:`MASK`."""
-    from psabill.settings import SECRET_KEYS
+    from psabill.config.settings import SECRET_KEYS
 
     def copy(node: Any) -> Any:
         return {k: copy(v) for k, v in node.items()} if isinstance(node, dict) else node
@@ -183,6 +183,6 @@ def reference() -> None:
     Example:
       psabill config reference > config-reference.md
     """
-    from psabill.reference import render_reference
+    from psabill.config.reference import render_reference
 
     click.echo(render_reference(), nl=False)

@@ -27,7 +27,9 @@ def show(app: App, as_json: bool) -> None:
     Example:
       psabill cron show --json
     """
-    from psabill import clock, crontab, scheduling
+    from psabill import clock
+    from psabill.schedule import crontab
+    from psabill.schedule import save as scheduling
 
     tab = crontab.Crontab(app.paths.crontab_file, app.paths.config)
     installed = tab.lines()
@@ -55,9 +57,10 @@ def install(app: App, as_json: bool) -> None:
     Example:
       psabill cron install
     """
-    from psabill import clock, scheduling
+    from psabill import clock
+    from psabill.schedule import save as scheduling
 
-    from psabill.lock import config_lock
+    from psabill.ledger.lock import config_lock
 
     app.settings(must_exist=True)  # a mistyped --config creates nothing, not even the lock
     with config_lock(app.paths.config):
@@ -84,7 +87,7 @@ def remove(app: App, as_json: bool) -> None:
     Example:
       psabill cron remove
     """
-    from psabill import crontab
+    from psabill.schedule import crontab
 
     tab = crontab.Crontab(app.paths.crontab_file, app.paths.config)
     removed = tab.lines()

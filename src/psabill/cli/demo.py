@@ -31,17 +31,18 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
     Example:
       psabill demo
     """
-    from psabill import clock, scheduling
-    from psabill import settings as settings_mod
+    from psabill import clock
+    from psabill.schedule import save as scheduling
+    from psabill.config import settings as settings_mod
     from psabill import status as status_mod
     from psabill.errors import ExitCode
-    from psabill.paths import Paths
+    from psabill.config.paths import Paths
     from psabill.run import guard
     from psabill.sandbox.connectwise import Sandbox
 
     base = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="psabill-demo-"))
     from psabill.errors import StateError
-    from psabill.fsutil import make_private_dir
+    from psabill.text.files import make_private_dir
 
     make_private_dir(base, StateError, "demo directory")  # 0700 whatever the umask
     paths = Paths(config=base / "config.toml", state_dir=base / "state", crontab_file=base / "crontab")

@@ -39,7 +39,8 @@ def resend(app: App, run: int, as_json: bool) -> None:
     Example:
       psabill email resend 42
     """
-    from psabill import clock, notify, scheduling
+    from psabill import clock, notify
+    from psabill.schedule import save as scheduling
 
     settings = app.settings()
     if not settings.notify.emails:
@@ -71,7 +72,8 @@ def preview(app: App, run: Optional[int], as_html: bool) -> None:
       psabill email preview
       psabill email preview 42 --html > report.html
     """
-    from psabill import clock, scheduling
+    from psabill import clock
+    from psabill.schedule import save as scheduling
     from psabill.notify.templates import render_for
 
     settings = app.settings(check_addresses=False)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeV
 
 import click
 
-from psabill.paths import Paths
+from psabill.config.paths import Paths
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,13 +24,13 @@ class App(NamedTuple):
 
     def settings(self, *, check_addresses: bool = True, must_exist: bool = False) -> Any:
         """Load and validate the config once."""
-        from psabill.settings import load
+        from psabill.config.settings import load
 
         return load(self.paths.config, check_addresses=check_addresses, must_exist=must_exist)
 
     def store(self) -> Any:
         """The history and run lock: ``[state] url`` / PSABILL_STATE_URL, else SQLite in the state dir."""
-        from psabill.history import open_store, state_url
+        from psabill.ledger.history import open_store, state_url
 
         return open_store(self.paths, state_url(self.settings(check_addresses=False).state_url))
 
@@ -128,7 +128,7 @@ def complete_zone(ctx: click.Context, param: click.Parameter, incomplete: str) -
 
 def complete_weekday(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[Any]:
     """mon..sun."""
-    from psabill.schedule import WEEKDAYS
+    from psabill.schedule.rules import WEEKDAYS
 
     return [day for day in WEEKDAYS if day.startswith(incomplete.lower())]
 
@@ -178,7 +178,7 @@ def emit_json(data: Any) -> None:
 
 def render_report(report: Any) -> None:
     """A run's outcome and its changes and failures, as text."""
-    from psabill.redact import neutralize as shown  # names and messages come from outside: inert on a terminal
+    from psabill.text.redact import neutralize as shown  # names and messages come from outside: inert on a terminal
 
     dry = report.trigger == "dry-run"
     verb = "Dry run" if dry else "Run"
@@ -260,7 +260,7 @@ def render_status(data: Any, now: Any, colour: bool = False) -> None:
     def out(text: str) -> None:
         click.echo(text, color=True if colour else None)
 
-    from psabill.fsutil import human_duration
+    from psabill.text.files import human_duration
 
     host = clock.load_zone(data["host_timezone"])
     zone = clock.load_zone(data["account"]["timezone"]) if data["account"]["timezone"] else host
@@ -320,7 +320,7 @@ def render_status(data: Any, now: Any, colour: bool = False) -> None:
 
 def warn_not_ready(settings: Any) -> None:
     """``schedule set`` / ``check``: say what is still missing and which secrets cron will lack (stderr)."""
-    from psabill import readiness
+    from psabill.config import readiness
 
     for gap in readiness.missing(settings):
         echo(f"Not ready: {gap}: scheduled runs will fail until it is added to {settings.path}", err=True)

@@ -10,7 +10,7 @@ import click
 
 from psabill.cli.options import App, Fail, change, emit_json, json_option, pass_app, render_report
 from psabill.errors import ExitCode, UsageError
-from psabill.statuses import ABORTED
+from psabill.outcomes import ABORTED
 
 PREVIEW_LINES = 10
 
@@ -21,10 +21,10 @@ def show_preview(app: App, now: Any) -> None:
     A preview that cannot reach the PSA (or read the source) ends the command
     with that error: there is nothing to confirm.
     """
-    from psabill import readiness
+    from psabill.config import readiness
     from psabill.errors import ConfigError
     from psabill.report import RunReport
-    from psabill.statuses import PLANNED
+    from psabill.outcomes import PLANNED
     from psabill.run.perform import _refresh
 
     settings = app.settings(must_exist=True)

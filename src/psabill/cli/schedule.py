@@ -24,7 +24,7 @@ def schedule() -> None:
 
 
 def _day(value: Optional[str]) -> Any:
-    from psabill.schedule import ScheduleError, parse_day
+    from psabill.schedule.rules import ScheduleError, parse_day
 
     if value is None:
         return None
@@ -38,7 +38,7 @@ def _hour(text: str) -> Tuple[int, Optional[str]]:
     """``9`` -> 9; ``9am`` / ``9pm`` / ``12am`` -> 9 / 21 / 0, with a note saying how it was read."""
     import re
 
-    from psabill.schedule import parse_hour
+    from psabill.schedule.rules import parse_hour
 
     match = re.fullmatch(r"\s*(\d{1,2})\s*([ap])\.?m\.?\s*", text, re.IGNORECASE)
     if match and 1 <= int(match.group(1)) <= 12:
@@ -51,7 +51,7 @@ def _weekday_hint(exc: Exception, value: Optional[str]) -> str:
     """`` (did you mean tue?)`` for a near miss such as ``tues``."""
     import difflib
 
-    from psabill.schedule import WEEKDAY_NAMES, WEEKDAYS
+    from psabill.schedule.rules import WEEKDAY_NAMES, WEEKDAYS
 
     if value is None or "weekday" not in str(exc):
         return ""
@@ -94,10 +94,11 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
       psabill schedule set --monthly last --hour 23
       psabill schedule set --daily --hour 6
     """
-    from psabill import clock, scheduling
-    from psabill.addresses import parse_list
+    from psabill import clock
+    from psabill.schedule import save as scheduling
+    from psabill.config.addresses import parse_list
     from psabill.status import next_occurrences
-    from psabill.schedule import ScheduleError, clamp_note, parse_weekday
+    from psabill.schedule.rules import ScheduleError, clamp_note, parse_weekday
 
     for name, values in (("--monthly", monthly), ("--weekly", weekly), ("--hour", hour)):
         if len(values) > 1:  # Click would silently keep the last one
@@ -126,7 +127,7 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
             start_date = date.fromisoformat(start)
         except ValueError:
             raise UsageError(f"--start {start!r} is not a date (YYYY-MM-DD)") from None
-        from psabill.settings import check_date
+        from psabill.config.settings import check_date
 
         problem = check_date(start_date)
         if problem:
@@ -139,7 +140,7 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         mode=mode, hour=hour_value, day=_day(monthly_value), weekday=weekday, timezone=tz_name,
         start=start_date, emails=emails, account_name=account_name, catch_up=catch_up,
     )
-    from psabill.lock import config_lock
+    from psabill.ledger.lock import config_lock
 
     host = clock.host_zone()
     with config_lock(app.paths.config):  # load, plan, crontab and config: one at a time
@@ -220,7 +221,8 @@ def next_(app: App, count: int, as_json: bool) -> None:
     Example:
       psabill schedule next --count 3 --json
     """
-    from psabill import clock, scheduling
+    from psabill import clock
+    from psabill.schedule import save as scheduling
     from psabill.errors import ConfigError
     from psabill.status import next_occurrences
 
@@ -238,9 +240,10 @@ def next_(app: App, count: int, as_json: bool) -> None:
 
 
 def _toggle(app: App, enabled: bool, as_json: bool, message: str) -> None:
-    from psabill import clock, scheduling
+    from psabill import clock
+    from psabill.schedule import save as scheduling
 
-    from psabill.lock import config_lock
+    from psabill.ledger.lock import config_lock
 
     app.settings(must_exist=True)  # a mistyped --config creates nothing, not even the lock
     with config_lock(app.paths.config):
@@ -299,7 +302,11 @@ def export_(app: App, fmt: str, output: Optional[str], image: Optional[str]) -> 
     """
     from pathlib import Path
 
-    from psabill import export, fsutil, scheduling
+    from psabill.schedule import export
+
+    from psabill.text import files as fsutil
+
+    from psabill.schedule import save as scheduling
     from psabill.errors import ConfigError
 
     settings = app.settings()

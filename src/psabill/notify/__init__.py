@@ -25,10 +25,10 @@ from psabill.notify.message import build_message, sender_for
 from psabill.notify.templates import Rendered, render_for
 from psabill.notify.transports import deliver
 from psabill.report import RunReport
-from psabill.settings import NotifySettings
+from psabill.config.settings import NotifySettings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from psabill.history import History
+    from psabill.ledger.history import History
 
 # Email status values stored in the history.
 SENT = "sent"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Dict, List, Optional, Sequence
 
-from psabill.fsutil import human_duration
+from psabill.text.files import human_duration
 from psabill.report import RunReport
-from psabill.statuses import (
+from psabill.outcomes import (
     ABORTED,
     FAILED,
     FAILED_RUN,
@@ -38,7 +38,7 @@ def inline(value: Any) -> str:
     Dropping a newline would silently merge two words; escaping keeps the name
     recognisable *and* inert. Registered secrets are scrubbed first.
     """
-    from psabill import redact
+    from psabill.text import redact
 
     text = redact.scrub("" if value is None else str(value))
     out = []

@@ -6,7 +6,7 @@ templates are not (they are never interpreted as markup).
 
 A template is code (Jinja can reach Python objects), so a ``template_dir``, or
 a file in it, that another user could have written is refused before anything
-is rendered (:func:`psabill.fsutil.check_private`).
+is rendered (:func:`psabill.text.files.check_private`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from psabill.errors import EmailError
 from psabill.notify.attachment import items_csv
 from psabill.notify.facts import context, header_text
 from psabill.report import RunReport
-from psabill.settings import NotifySettings
+from psabill.config.settings import NotifySettings
 
 TEMPLATE_NAMES = ("subject.txt", "body.txt", "body.html")
 
@@ -53,7 +53,7 @@ def _check_templates(template_dir: Path) -> None:
     """Refuse a template dir, or any file under it, that another user could have written."""
     import os
 
-    from psabill.fsutil import check_private
+    from psabill.text.files import check_private
 
     check_private(template_dir, "[notify] template_dir", EmailError)
     for root, dirs, files in os.walk(template_dir):

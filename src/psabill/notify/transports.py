@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from psabill.errors import EmailError
 from psabill.notify.facts import inline
-from psabill.settings import NotifySettings, SmtpSettings
+from psabill.config.settings import NotifySettings, SmtpSettings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from email.message import EmailMessage
@@ -26,9 +26,9 @@ SENDMAIL_TIMEOUT = 60.0  # [notify.sendmail] has no timeout key; a stuck MTA mus
 
 def smtp_password(smtp: SmtpSettings) -> Optional[str]:
     """The SMTP password from password_env, password_file or password (shared rules in
-    :mod:`psabill.secrets`); a problem is an EmailError so the run result still stands."""
+    :mod:`psabill.config.secrets`); a problem is an EmailError so the run result still stands."""
     from psabill.errors import ConfigError
-    from psabill.secrets import resolve
+    from psabill.config.secrets import resolve
 
     if not smtp.password.configured:
         return None
@@ -262,7 +262,7 @@ def _deliver_sendmail(configured: Sequence[str], message: "EmailMessage") -> str
 
 
 def _deliver_file(directory: Optional[Path], message: "EmailMessage", name: Optional[str]) -> str:
-    from psabill.fsutil import atomic_write
+    from psabill.text.files import atomic_write
 
     if directory is None:
         raise EmailError("[notify] transport is \"file\" but [notify.file] dir is not set")

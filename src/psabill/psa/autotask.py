@@ -40,10 +40,10 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from psabill.errors import ConfigError
-from psabill.settings import PsaSettings
+from psabill.config.settings import PsaSettings
 from psabill.psa.base import (AUTOTASK_TERMS, Agreement, Company, Halted, Line, PsaAuthError, PsaError, PsaNoAnswer,
                               PsaUnreachable, Run, Written)
-from psabill.psa.http import HttpClient, batches, check_url, numeric_id, origin, rebase, whole
+from psabill.net.http import HttpClient, batches, check_url, numeric_id, origin, rebase, whole
 
 ZONE_LOOKUP = "https://webservices.autotask.net"
 PER_ENDPOINT = 3

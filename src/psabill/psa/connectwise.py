@@ -37,11 +37,11 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote, urlsplit
 
-from psabill import redact
+from psabill.text import redact
 from psabill.errors import ConfigError
-from psabill.settings import PsaSettings
+from psabill.config.settings import PsaSettings
 from psabill.psa.base import CONNECTWISE_TERMS, Agreement, Company, Line, PsaError, Quantity, Run
-from psabill.psa.http import HttpClient, batches, check_url, numeric_id, quantity as exact_quantity, rebase
+from psabill.net.http import HttpClient, batches, check_url, numeric_id, quantity as exact_quantity, rebase
 
 API_PATH = "/apis/3.0"
 DEFAULT_API_VERSION = "2025.1"

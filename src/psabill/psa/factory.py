@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from psabill.errors import ConfigError
 from psabill.psa.base import PsaClient, PsaError
-from psabill.secrets import resolve
-from psabill.settings import PsaSettings
+from psabill.config.secrets import resolve
+from psabill.config.settings import PsaSettings
 
 
 def make_client(psa: PsaSettings, config_path: Path, *, billing_date: Optional[date] = None,

@@ -38,13 +38,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from psabill.errors import AbortError
-from psabill.fsutil import one_line
+from psabill.text.files import one_line
 from psabill.psa.base import (Agreement, Company, Halted, Line, PsaAuthError, PsaClient, PsaError, PsaUnreachable, Terms,
                               Written)
 from psabill.report import ItemResult, RunReport
 from psabill.run.mapping import Pin
 from psabill.sources import UsageRow
-from psabill.statuses import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED
+from psabill.outcomes import FAILED, PLANNED, UNCHANGED, UNMAPPED, UPDATED
 
 DEFAULT_CONCURRENCY = 8
 

@@ -9,8 +9,8 @@ Guard rule: at ``now`` the due occurrence is the latest occurrence at or before
 ``now`` that has not run and is at most ``[schedule] catch_up`` old. Anything
 older is *missed* (``status`` reports it); it is never run late.
 
-Each run opens one :class:`~psabill.history.History` (and its run lock) through
-:func:`~psabill.history.open_store`, and closes it on every path.
+Each run opens one :class:`~psabill.ledger.history.History` (and its run lock) through
+:func:`~psabill.ledger.history.open_store`, and closes it on every path.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Callable, Optional
 from typing import TYPE_CHECKING
 
 from psabill.errors import ExitCode
-from psabill.history import open_store, state_url
-from psabill.paths import Paths
-from psabill.settings import Settings, load
+from psabill.ledger.history import open_store, state_url
+from psabill.config.paths import Paths
+from psabill.config.settings import Settings, load
 
 if TYPE_CHECKING:  # the run machinery loads only once an occurrence is due
     from psabill.run.perform import Outcome, Progress
 
 def due_occurrence(settings: Settings, now: datetime, done: Callable[[datetime], bool]) -> Optional[datetime]:
     """The occurrence to run at ``now``, or None; ``done`` asks the ledger."""
-    from psabill.scheduling import schedule_of
+    from psabill.schedule.save import schedule_of
 
     schedule = schedule_of(settings)
     if schedule is None or not settings.schedule.enabled:
@@ -84,7 +84,7 @@ def run_manual(paths: Paths, now: Callable[[], datetime], *, dry_run: bool, prog
 
 def _check_ready(settings: Settings) -> None:
     """A config without [psa] or [source] cannot update anything: refuse, record nothing."""
-    from psabill import readiness
+    from psabill.config import readiness
     from psabill.errors import ConfigError
 
     if readiness.missing(settings):
@@ -95,7 +95,7 @@ def _check_addresses(settings: Settings) -> None:
     """The not-due path skips email-validator; a due run checks the addresses like any load."""
     if not settings.notify.emails:
         return
-    from psabill.addresses import validate_addresses
+    from psabill.config.addresses import validate_addresses
     from psabill.errors import ConfigError, UsageError
 
     try:

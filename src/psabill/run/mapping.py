@@ -3,7 +3,7 @@
 A CSV with the header ``customer,psa_company[,agreement]``; one row per
 customer, matched ignoring case. Any problem aborts the run before a request,
 and so does a file another user could have written (see
-:func:`psabill.fsutil.check_private`).
+:func:`psabill.text.files.check_private`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from psabill.errors import AbortError
-from psabill.fsutil import check_private
+from psabill.text.files import check_private
 from psabill.sources import read_capped, read_csv_records
 
 

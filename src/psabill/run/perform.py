@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Callable, Iterator, Optional
 
-from psabill import statuses
+from psabill import outcomes
 from psabill.errors import AbortError, EmailError, ExitCode, PsabillError
-from psabill.history import History
-from psabill.paths import Paths
+from psabill.ledger.history import History
+from psabill.config.paths import Paths
 from psabill.report import ItemResult, RunReport
-from psabill.settings import Settings
+from psabill.config.settings import Settings
 
 Progress = Optional[Callable[[int, int, int], None]]  # (items done, items in all, API requests so far)
 
@@ -36,14 +36,14 @@ class Outcome:
 def perform(paths: Paths, settings: Settings, history: History, report: RunReport, *, dry_run: bool,
             now: Callable[[], datetime], progress: Progress = None, verbose: bool = False) -> Outcome:
     """Run ``report``'s refresh and return its outcome; the caller holds the run lock."""
-    from psabill import log
-    from psabill.scheduling import describe_run
+    from psabill.text import log
+    from psabill.schedule.save import describe_run
 
     describe_run(settings, report, report.started_at)
     logger = log.setup(paths.log, verbose=verbose, max_bytes=settings.log_max_bytes, backups=settings.log_backups)
     history.start_run(report)
     if not dry_run:
-        from psabill.ping import ping
+        from psabill.notify.ping import ping
 
         ping(settings.notify.ping_url, "start", logger)
     logger.info("run %s started (%s%s)", report.run_id, report.trigger,
@@ -64,13 +64,13 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
             _refresh(settings, report, dry_run=dry_run, record=record, progress=progress)
     except PsabillError as exc:
         # The run stays in the history either way; the exit code says what went wrong.
-        report.status = statuses.ABORTED if isinstance(exc, AbortError) else statuses.FAILED_RUN
+        report.status = outcomes.ABORTED if isinstance(exc, AbortError) else outcomes.FAILED_RUN
         report.message = error = exc.message
         error_code = exc.exit_code
     except (KeyboardInterrupt, Terminated) as exc:
         # Ctrl-C or SIGTERM: recorded as interrupted, so a scheduled occurrence runs again.
         name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-        report.status = statuses.INTERRUPTED
+        report.status = outcomes.INTERRUPTED
         report.message = error = f"interrupted by {name} before it finished"
         error_code = ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         interrupted = True
@@ -87,7 +87,7 @@ def perform(paths: Paths, settings: Settings, history: History, report: RunRepor
     pruned = history.prune(timedelta(days=settings.retention_days), settings.guard_horizon)
     if pruned:
         logger.info("history: removed %d runs older than the retention period", pruned)
-    code = error_code or {statuses.FAILED_RUN: ExitCode.PARTIAL, statuses.PARTIAL: ExitCode.PARTIAL}.get(
+    code = error_code or {outcomes.FAILED_RUN: ExitCode.PARTIAL, outcomes.PARTIAL: ExitCode.PARTIAL}.get(
         report.status, ExitCode.OK)
     if not dry_run and not interrupted:
         from psabill import notify  # decides itself: scheduled runs always, manual ones if [notify] on_manual

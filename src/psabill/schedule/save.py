@@ -1,7 +1,7 @@
 """The ``[schedule]`` codec and the config + crontab transaction.
 
 * :func:`schedule_of` decodes the typed ``[schedule]`` settings into the pure
-  :class:`~psabill.schedule.Schedule`; :func:`plan_save` encodes a request the
+  :class:`~psabill.schedule.rules.Schedule`; :func:`plan_save` encodes a request the
   other way, into the settings that would be saved (nothing is written).
 * :func:`apply` saves new settings and puts the crontab in step with them:
   the crontab goes first, so if it cannot be written nothing changed; if the
@@ -16,12 +16,12 @@ from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional
 
-from psabill import settings as settings_mod
+from psabill.config import settings as settings_mod
 from psabill.clock import load_account_zone, load_zone
 from psabill.errors import ConfigError, UsageError
-from psabill.paths import Paths
-from psabill.schedule import WEEKDAYS, Schedule, ScheduleError, parse_weekday
-from psabill.settings import Settings
+from psabill.config.paths import Paths
+from psabill.schedule.rules import WEEKDAYS, Schedule, ScheduleError, parse_weekday
+from psabill.config.settings import Settings
 
 if TYPE_CHECKING:  # reports load only where a run or a resend needs them
     from psabill.report import RunReport
@@ -198,7 +198,8 @@ def desired_lines(paths: Paths, settings: Settings, now: datetime, host: tzinfo,
 
     ``validate=False`` is for read-only views: it skips python-crontab's check.
     """
-    from psabill import cronplan, crontab
+    from psabill.schedule import cronplan
+    from psabill.schedule import crontab
 
     schedule = schedule_of(settings)
     if schedule is None or not settings.schedule.enabled:
@@ -210,7 +211,7 @@ def desired_lines(paths: Paths, settings: Settings, now: datetime, host: tzinfo,
 
 def sync_cron(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> List[str]:
     """Write this config's crontab lines; return them."""
-    from psabill import crontab
+    from psabill.schedule import crontab
 
     lines = desired_lines(paths, settings, now, host)
     crontab.Crontab(paths.crontab_file, paths.config).replace(lines)

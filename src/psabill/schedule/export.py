@@ -10,7 +10,7 @@ errs towards firing more, never less.
 Policy (each rule has a test in ``tests/test_export.py``):
 
 1. **Every occurrence fires.** Each occurrence of the schedule (psabill's
-   rules in :mod:`psabill.schedule`) is an instant at which the timer or
+   rules in :mod:`psabill.schedule.rules`) is an instant at which the timer or
    CronJob fires. ``start`` and ``saved_at`` are not encoded: the guard
    enforces them.
 2. **Short months.** systemd: day 29 and 30 fire on that day plus Feb's last
@@ -40,7 +40,7 @@ import re
 from datetime import date, time, timedelta, timezone, tzinfo
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
-from psabill.schedule import Schedule
+from psabill.schedule.rules import Schedule
 
 GAP_SCAN = (date(2024, 1, 1), date(2040, 1, 1))  # [first, end) local dates
 SYSTEMD_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -19,7 +19,7 @@ silently mangled customer name becomes an unmapped customer). Inputs are capped
 at :data:`MAX_BYTES` so a runaway export cannot exhaust memory.
 
 A source another user could have written is refused before it is read or run
-(:func:`psabill.fsutil.check_private`): the csv/json file, the command's
+(:func:`psabill.text.files.check_private`): the csv/json file, the command's
 program when argv[0] is a path, and any file the command names (the script an
 interpreter would run).
 """
@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from psabill import fsutil
-from psabill.settings import SourceSettings
+from psabill.text import files as fsutil
+from psabill.config.settings import SourceSettings
 from psabill.errors import AbortError, ConfigError
 
 MAX_BYTES = 50 * 1024 * 1024

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from psabill.errors import CrontabError
-from psabill.fsutil import atomic_write, one_line
+from psabill.text.files import atomic_write, one_line
 
 MARKER = "psabill"
 # The tags of the format before lines were owned by a config (recognised for migration only).

@@ -3,7 +3,7 @@
 Two runs never refresh together, whatever started them. The second waits
 (bounded by ``[run] lock_timeout``) and then re-checks what is due. Closing the
 descriptor releases the lock, so a killed run never leaves it held. The file
-is opened 0600 without following a symlink (see :func:`psabill.fsutil.open_private`).
+is opened 0600 without following a symlink (see :func:`psabill.text.files.open_private`).
 
 :func:`config_lock` is the same kind of lock on ``.<config name>.lock`` next to
 the config: ``schedule set``, ``enable``, ``disable`` and ``cron install``
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from psabill.errors import ConfigError, PsabillError, StateError
-from psabill.fsutil import make_private_dir, open_private
+from psabill.text.files import make_private_dir, open_private
 
 
 def _hold(fd: int, timeout: float, poll: float, on_timeout: Callable[[], PsabillError]) -> None:

@@ -97,7 +97,7 @@ class Schedule(_Fields):
     """A recurring billing update, in the account's zone: immutable, and checked when built.
 
     A NamedTuple (not a frozen dataclass) because the not-due cron path builds
-    one on every firing; see :mod:`psabill.settings`.
+    one on every firing; see :mod:`psabill.config.settings`.
     """
 
     __slots__ = ()

@@ -11,7 +11,7 @@ encoded forms) so that the remainder no longer matches and 19 of 20 characters
 escape. :func:`one_line` is the one place that makes an outbound one-line text
 and does it in that order.
 
-*Secrets are registered where they are resolved.* :mod:`psabill.secrets`
+*Secrets are registered where they are resolved.* :mod:`psabill.config.secrets`
 registers every credential it resolves with the module registry
 (:func:`register`), and the PSA clients register the values they build from
 them (the ConnectWise Basic token), before any request is sent, so no text can

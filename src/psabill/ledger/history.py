@@ -2,7 +2,7 @@
 
 * By default it is ``state.db`` in the state dir. With ``[state] url`` (or
   ``PSABILL_STATE_URL``, which wins) it is a PostgreSQL database that several
-  hosts share; :func:`open_store` picks, and :mod:`psabill.dialect` holds what
+  hosts share; :func:`open_store` picks, and :mod:`psabill.ledger.dialect` holds what
   differs. The log always stays local.
 * It holds one ``runs`` row per run and one ``items`` row per
   (customer, SKU). Rows are written as the run goes, so a run that is killed
@@ -21,7 +21,7 @@
 * A corrupt or unreadable database is an error, never a silent fresh start:
   the file is left exactly as found for the admin to inspect.
 * Every text written (run, item and email messages, hints, names) passes
-  through :func:`psabill.redact.scrub` first (:func:`_text`): the history is an
+  through :func:`psabill.text.redact.scrub` first (:func:`_text`): the history is an
   output like any other and must never hold a registered secret.
 """
 
@@ -31,11 +31,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Union
 
-from psabill import dialect as dialect_mod
-from psabill.dialect import Cursor, Dialect, SqliteDialect
+from psabill.ledger import dialect as dialect_mod
+from psabill.ledger.dialect import Cursor, Dialect, SqliteDialect
 from psabill.errors import StateError
-from psabill.paths import Paths
-from psabill.statuses import ABORTED, INTERRUPTED, RUNNING
+from psabill.config.paths import Paths
+from psabill.outcomes import ABORTED, INTERRUPTED, RUNNING
 
 if TYPE_CHECKING:  # the report classes load only where a run or a resend needs them
     from psabill.report import ItemResult, RunReport
@@ -67,7 +67,7 @@ def _loaded(value: Any) -> Any:
 def _text(value: Any) -> Any:
     """A text column's value, scrubbed of registered secrets; anything else as it is."""
     if isinstance(value, str):
-        from psabill import redact
+        from psabill.text import redact
 
         return redact.scrub(value)
     return value
@@ -144,7 +144,7 @@ class History:
     """The history database. Open one per command or run, and close it (it is a context manager).
 
     ``where`` is the SQLite file (the default, in the state dir) or a
-    :class:`~psabill.dialect.Dialect` such as PostgreSQL's; every query below is
+    :class:`~psabill.ledger.dialect.Dialect` such as PostgreSQL's; every query below is
     written once, with ``?`` placeholders the dialect rewrites.
     """
 
@@ -473,7 +473,7 @@ def open_store(paths: Paths, url: Optional[str]) -> Store:
     """The history (not yet connected) and its run lock: PostgreSQL at ``url`` (see :func:`state_url`),
     else SQLite and an ``flock`` in the state dir. Nothing is opened until it is used."""
     if url:
-        from psabill.dialect import PostgresDialect
+        from psabill.ledger.dialect import PostgresDialect
 
         if not url.startswith(("postgresql://", "postgres://")):
             raise StateError(f"[state] url {dialect_mod.redact(url)} is not a postgresql:// URL")
@@ -484,7 +484,7 @@ def open_store(paths: Paths, url: Optional[str]) -> Store:
                              "(pip install 'psabill[postgres]')") from None
         return Store(History(pg), pg.lock)
     def flock(timeout: float) -> ContextManager[None]:
-        from psabill.lock import run_lock
+        from psabill.ledger.lock import run_lock
 
         return run_lock(paths.lock, timeout)
 

@@ -15,7 +15,7 @@ ENV_STATE_DIR = "PSABILL_STATE_DIR"
 ENV_CRONTAB = "PSABILL_CRONTAB"
 DB_NAME = "state.db"
 LOCK_NAME = "run.lock"
-LOG_NAME = "psabill.log"
+LOG_NAME = "psabill.text.log"
 OUTBOX_NAME = "outbox"
 
 

@@ -3,8 +3,8 @@
 Set up only when a run starts or a command changes something: the not-due
 cron path never imports ``logging``. Every record goes through
 :class:`ScrubbingFormatter`: its message (and any traceback) is scrubbed of
-registered secrets by :func:`psabill.redact.scrub` and its control and bidi
-characters are escaped by :func:`psabill.redact.neutralize`, so one record is
+registered secrets by :func:`psabill.text.redact.scrub` and its control and bidi
+characters are escaped by :func:`psabill.text.redact.neutralize`, so one record is
 one line that neither a terminal nor a log viewer can be steered by.
 
 The file and its rotated copies are 0600 whatever the umask, and a symlink in
@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from psabill import redact
+from psabill.text import redact
 from psabill.errors import PsabillError, StateError
-from psabill.fsutil import make_private_dir, os_problem, refuse_symlink
+from psabill.text.files import make_private_dir, os_problem, refuse_symlink
 
 NAME = "psabill"
 

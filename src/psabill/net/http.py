@@ -37,7 +37,7 @@ Policy, in the order a request meets it:
   and a short body excerpt. A caller's ``go`` is asked once the request holds
   its slots; false, and the request is neither sent nor counted (Halted). Every
   message passes through :meth:`HttpClient.scrub`, which is
-  :func:`psabill.redact.one_line` with this client's secrets and the
+  :func:`psabill.text.redact.one_line` with this client's secrets and the
   Authorization value added: the full text is scrubbed (raw, URL-encoded,
   JSON-escaped and base64 forms) before control characters are escaped and the
   text is folded and cut, so an excerpt's cut can never leave part of a secret.
@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from psabill import redact
+from psabill.text import redact
 from psabill.psa.base import Halted, PsaAuthError, PsaError, PsaNoAnswer, PsaUnreachable
 
 log = logging.getLogger("psabill.psa")
@@ -270,7 +270,7 @@ class HttpClient:
             import ssl
             from pathlib import Path
 
-            from psabill.fsutil import check_private
+            from psabill.text.files import check_private
 
             # A CA file another user could rewrite would let them read our credentials.
             check_private(Path(ca_file), "[psa] ca_file", PsaError)

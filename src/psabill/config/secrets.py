@@ -7,20 +7,20 @@ path, relative to the config file, whose content minus its trailing newline is
 the value). Error messages name the key, the variable or the file, never the
 value, so they are safe to print, log and email.
 
-Every value resolved here is registered with :mod:`psabill.redact` before it
+Every value resolved here is registered with :mod:`psabill.text.redact` before it
 is returned, so the shared redactor knows a credential before any text that
 could carry it leaves the process. A ``*_file`` another user could have written
-is refused before it is read (:func:`psabill.fsutil.check_private`).
+is refused before it is read (:func:`psabill.text.files.check_private`).
 """
 
 from __future__ import annotations
 
 import os
 
-from psabill import redact
+from psabill.text import redact
 from psabill.errors import ConfigError
-from psabill.fsutil import check_private, read_capped
-from psabill.settings import SecretRef
+from psabill.text.files import check_private, read_capped
+from psabill.config.settings import SecretRef
 
 MAX_SECRET_BYTES = 64 * 1024
 

@@ -16,8 +16,8 @@ Writes: :func:`prospective` builds (and validates) the new document, and
 only the keys whose values changed are touched, so every comment, the key
 order and the formatting the admin chose survive (tomllib stays the reader and
 validator). A new config is written whole. The file is replaced atomically,
-through a symlink to its target (see :mod:`psabill.fsutil`); callers that load,
-plan and write hold :func:`psabill.lock.config_lock` around all of it.
+through a symlink to its target (see :mod:`psabill.text.files`); callers that load,
+plan and write hold :func:`psabill.ledger.lock.config_lock` around all of it.
 """
 
 
@@ -99,7 +99,7 @@ def _day(value: Any) -> Optional[str]:
 
 
 def _weekday(value: Any) -> Optional[str]:
-    from psabill.schedule import ScheduleError, parse_weekday
+    from psabill.schedule.rules import ScheduleError, parse_weekday
 
     if not isinstance(value, str):
         return "expected a weekday name such as \"tue\""
@@ -365,7 +365,7 @@ def _check(check: Check, value: Any, where: str, path: Path) -> None:
     problem = check(value)
     if problem:
         if where in REDACTED_KEYS and isinstance(value, str):
-            from psabill.dialect import redact
+            from psabill.ledger.dialect import redact
 
             raise ConfigError(f"{path}: {where} = {redact(value)!r}: {problem}")
         raise ConfigError(f"{path}: {where} = {_show(value)}: {problem}")
@@ -615,8 +615,8 @@ def load(path: Path, *, check_addresses: bool = True, must_exist: bool = False) 
     """Read, validate and type ``path``. A missing file is empty settings unless ``must_exist``.
 
     A config another user could have written is refused before it is parsed
-    (see :func:`psabill.fsutil.check_private`)."""
-    from psabill.fsutil import check_private
+    (see :func:`psabill.text.files.check_private`)."""
+    from psabill.text.files import check_private
 
     check_private(path, "config", ConfigError)
     try:
@@ -637,7 +637,7 @@ def load(path: Path, *, check_addresses: bool = True, must_exist: bool = False) 
     settings = parsed[1]
     _check_literal_secrets(settings.document, path)  # the file's mode, checked on every load
     if check_addresses and settings.notify.emails:
-        from psabill.addresses import validate_addresses
+        from psabill.config.addresses import validate_addresses
 
         try:
             validate_addresses(list(settings.notify.emails))
@@ -682,7 +682,7 @@ def write(settings: Settings) -> None:
         return
     except OSError as exc:
         raise ConfigError(f"cannot read config {settings.path}: {exc.strerror}") from None
-    from psabill.fsutil import atomic_write
+    from psabill.text.files import atomic_write
 
     text = edit(raw.decode("utf-8"), settings.document)
     parse_document(text.encode("utf-8"), settings.path)  # what we write must read back
@@ -726,7 +726,7 @@ def save(path: Path, document: Mapping[str, Any]) -> None:
     """Atomically replace ``path`` with ``document`` (mode 0600, fsynced)."""
     import tomli_w
 
-    from psabill.fsutil import atomic_write
+    from psabill.text.files import atomic_write
 
     versioned = {"version": VERSION, **{k: v for k, v in document.items() if k != "version"}}
     ordered = {**{k: v for k, v in versioned.items() if not isinstance(v, dict)},

@@ -1,6 +1,6 @@
 """Where the history lives: SQLite in the state dir, or a shared PostgreSQL database.
 
-:class:`~psabill.history.History` holds every query, written once with ``?``
+:class:`~psabill.ledger.history.History` holds every query, written once with ``?``
 placeholders; a dialect holds only what differs between the two servers:
 connecting, the placeholder style, the DDL (AUTOINCREMENT vs an identity
 column), the item upsert, creating or migrating the schema in one transaction,
@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence, Tupl
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from psabill.errors import StateError
-from psabill.fsutil import make_private_dir, one_line, open_private, refuse_symlink
+from psabill.text.files import make_private_dir, one_line, open_private, refuse_symlink
 
 SCHEMA_VERSION = 2
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import List
 
-from psabill.settings import SecretRef, Settings
+from psabill.config.settings import SecretRef, Settings
 
 
 def missing(settings: Settings) -> List[str]:

@@ -30,7 +30,7 @@ fires hourly at the same minutes so a later firing retries it within catch-up.
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import FrozenSet, NamedTuple, Optional, Tuple
 
-from psabill.schedule import Schedule
+from psabill.schedule.rules import Schedule
 
 UTC = timezone.utc
 HORIZON = timedelta(days=4 * 365 + 2)

@@ -1,0 +1,1 @@
+"""The run ledger: history, its SQLite and PostgreSQL dialects, and the run lock."""

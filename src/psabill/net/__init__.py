@@ -1,0 +1,1 @@
+"""The one HTTP client every remote API goes through, and its errors."""
