@@ -8,10 +8,11 @@ it for tests and drills. ``PSABILL_HOST_TZ`` pins the zone cron fires in.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
 from datetime import datetime, timezone
-from typing import Optional
-from zoneinfo import ZoneInfo
+from pathlib import Path
+from typing import Optional, Tuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from psabill.errors import ConfigError, UsageError
 
@@ -44,8 +45,6 @@ def now() -> datetime:
 
 def load_zone(name: str, what: str = "time zone") -> ZoneInfo:
     """A ZoneInfo for an IANA name, or a one-line error naming the value."""
-    from zoneinfo import ZoneInfoNotFoundError
-
     if not name or name != name.strip() or name.startswith("/") or ".." in name:
         raise UsageError(f"unknown {what} {name!r}: use an IANA name such as America/New_York")
     try:
@@ -58,8 +57,29 @@ def load_zone(name: str, what: str = "time zone") -> ZoneInfo:
         ) from None
 
 
+def resolve_zone_name(name: str) -> Tuple[str, Optional[str]]:
+    """(the IANA name ``name`` means, None) or (``name``, the problem in words).
+
+    An exact name is taken as it is; one that differs only in case from exactly
+    one zone (``Australia/sydney``) is taken as that zone.
+    """
+    try:
+        load_zone(name)
+        return name, None
+    except UsageError:
+        pass
+    from zoneinfo import available_timezones  # scans tzdata: only a name that is not exact gets here
+
+    folded = [zone for zone in available_timezones() if zone.lower() == name.strip().lower()]
+    if len(folded) == 1:
+        return folded[0], None
+    guess = suggest_zone(name)
+    return name, f"unknown time zone ({'did you mean ' + guess + '?' if guess else 'use an IANA name such as America/New_York'})"
+
+
 def suggest_zone(name: str) -> Optional[str]:
     """The IANA zone ``name`` most likely meant: same name ignoring case, else a close match."""
+    # only a zone name that does not resolve gets here: difflib and the tzdata scan are not on the cron path
     import difflib
     from zoneinfo import available_timezones
 
@@ -81,8 +101,6 @@ _UTC_NAMES = {"UTC", "Etc/UTC", "UCT", "Etc/UCT", "GMT", "Etc/GMT", "Etc/GMT0", 
 
 def fixed_offset_problem(name: str) -> Optional[str]:
     """Why ``name`` will not do as an account zone (a fixed offset with no daylight saving), or None."""
-    import re
-
     if name in _UTC_NAMES:
         return None
     etc = re.fullmatch(r"(?:Etc/)?GMT([+-]\d{1,2})", name)
@@ -112,8 +130,10 @@ TIMEZONE_FILE = Path("/etc/timezone")
 def system_zone_name() -> Optional[str]:
     """The system zone, as the cron daemon sees it: never the invoking shell's ``TZ``.
 
-    The ``/etc/localtime`` symlink target, else ``/etc/timezone``, else tzlocal
-    asked with ``TZ`` hidden (tzlocal reads ``TZ`` first), else None.
+    The ``/etc/localtime`` symlink target, else ``/etc/timezone``, else None
+    (the caller then takes UTC). A host whose ``/etc/localtime`` is a copy
+    rather than a link and has no ``/etc/timezone`` says so by setting
+    ``PSABILL_HOST_TZ``; ``status`` shows the zone psabill assumed.
     """
     try:  # one level only: the name the admin chose, even when tzdata links it on (US/Eastern)
         target = os.readlink(LOCALTIME)
@@ -132,17 +152,7 @@ def system_zone_name() -> Optional[str]:
         name = ""
     if name and _valid(name):
         return name
-    saved = os.environ.pop("TZ", None)
-    try:
-        import tzlocal
-
-        name = tzlocal.get_localzone_name() or ""
-    except Exception:  # tzlocal raises assorted errors on odd hosts; the caller falls back to UTC
-        name = ""
-    finally:
-        if saved is not None:
-            os.environ["TZ"] = saved
-    return name if name and _valid(name) else None
+    return None
 
 
 def _valid(name: str) -> bool:

@@ -18,8 +18,10 @@ class ExitCode(enum.IntEnum):
     EMAIL = 5  # the run was recorded but its report could not be delivered
     CRONTAB = 6  # the crontab could not be read or written
     STATE = 7  # the state dir / history database is unusable, or the run lock timed out
+    HELD = 8  # the run held changes that look like a broken source, for `psabill approve`
     INTERRUPTED = 130  # Ctrl-C (SIGINT) during a run: recorded as interrupted
-    TERMINATED = 143  # SIGTERM during a run: recorded as interrupted
+    TERMINATED = 143  # SIGTERM (or SIGHUP) during a run: recorded as interrupted
+    INTERNAL = 70  # a bug: one line, and the traceback only with PSABILL_DEBUG=1
 
 
 class PsabillError(Exception):

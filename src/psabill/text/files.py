@@ -1,5 +1,5 @@
-"""Small file and text helpers every edge shares: the one atomic write, the one
-capped read, the one-line collapse and the one duration formatter.
+"""Small file helpers every edge shares: the one atomic write, the one
+regular-file read, the permission rules and the one duration formatter.
 
 Atomic write: the bytes go to a temp file in the target's directory, created
 0600 whatever the umask, fsynced, then renamed over the target, then the
@@ -20,6 +20,8 @@ Permissions, in one place:
 * :func:`open_private` opens a state-dir file 0600 without following a
   symlink; :func:`refuse_symlink` is the same rule for files SQLite opens.
 * :func:`os_problem` turns an OSError into the one-line cause and the fix.
+* :func:`read_regular` reads a file psabill is told to read (the config, a
+  source, a secret): only a regular file, opened without blocking.
 """
 
 from __future__ import annotations
@@ -28,17 +30,12 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Callable, List, Optional, Type
+from typing import Callable, List, Optional, Sequence, Type
 
 from psabill.errors import PsabillError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-
-
-def one_line(text: object) -> str:
-    """Collapse every run of whitespace (newlines included) to one space."""
-    return " ".join(str(text).split())
 
 
 def human_duration(seconds: float, *, spaced: bool = False) -> str:
@@ -75,7 +72,7 @@ def os_problem(exc: OSError) -> str:
 
 def _owner_fix(path: Path) -> str:
     try:
-        import pwd
+        import pwd  # only an error message names the owner; absent on some platforms
 
         name = pwd.getpwuid(os.getuid()).pw_name
     except (ImportError, KeyError):
@@ -220,19 +217,90 @@ def fsync_dir(directory: Path) -> None:
 
 def read_capped(path: Path, limit: int, *, error: Type[PsabillError], what: str,
                 describe_limit: Optional[Callable[[int], str]] = None) -> bytes:
-    """The file's bytes, refusing a missing file, a directory or one over ``limit`` bytes."""
+    """The file's bytes, refusing a missing file, anything but a regular file, or one over ``limit`` bytes."""
+    data = read_regular(path, what, error, limit=limit, describe_limit=describe_limit)
+    assert data is not None
+    return data
+
+
+def read_regular(path: Path, what: str, error: Type[PsabillError], *, limit: Optional[int] = None,
+                 missing_ok: bool = False, missing_fix: str = "",
+                 describe_limit: Optional[Callable[[int], str]] = None) -> Optional[bytes]:
+    """A regular file's bytes; a FIFO, device, socket or directory is refused at once, never waited on.
+
+    The file is opened non-blocking (an open of a FIFO would otherwise wait for
+    a writer) and judged by ``fstat`` of what was opened, so a path swapped for
+    a FIFO in between is refused too. A missing file is None with ``missing_ok``.
+    """
     try:
-        with open(path, "rb") as handle:
-            # One byte past the cap tells "exactly at" from "over" without trusting
-            # st_size (a FIFO or a growing file has none worth trusting).
-            data = handle.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise error(f"{what} {path} not found") from None
+        if missing_ok:
+            return None
+        raise error(f"{what} {path} not found" + (f": {missing_fix}" if missing_fix else "")) from None
     except IsADirectoryError:
         raise error(f"{what} {path} is a directory, not a file") from None
     except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > limit:
-        shown = describe_limit(limit) if describe_limit else f"{limit} bytes"
-        raise error(f"{what} {path} is over the {shown} limit")
-    return data
+        raise error(f"cannot read {what} {path}: {os_problem(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode)
+                    else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+                    else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+            raise error(f"{what} {path} is {kind}, not a regular file: point it at a file")
+        chunks: List[bytes] = []
+        size = 0
+        while True:
+            # One byte past the cap tells "exactly at" from "over" without trusting st_size.
+            chunk = os.read(fd, 1 << 20 if limit is None else min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if limit is not None and size > limit:
+                shown = describe_limit(limit) if describe_limit else f"{limit} bytes"
+                raise error(f"{what} {path} is over the {shown} limit")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {os_problem(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+def check_program(argv: Sequence[str], cwd: Path, what: str, error: Type[PsabillError]) -> List[str]:
+    """``argv`` with its program made absolute, once nobody but its owner (or root) could have written it.
+
+    The program is found the way psabill runs it: a path with a slash is
+    relative to ``cwd`` (the config's directory, never the working directory
+    of whoever ran psabill), a bare name is looked up on PATH. It must exist,
+    and it and every later argument that names an existing regular file (the
+    script ``sh export.sh`` would run) pass :func:`check_private`. This is the
+    one rule for every program psabill runs: the source command and the mailer.
+    """
+    import shutil  # only a run that starts a program needs it
+
+    if not argv:
+        raise error(f"{what} is empty: give the program, then its arguments")
+    program = argv[0]
+    if os.sep in program:
+        found = program if os.path.isabs(program) else str(cwd / program)
+        if not os.path.exists(found):
+            raise error(f"{what} {program!r} not found (a relative program is relative to {cwd})")
+    else:
+        located = shutil.which(program)
+        if located is None:
+            raise error(f"{what} {program!r} not found on PATH ({os.environ.get('PATH', '')}): give its absolute path")
+        found = located
+    check_private(Path(found), what, error)
+    for argument in argv[1:]:
+        if not argument or argument.startswith("-") or "\0" in argument:
+            continue
+        candidate = cwd / argument
+        try:
+            regular = candidate.is_file()
+        except (OSError, ValueError):
+            continue
+        if regular:
+            check_private(candidate, f"file named by the {what}", error)
+    return [found, *argv[1:]]

@@ -3,8 +3,8 @@
 Set up only when a run starts or a command changes something: the not-due
 cron path never imports ``logging``. Every record goes through
 :class:`ScrubbingFormatter`: its message (and any traceback) is scrubbed of
-registered secrets by :func:`psabill.text.redact.scrub` and its control and bidi
-characters are escaped by :func:`psabill.text.redact.neutralize`, so one record is
+registered secrets and its control and bidi characters are escaped by
+:func:`psabill.text.clean.clean`, so one record is
 one line that neither a terminal nor a log viewer can be steered by.
 
 The file and its rotated copies are 0600 whatever the umask, and a symlink in
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from psabill.text import redact
+from psabill.text import clean
 from psabill.errors import PsabillError, StateError
 from psabill.text.files import make_private_dir, os_problem, refuse_symlink
 
@@ -33,14 +33,14 @@ class ScrubbingFormatter(logging.Formatter):
     """A Formatter whose message and traceback are scrubbed and neutralized."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = redact.neutralize(redact.scrub(record.message))
+        record.message = clean.clean(record.message)
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
-        return redact.neutralize(redact.scrub(super().formatException(ei)), multiline=True)
+        return clean.clean(super().formatException(ei), lines=True)
 
     def formatStack(self, stack_info: str) -> str:
-        return redact.neutralize(redact.scrub(super().formatStack(stack_info)), multiline=True)
+        return clean.clean(super().formatStack(stack_info), lines=True)
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -88,7 +88,7 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 def warn(text: str) -> None:
     """One line on stderr, scrubbed and neutralized; never raises."""
     try:
-        sys.stderr.write(f"psabill: warning: {redact.neutralize(redact.scrub(text))}\n")
+        sys.stderr.write(f"psabill: warning: {clean.clean(text)}\n")
         sys.stderr.flush()
     except Exception:
         pass

@@ -63,6 +63,7 @@ import binascii
 import re
 import threading
 from typing import Iterable, List, Optional, Pattern, Tuple
+from urllib.parse import unquote
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 4
@@ -292,72 +293,38 @@ def registry() -> Redactor:
     return _registry
 
 
-# -- neutralizing -----------------------------------------------------------
+# -- URLs ----------------------------------------------------------------------------
 
-# Cc, Cf, Cs, Zl and Zp as of Unicode 14 (the test checks this against the running
-# Python), widened to the Egyptian format controls Unicode 15 adds (U+13439-1343F).
-_CONTROL_RANGES = (
-    "\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
-    "\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
-    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0001\U000e0020-\U000e007f"
-)
-_JOINERS = "\u200c\u200d"
-_KEEP_SEQUENCES = (
-    r"(?P<keep>\U0001F3F4[\U000E0020-\U000E007E]{1,32}\U000E007F"  # emoji tag sequence (subdivision flags)
-    r"|(?<=[^\x00-\x9f])[" + _JOINERS + r"](?=[^\x00-\x9f]))"  # a joiner inside a word or emoji sequence
-)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@\s:]*):(?P<password>[^/?#@\s]*)@")
+_PASSWORD_PARAM = re.compile(r"(?P<key>(?:^|[?&;])password=)(?P<value>[^&#\s]*)", re.IGNORECASE)
 
 
-def _escaper(keep: str) -> Pattern[str]:
-    escaped = "".join(f"\\U{ord(c):08x}" for c in keep)
-    control = f"[{_CONTROL_RANGES}{_JOINERS}]"
-    if escaped:
-        control = f"(?![{escaped}]){control}"
-    return re.compile(_KEEP_SEQUENCES + "|" + control)
+def url_passwords(url: str) -> List[str]:
+    """The passwords a URL carries: its userinfo password, and ``password=`` query values, raw and decoded."""
+    found: List[str] = []
+    for match in _USERINFO.finditer(url):
+        found.append(match.group("password"))
+    query = url.split("?", 1)[1] if "?" in url else ""
+    for match in _PASSWORD_PARAM.finditer("?" + query if query else ""):
+        found.append(match.group("value"))
+    out: List[str] = []
+    for value in found:
+        for form in (value, unquote(value, errors="replace")):
+            if form and form not in out:
+                out.append(form)
+    return out
 
 
-_ESCAPE = _escaper("\t")
-_ESCAPE_MULTILINE = _escaper("\t\n")
-# What str.split() folds: keep it for one_line's collapse to turn into a space.
-_ESCAPE_FOLDED = _escaper("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\u2028\u2029")
+def register_url(url: str) -> None:
+    """Register every password ``url`` carries, so no output can show it."""
+    register(*url_passwords(url))
 
 
-_NAMED = {0x0A: "\\n", 0x0D: "\\r"}
+def mask_url(text: str) -> str:
+    """``text`` with every URL's userinfo password and ``password=`` value shown as ``***``.
 
-
-def _escape(match: "re.Match[str]") -> str:
-    if match.group("keep") is not None:
-        return match.group(0)
-    cp = ord(match.group(0))
-    if cp in _NAMED:
-        return _NAMED[cp]
-    if cp < 0x100:
-        return f"\\x{cp:02x}"
-    if cp < 0x10000:
-        return f"\\u{cp:04x}"
-    return f"\\U{cp:08x}"
-
-
-def neutralize(text: str, *, multiline: bool = False) -> str:
-    """``text`` with control, format and bidi characters shown as escapes (tab kept; newline too if multiline)."""
-    return (_ESCAPE_MULTILINE if multiline else _ESCAPE).sub(_escape, text)
-
-
-def one_line(text: str, limit: Optional[int] = None) -> str:
-    """Scrub, neutralize, collapse whitespace to single spaces, then cut to ``limit`` chars with an ellipsis.
-
-    The order is the point: the full text is scrubbed before anything can fold
-    or cut it, so a cut never leaves part of a secret or of an encoded form
-    behind. It is scrubbed once more after folding, in case whitespace folding
-    or escaping spelled a secret out of pieces. The result holds no control
-    characters and at most ``limit`` characters, the ellipsis included.
+    Works on any text, however malformed the URL (a bad %-escape included): it
+    never decodes what it masks.
     """
-    text = scrub(text)
-    text = _ESCAPE_FOLDED.sub(_escape, text)
-    text = scrub(" ".join(text.split()))
-    if limit is not None and len(text) > limit:
-        if limit <= 0:
-            return ""
-        text = text[: limit - 1].rstrip() + ELLIPSIS
-    return text
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", text)
+    return _PASSWORD_PARAM.sub(lambda m: f"{m.group('key')}***", text)
