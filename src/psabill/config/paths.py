@@ -15,20 +15,21 @@ ENV_STATE_DIR = "PSABILL_STATE_DIR"
 ENV_CRONTAB = "PSABILL_CRONTAB"
 DB_NAME = "state.db"
 LOCK_NAME = "run.lock"
-LOG_NAME = "psabill.text.log"
+LOG_NAME = "psabill.log"
 OUTBOX_NAME = "outbox"
+SITE_NAME = "site"
 
 
 def default_config() -> Path:
     """The per-user config file (platformdirs)."""
-    import platformdirs
+    import platformdirs  # only when neither --config nor PSABILL_CONFIG names the file
 
     return Path(platformdirs.user_config_dir("psabill")) / "config.toml"
 
 
 def default_state_dir() -> Path:
     """The per-user state dir (platformdirs)."""
-    import platformdirs
+    import platformdirs  # only when neither --state-dir nor PSABILL_STATE_DIR names it
 
     return Path(platformdirs.user_state_dir("psabill"))
 
@@ -68,10 +69,18 @@ class Paths(NamedTuple):
         """The history database."""
         return self.state_dir / DB_NAME
 
+    def lock_for(self, account: str) -> Path:
+        """The run lock of one config (configs sharing a state dir never wait for each other)."""
+        if not account:
+            return self.state_dir / LOCK_NAME
+        import hashlib  # only a run takes the lock
+
+        return self.state_dir / f"run-{hashlib.sha256(account.encode('utf-8')).hexdigest()[:16]}.lock"
+
     @property
-    def lock(self) -> Path:
-        """The run lock."""
-        return self.state_dir / LOCK_NAME
+    def site(self) -> Path:
+        """Where the history site goes when [history] site_dir is not set."""
+        return self.state_dir / SITE_NAME
 
     @property
     def log(self) -> Path:

@@ -1,4 +1,4 @@
-"""Is this config ready to run unattended? What is missing, and what cron will lack.
+"""Is this config ready to run unattended? What is missing, and what cron will lack: checked in one place.
 
 Pure: takes typed settings, returns one-line texts. ``run`` refuses a config
 that is not ready (nothing is recorded); ``schedule set``, ``check`` and
@@ -6,11 +6,11 @@ that is not ready (nothing is recorded); ``schedule set``, ``check`` and
 that cron's nearly empty environment will not have.
 """
 
-from __future__ import annotations
-
 from typing import List
 
-from psabill.config.settings import SecretRef, Settings
+from psabill.config.keys import SecretRef
+from psabill.config.settings import Settings
+from psabill.errors import ConfigError
 
 
 def missing(settings: Settings) -> List[str]:
@@ -20,23 +20,32 @@ def missing(settings: Settings) -> List[str]:
         gaps.append("no [psa] configured")
     if not settings.source.kind:
         gaps.append("no [source] configured")
+    elif settings.source.kind != "lastpass" and not settings.products:
+        gaps.append("no [products] configured")
     return gaps
 
 
-def not_ready_text(settings: Settings) -> str:
-    """The one line a refused run prints."""
-    return (f"not ready: {' and '.join(missing(settings))}: add "
-            + " and ".join(gap.split()[1] for gap in missing(settings))
-            + f" to {settings.path}")
+def require(settings: Settings) -> None:
+    """Refuse a config that cannot update anything, naming what to add."""
+    gaps = missing(settings)
+    if gaps:
+        raise ConfigError(f"not ready: {' and '.join(gaps)}: add "
+                          + " and ".join(gap.split()[1] for gap in gaps) + f" to {settings.path} "
+                          "(psabill config init --help)")
+
+
+def secrets(settings: Settings) -> List[SecretRef]:
+    """Every credential the config names (configured or not)."""
+    refs = [settings.notify.smtp.password, settings.source.api_key]
+    if settings.psa is not None:
+        refs += [settings.psa.private_key, settings.psa.secret]
+    return refs
 
 
 def cron_env_warnings(settings: Settings) -> List[str]:
     """One warning per secret read from an environment variable: cron will not have it."""
-    refs: List[SecretRef] = [settings.notify.smtp.password]
-    if settings.psa is not None:
-        refs.append(settings.psa.credential)
     warnings = []
-    for ref in refs:
+    for ref in secrets(settings):
         if ref.env is None:
             continue
         section = ref.where.rsplit(": ", 1)[-1]

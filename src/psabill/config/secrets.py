@@ -4,29 +4,36 @@ For a key such as ``[psa] secret`` the config may hold exactly one of
 ``secret`` (the value itself; the config must then be chmod 600),
 ``secret_env`` (the name of an environment variable) or ``secret_file`` (a
 path, relative to the config file, whose content minus its trailing newline is
-the value). Error messages name the key, the variable or the file, never the
-value, so they are safe to print, log and email.
+the value). A secret file must be a regular file that only its owner can read
+or write (chmod 600), or it is refused before a byte of it is read, as a loose
+config holding a literal secret is. Error messages name the key, the variable
+or the file, never the value, so they are safe to print, log and email.
 
-Every value resolved here is registered with :mod:`psabill.text.redact` before it
-is returned, so the shared redactor knows a credential before any text that
-could carry it leaves the process. A ``*_file`` another user could have written
-is refused before it is read (:func:`psabill.text.files.check_private`).
+A file that cannot be read right now (missing while it is being replaced, a
+permission change in flight, an NFS hiccup) is an
+:class:`~psabill.errors.AbortError`: the run stops before any request and a
+later firing within catch-up tries again. Everything else (a loose mode, a
+FIFO, an empty file) is a :class:`~psabill.errors.ConfigError`, for the admin
+to fix.
+
+Every value resolved here is registered with :mod:`psabill.text.redact` before
+it is returned, so the shared redactor knows a credential before any text that
+could carry it leaves the process.
 """
 
-from __future__ import annotations
-
 import os
+import stat
 
+from psabill.config.keys import SecretRef
+from psabill.errors import AbortError, ConfigError, PsabillError
 from psabill.text import redact
-from psabill.errors import ConfigError
-from psabill.text.files import check_private, read_capped
-from psabill.config.settings import SecretRef
+from psabill.text.files import check_private, read_regular
 
 MAX_SECRET_BYTES = 64 * 1024
 
 
 def resolve(ref: SecretRef) -> str:
-    """The credential ``ref`` points at, or a ConfigError naming where it should be."""
+    """The credential ``ref`` points at, or an error naming where it should be."""
     where = ref.where
     if ref.conflict:
         raise ConfigError(f"{where} sets {' and '.join(ref.conflict)}: keep only one")
@@ -37,28 +44,54 @@ def resolve(ref: SecretRef) -> str:
         if not value:
             raise ConfigError(f"{where} {ref.key}_env names ${ref.env}, which is "
                               f"{'empty' if value == '' else 'not set'}")
-        return _registered(value)
+        return _checked(value, f"{where} {ref.key}_env (${ref.env})")
     if ref.file is None:
         raise ConfigError(f"{where} needs {ref.key}_env, {ref.key}_file or {ref.key}")
-    chosen = f"{ref.key}_file"
-    check_private(ref.file, f"{where} {chosen}:", ConfigError)
-    raw = read_capped(ref.file, MAX_SECRET_BYTES, error=ConfigError, what=f"{where} {chosen}:",
-                      describe_limit=lambda _limit: "64 KiB credential")
+    chosen = f"{where} {ref.key}_file:"
+    check_private(ref.file, chosen, ConfigError)
+    _check_unreadable_by_others(ref, chosen)
+    try:
+        raw = read_regular(ref.file, chosen, _Unreadable, limit=MAX_SECRET_BYTES,
+                           describe_limit=lambda _limit: "64 KiB credential")
+    except _Unreadable as exc:
+        if "not a regular file" in exc.message or "limit" in exc.message:
+            raise ConfigError(exc.message) from None
+        raise AbortError(f"{exc.message}; nothing was sent (a later firing within catch-up tries again)") from None
+    assert raw is not None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{where} {chosen}: {ref.file} is not UTF-8 text") from None
-    # Editors and `echo secret > file` add one trailing newline; the secret
-    # itself never ends in one.
+        raise ConfigError(f"{chosen} {ref.file} is not UTF-8 text") from None
+    # Editors and `echo secret > file` add one trailing newline; the secret itself never ends in one.
     value = text.rstrip("\r\n")
     if not value:
-        raise ConfigError(f"{where} {chosen}: {ref.file} is empty")
-    if "\n" in value or "\r" in value:
-        raise ConfigError(f"{where} {chosen}: {ref.file} holds more than one line")
-    return _registered(value)
+        raise ConfigError(f"{chosen} {ref.file} is empty")
+    return _checked(value, f"{chosen} {ref.file}")
+
+
+class _Unreadable(PsabillError):
+    pass
+
+
+def _check_unreadable_by_others(ref: SecretRef, chosen: str) -> None:
+    """A secret file group or others can read is refused, with the chmod that fixes it."""
+    assert ref.file is not None
+    try:
+        mode = stat.S_IMODE(os.stat(ref.file).st_mode)
+    except OSError:
+        return  # the read below reports it
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{chosen} {ref.file} is readable by group or others (mode {mode:04o}): "
+                          f"run 'chmod 600 {ref.file}'; nothing was sent")
+
+
+def _checked(value: str, where: str) -> str:
+    """``value``, registered with the redactor, unless it holds a line break (then refused, value unshown)."""
+    redact.register(value)
+    if any(ch in value for ch in "\r\n\u2028\u2029\x85"):
+        raise ConfigError(f"{where} holds more than one line: a credential is one line")
+    return value
 
 
 def _registered(value: str) -> str:
-    """``value``, now known to the shared redactor."""
-    redact.register(value)
-    return value
+    return _checked(value, "a literal secret")
