@@ -1,4 +1,4 @@
-"""The one HTTP path both PSA clients share: retries, limits, counting, scrubbing.
+"""The one HTTP path every remote API shares (the PSAs, LastPass): retries, limits, counting, scrubbing.
 
 Policy, in the order a request meets it:
 
@@ -10,7 +10,7 @@ Policy, in the order a request meets it:
   the host they name (see :func:`rebase`).
 * Concurrency is bounded twice: a global semaphore (``concurrency``) and, when
   the caller names an endpoint, a per-endpoint one (Autotask allows 3 threads
-  per endpoint). Both are held only while a request is on the wire, never while
+  per endpoint, and its client keeps below that). Both are held only while a request is on the wire, never while
   sleeping between retries, so one throttled endpoint does not starve others.
 * Every attempt counts, including retries: the PSA's rate limit counts them too.
   ``max_requests`` turns the count into a hard budget.
@@ -20,7 +20,10 @@ Policy, in the order a request meets it:
   idempotent requests only (ConnectWise documents 500 as often transient),
   except a 500 whose JSON body carries an ``errors`` list of strings: that is
   Autotask refusing deterministically (wrong user name, integration code or
-  permission), so it fails at once with Autotask's own message.
+  permission), so it fails at once with Autotask's own message, unless the
+  caller's ``transient_refusal`` says the refusal is one to wait out (Autotask's
+  thread-limit refusal, which may come with any status): that one is retried
+  with backoff, a non-idempotent request too, because it was refused, not done.
   A non-idempotent request (an Autotask delta adjustment) is retried only when
   the PSA certainly did not apply it (429, or the connection never opened);
   anything ambiguous is raised so the caller can re-read and recompute.
@@ -31,16 +34,16 @@ Policy, in the order a request meets it:
   headers and the whole body: a server that dribbles one byte per read timeout
   cannot hold a run forever. Each socket operation's timeout is cut to what is
   left of the deadline (:class:`_DeadlineBackend`).
-* Errors: 401/403 -> PsaAuthError, unreachable after retries -> PsaUnreachable
-  (PsaNoAnswer when a non-idempotent request was sent but its answer never
-  came: it may have been applied), anything else -> PsaError with the status
+* Errors: 401/403 -> AuthRefused, unreachable after retries -> Unreachable
+  (NoAnswer when a non-idempotent request was sent but its answer never
+  came: it may have been applied), anything else -> RemoteError with the status
   and a short body excerpt. A caller's ``go`` is asked once the request holds
   its slots; false, and the request is neither sent nor counted (Halted). Every
-  message passes through :meth:`HttpClient.scrub`, which is
-  :func:`psabill.text.redact.one_line` with this client's secrets and the
-  Authorization value added: the full text is scrubbed (raw, URL-encoded,
-  JSON-escaped and base64 forms) before control characters are escaped and the
-  text is folded and cut, so an excerpt's cut can never leave part of a secret.
+  message passes through :meth:`HttpClient.scrub`: this client's secrets and
+  the Authorization value are scrubbed from the full text (raw, URL-encoded,
+  JSON-escaped and base64 forms), then :func:`psabill.text.clean.message`
+  escapes control characters, folds and cuts it, so an excerpt's cut can never
+  leave part of a secret. JSON nested too deeply to be an answer is refused.
   The client also registers those secrets with the process-wide redactor.
 """
 
@@ -49,17 +52,19 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import ssl
 import threading
 import time
-from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
-from psabill.text import redact
-from psabill.psa.base import Halted, PsaAuthError, PsaError, PsaNoAnswer, PsaUnreachable
+from psabill.net.errors import AuthRefused, Halted, NoAnswer, RemoteError, Unreachable
+from psabill.text import clean, redact
+from psabill.text.files import check_private
 
 log = logging.getLogger("psabill.psa")
 
@@ -69,7 +74,6 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RESPONSE_BYTES = 50 * 1024 * 1024
 DEADLINE_FACTOR = 4  # the overall deadline per attempt, in per-read timeouts
 EXCERPT_CHARS = 200
-REDACTED = redact.REDACTED
 
 
 def is_loopback_host(host: str) -> bool:
@@ -92,8 +96,8 @@ def check_url(url: str) -> None:
     if scheme == "http" and host and is_loopback_host(host):
         return
     if scheme == "http":
-        raise PsaError(f"refusing plain-HTTP PSA URL {_bare(url)}: use https:// (http:// is only for loopback)")
-    raise PsaError(f"PSA URL {_bare(url)} is not an https:// URL")
+        raise RemoteError(f"refusing plain-HTTP URL {_bare(url)}: use https:// (http:// is only for loopback)")
+    raise RemoteError(f"URL {_bare(url)} is not an https:// URL")
 
 
 def origin(url: str) -> str:
@@ -115,39 +119,6 @@ def rebase(link: str, base: str) -> str:
 def batches(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(values), size):
         yield values[start: start + size]
-
-
-def numeric_id(value: Any, what: str) -> int:
-    """PSA ids are integers; a mapping that says otherwise fails before any request."""
-    text = str(value).strip()
-    if not text.isdigit():
-        raise PsaError(f"{what} {value!r} is not numeric")
-    return int(text)
-
-
-def whole(value: Any) -> int:
-    """Rounds a PSA quantity to a whole number. Lossy: ConnectWise no longer uses it (see :func:`quantity`)."""
-    try:
-        return int(round(float(value)))
-    except (TypeError, ValueError):
-        return 0
-
-
-def quantity(value: Any, what: str = "quantity") -> Union[int, Decimal]:
-    """A PSA quantity, exactly: an int when whole, else a Decimal (2.5 stays 2.5, never rounds to 2).
-
-    JSON numbers arrive as floats; ``str()`` of a float is its shortest exact
-    spelling, so 2.5 becomes Decimal("2.5"), not 2.5000000000000000001.
-    """
-    if isinstance(value, bool) or value is None:
-        raise PsaError(f"{what} {value!r} is not a number")
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise PsaError(f"{what} {value!r} is not a number") from None
-    if not number.is_finite():
-        raise PsaError(f"{what} {value!r} is not a number")
-    return int(number) if number == number.to_integral_value() else number.normalize()
 
 
 def _bare(url: str) -> str:
@@ -226,7 +197,7 @@ class _NotSent(Exception):
 
 
 class HttpClient:
-    """A thread-safe, counting, retrying JSON client for one PSA origin."""
+    """A thread-safe, counting, retrying JSON client for one API origin."""
 
     def __init__(
         self,
@@ -244,7 +215,12 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         deadline: Optional[float] = None,
         max_bytes: int = MAX_RESPONSE_BYTES,
+        transient_refusal: Optional[Callable[[str], bool]] = None,
+        ca_label: str = "ca_file",
     ) -> None:
+        """``transient_refusal`` says which ``{"errors": [...]}`` refusals are worth a retry whatever their
+        status (Autotask's thread limit); every other such refusal fails at once."""
+        self._transient_refusal = transient_refusal
         self.deadline = float(deadline) if deadline is not None else DEADLINE_FACTOR * float(timeout)
         self.max_bytes = int(max_bytes)
         self.max_retries = max(0, int(max_retries))
@@ -267,23 +243,18 @@ class HttpClient:
         self._endpoint_lock = threading.Lock()
         verify: Any = True
         if ca_file:
-            import ssl
-            from pathlib import Path
-
-            from psabill.text.files import check_private
-
             # A CA file another user could rewrite would let them read our credentials.
-            check_private(Path(ca_file), "[psa] ca_file", PsaError)
+            check_private(Path(ca_file), ca_label, RemoteError)
 
             try:
                 verify = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
-                raise PsaError(f"cannot load CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}") from None
+                raise RemoteError(f"cannot load CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}") from None
         limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency))
         transport = httpx.HTTPTransport(verify=verify, limits=limits, trust_env=False)
         pool = getattr(transport, "_pool", None)
         if pool is None or not hasattr(pool, "_network_backend"):  # pragma: no cover - a changed httpx
-            raise PsaError("this httpx cannot bound a request's duration: install httpx 0.28")
+            raise RemoteError("this httpx cannot bound a request's duration: install httpx 0.28")
         pool._network_backend = _DeadlineBackend(pool._network_backend)
         self._client = httpx.Client(
             headers=dict(headers),
@@ -303,7 +274,7 @@ class HttpClient:
     def _take_ticket(self, method: str, url: str) -> None:
         with self._count_lock:
             if self.max_requests is not None and self._count >= self.max_requests:
-                raise PsaError(
+                raise RemoteError(
                     f"request budget of {self.max_requests} PSA requests for this run is used up "
                     f"(next: {method} {_bare(url)}); run again later"
                 )
@@ -313,7 +284,7 @@ class HttpClient:
 
     def scrub(self, text: str, limit: Optional[int] = None) -> str:
         """``text`` as one outbound line: scrubbed whole, controls escaped, folded, then cut to ``limit``."""
-        return redact.one_line(self._redactor.scrub(text), limit)
+        return clean.message(self._redactor.scrub(text), limit)
 
     def _excerpt(self, response: httpx.Response) -> str:
         """The start of an error body, scrubbed on its full length before the cut."""
@@ -347,7 +318,7 @@ class HttpClient:
         headers: Optional[Mapping[str, str]] = None,
         go: Optional[Callable[[], bool]] = None,
     ) -> httpx.Response:
-        """Send one logical request; return a 2xx response or raise a PsaError.
+        """Send one logical request; return a 2xx response or raise a RemoteError.
 
         ``go``, if given, is asked once the request holds its slots: false, and
         it is not sent (nor counted) and :class:`Halted` is raised.
@@ -363,18 +334,20 @@ class HttpClient:
             try:
                 # Built before taking a slot: a slot is held only while the request is on the wire.
                 outgoing = self._client.build_request(method, url, params=params, json=json, headers=headers)
-                with self._global:
-                    if endpoint_sem is not None:
-                        with endpoint_sem:
-                            response = self._send(outgoing, go)
-                    else:
+                # The endpoint's slot first: a request queued behind its endpoint's cap must not hold
+                # one of the global slots that requests to other endpoints are waiting for.
+                if endpoint_sem is not None:
+                    with endpoint_sem, self._global:
+                        response = self._send(outgoing, go)
+                else:
+                    with self._global:
                         response = self._send(outgoing, go)
             except _NotSent:
                 with self._count_lock:
                     self._count -= 1
                 raise Halted(f"{where}: not sent, the run is stopping") from None
             except _TooLarge:
-                raise PsaError(self.scrub(f"{where}: the response is over the {_megabytes(self.max_bytes)} limit; "
+                raise RemoteError(self.scrub(f"{where}: the response is over the {_megabytes(self.max_bytes)} limit; "
                                           "it was refused and nothing in it was used")) from None
             except httpx.TimeoutException as exc:
                 # A connect timeout never reached the PSA; a read timeout may have been applied.
@@ -384,35 +357,37 @@ class HttpClient:
                 else:
                     failure = f"timed out ({type(exc).__name__})"
                 if sent and not idempotent:
-                    raise PsaNoAnswer(self.scrub(f"{where}: {failure} after {attempt + 1} attempt(s)")) from None
+                    raise NoAnswer(self.scrub(f"{where}: {failure} after {attempt + 1} attempt(s)")) from None
                 if attempt >= self.max_retries:
-                    raise PsaUnreachable(self.scrub(f"{where}: {failure} after {attempt + 1} attempt(s)")) from None
+                    raise Unreachable(self.scrub(f"{where}: {failure} after {attempt + 1} attempt(s)")) from None
             except httpx.ConnectError as exc:
                 failure = f"cannot connect: {exc}"
                 if attempt >= self.max_retries:
-                    raise PsaUnreachable(self.scrub(f"{where}: {failure}")) from None
+                    raise Unreachable(self.scrub(f"{where}: {failure}")) from None
             except httpx.TransportError as exc:
                 failure = f"connection failed: {type(exc).__name__}: {exc}"
                 if not idempotent:
-                    raise PsaNoAnswer(self.scrub(f"{where}: {failure}")) from None
+                    raise NoAnswer(self.scrub(f"{where}: {failure}")) from None
                 if attempt >= self.max_retries:
-                    raise PsaUnreachable(self.scrub(f"{where}: {failure}")) from None
+                    raise Unreachable(self.scrub(f"{where}: {failure}")) from None
             else:
                 status = response.status_code
                 if 200 <= status < 300:
                     return response
                 if status in (401, 403):
-                    raise PsaAuthError(self.scrub(f"{where}: HTTP {status} (credentials refused): {self._excerpt(response)}"))
-                refusal = _refusal(response) if status == 500 else None
-                if refusal is not None:
-                    raise PsaError(self.scrub(f"{where}: HTTP 500: {refusal}"))
-                retryable = status in RETRY_STATUSES or (status == 500 and idempotent)
-                if not idempotent and status != 429:
-                    retryable = False
-                failure = f"HTTP {status}: {self._excerpt(response)}"
+                    raise AuthRefused(self.scrub(f"{where}: HTTP {status} (credentials refused): {self._excerpt(response)}"))
+                refusal = _refusal(response)
+                throttled = refusal is not None and self._transient_refusal is not None \
+                    and self._transient_refusal(refusal)
+                if refusal is not None and status == 500 and not throttled:
+                    raise RemoteError(self.scrub(f"{where}: HTTP 500: {refusal}"), status=0)  # a refusal: final
+                retryable = status in RETRY_STATUSES or (status == 500 and idempotent) or throttled
+                if not idempotent and status != 429 and not throttled:
+                    retryable = False  # it may have been applied: the caller re-reads before anything else
+                failure = f"HTTP {status}: {refusal if throttled else self._excerpt(response)}"
                 if not retryable or attempt >= self.max_retries:
                     suffix = f" (after {attempt + 1} attempts)" if attempt else ""
-                    raise PsaError(self.scrub(f"{where}: {failure}{suffix}"))
+                    raise RemoteError(self.scrub(f"{where}: {failure}{suffix}"), status=status)
                 retry_after = _retry_after(response)
             wait = self._wait(attempt, retry_after)
             log.info("%s: %s; retry %d/%d in %.2fs", where, self.scrub(failure), attempt + 1, self.max_retries, wait)
@@ -469,8 +444,12 @@ class HttpClient:
             return None
         try:
             return response.json()
+        except RecursionError:
+            raise RemoteError(f"{where}: HTTP {response.status_code} but the JSON is nested too deeply to be an "
+                              "answer of this API; nothing in it was used") from None
         except ValueError:
-            raise PsaError(self.scrub(f"{where}: HTTP {response.status_code} but the body is not JSON: {self._excerpt(response)}")) from None
+            raise RemoteError(self.scrub(f"{where}: HTTP {response.status_code} but the body is not JSON: "
+                                         f"{self._excerpt(response)}")) from None
 
     def close(self) -> None:
         self._client.close()
@@ -484,7 +463,7 @@ def _refusal(response: httpx.Response) -> Optional[str]:
     """Autotask's deterministic refusal: a body ``{"errors": ["...", ...]}`` (strings), joined."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, list) or not errors or not all(isinstance(e, str) for e in errors):

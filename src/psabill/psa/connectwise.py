@@ -33,22 +33,32 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import quote, urlsplit
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import quote, urlencode, urlsplit
 
-from psabill.text import redact
+from psabill.config.schema import PsaSettings
+from psabill.config.secrets import resolve
 from psabill.errors import ConfigError
-from psabill.config.settings import PsaSettings
-from psabill.psa.base import CONNECTWISE_TERMS, Agreement, Company, Line, PsaError, Quantity, Run
-from psabill.net.http import HttpClient, batches, check_url, numeric_id, quantity as exact_quantity, rebase
+from psabill.net.errors import AuthRefused, Halted, RemoteError, Unreachable
+from psabill.net.http import HttpClient, check_url, rebase
+from psabill.psa.base import (FAILED, UNKNOWN, UPDATED, Agreement, Company, Line, Lines, PsaClient, Sending, Stop,
+                              Target, Terms, Written, not_written, numeric_id, quantity as exact_quantity)
+from psabill.text import redact
 
 API_PATH = "/apis/3.0"
 DEFAULT_API_VERSION = "2025.1"
 PAGE_SIZE = 1000  # ConnectWise's maximum; read at call time, so a test may lower it
-BATCH = 50  # values per `in (...)` condition: keeps the query string well under URL limits
+# ConnectWise publishes no limit on the values of an `in (...)` condition, but its Developer Guide
+# recommends URLs of at most 2,000 characters (about 1,745 to be safe): conditions are batched to fit.
+URL_BUDGET = 1745
 LIST_ALL_OVER = 200  # more values than this: page through everything instead of batching
-MAX_PAGES = 10_000  # a PSA that keeps linking "next" forever is a bug, not a big book
+# A list this long (1,000,000 rows at the page size) is no book: a next link that never ends stops here.
+MAX_PAGES = 1000
+WRITE_WINDOW = 4  # PATCHes queued per concurrent request: enough to keep every slot busy
+TERMS = Terms("ConnectWise", "agreement", "addition")
+NOT_BILLED = ("DoNotBill", "NoCharge")  # AgreementAddition.billCustomer values that invoice nothing
 CLOUD_DOMAIN = ".myconnectwise.net"
 _CODEBASE = re.compile(r"^/?(v\d+_\d+(?:_release)?)/?$", re.IGNORECASE)
 
@@ -61,14 +71,14 @@ def parse_url(url: str) -> Tuple[str, str, Optional[str]]:
     parts = urlsplit(text)
     scheme, netloc, path = parts.scheme.lower(), parts.netloc, parts.path.rstrip("/")
     if not netloc or parts.query or parts.fragment:
-        raise PsaError(f"url {url!r} is not a ConnectWise host or API URL")
+        raise RemoteError(f"url {url!r} is not a ConnectWise host or API URL")
     if not path:
         return scheme, netloc, None
     if path.lower().endswith(API_PATH):
         return scheme, netloc, f"{scheme}://{netloc}{path}"
     if _CODEBASE.match(path):  # ".../v2025_1": the codebase without the API path
         return scheme, netloc, f"{scheme}://{netloc}{path}{API_PATH}"
-    raise PsaError(f"url {url!r}: give the host (na.myconnectwise.net) or the full API URL "
+    raise RemoteError(f"url {url!r}: give the host (na.myconnectwise.net) or the full API URL "
                    f"(https://api-na.myconnectwise.net/v2025_1/apis/3.0)")
 
 
@@ -87,7 +97,7 @@ def api_base(url: str, codebase: str) -> str:
         return base
     name = str(codebase).strip().strip("/")
     if not _CODEBASE.match(name):
-        raise PsaError(f"codebase {codebase!r} is not a ConnectWise codebase such as v2025_1/")
+        raise RemoteError(f"codebase {codebase!r} is not a ConnectWise codebase such as v2025_1/")
     return f"{scheme}://{api_host(netloc)}/{name}{API_PATH}"
 
 
@@ -102,53 +112,49 @@ def today_utc() -> date:
     return datetime.now(timezone.utc).date()
 
 
-class ConnectWiseClient:
+class ConnectWiseClient(PsaClient):
     kind = "connectwise"
-    terms = CONNECTWISE_TERMS
-    bulk_lines = False  # no cross-agreement additions endpoint
-    budgeted = False
-    bulk_writes = False  # one idempotent PATCH per line, in parallel
-    write_batch = 1
+    terms = TERMS
 
     def __init__(
         self,
         settings: PsaSettings,
-        secret: str,
         *,
         billing_date: Optional[date] = None,
+        zone: Any = None,
         backoff: float = 0.5,
         max_wait: float = 60.0,
     ) -> None:
         missing = [k for k in ("url", "company", "public_key", "client_id") if not getattr(settings, k)]
         if missing:
             raise ConfigError(f"[psa] kind = \"connectwise\" needs {', '.join(missing)}")
-        if not secret:
-            raise ConfigError("[psa] the ConnectWise private key is empty")
         self.url = str(settings.url)
-        scheme, self._site, given = parse_url(self.url)
+        scheme, self._site, given = parse_url(self.url)  # a bad URL is refused before the key is read
         self._scheme = scheme
+        check_url(given or f"{scheme}://{self._site}/")
+        secret = resolve(settings.private_key)
         self.company = str(settings.company)
         # The date the lines must be billing on; the run passes the account's date.
         self.billing_date = billing_date or today_utc()
         self._base: Optional[str] = given
         self._base_lock = threading.Lock()
-        check_url(given or f"{scheme}://{self._site}/")
         public_key = str(settings.public_key)
-        version = settings.api_version or DEFAULT_API_VERSION
         token = base64.b64encode(f"{self.company}+{public_key}:{secret}".encode("utf-8")).decode("ascii")
         redact.register(secret, token)  # before any request: the token is a credential of its own
         common: Dict[str, Any] = dict(
             timeout=settings.timeout,
             max_retries=settings.max_retries,
             ca_file=str(settings.ca_file) if settings.ca_file else None,
+            ca_label="[psa] ca_file",
             backoff=backoff,
             max_wait=max_wait,
         )
+        self.concurrency = settings.concurrency
         self.http = HttpClient(
             headers={
                 "Authorization": f"Basic {token}",
                 "clientId": str(settings.client_id),
-                "Accept": f"application/vnd.connectwise.com+json; version={version}",
+                "Accept": f"application/vnd.connectwise.com+json; version={settings.api_version or DEFAULT_API_VERSION}",
                 "Content-Type": "application/json",
             },
             secrets=[secret, token],
@@ -158,6 +164,7 @@ class ConnectWiseClient:
         # companyinfo needs no credentials, so it never gets them.
         self._login = HttpClient(headers={"Accept": "application/json"}, secrets=[secret, token], concurrency=1,
                                  **common)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="psabill-cw")
 
     @property
     def request_count(self) -> int:
@@ -179,7 +186,7 @@ class ConnectWiseClient:
         problem = error_object(info)
         codebase = info.get("Codebase") if isinstance(info, dict) else None
         if problem or not isinstance(codebase, str) or not codebase.strip():
-            raise PsaError(self.http.scrub(
+            raise RemoteError(self.http.scrub(
                 f"{where}: no codebase for company {self.company!r}"
                 + (f" ({problem})" if problem else "")
                 + "; check [psa] company, or give the full API URL in [psa] url"))
@@ -192,32 +199,36 @@ class ConnectWiseClient:
         info = self.http.get_json(base + "/system/info")
         problem = error_object(info)
         if problem or not isinstance(info, dict) or "version" not in info:
-            raise PsaError(f"GET /system/info: HTTP 200 but not the system info: {problem or repr(info)[:200]}")
+            raise RemoteError(f"GET /system/info: HTTP 200 but not the system info: {problem or repr(info)[:200]}")
         return f"ConnectWise PSA {info['version']} at {base} (company {self.company})"
 
-    def companies(self, identifiers: Sequence[str] = (), names: Sequence[str] = (), run: Run = map) -> List[Company]:
-        """Companies by identifier or name; the queries are independent and go through ``run``."""
-        ids = {i.lower() for i in identifiers}
-        wanted_names = {n.lower() for n in names}
-        fields = "id,identifier,name"
-        if not ids and not wanted_names:
-            return [_company(r) for r in self._list("/company/companies", None, fields)]
-        conditions: List[Optional[str]] = []
-        if len(ids) + len(wanted_names) > LIST_ALL_OVER or not _quotable(list(identifiers) + list(names)):
-            conditions.append(None)
+    def companies(self, wanted: Sequence[str]) -> List[Company]:
+        """Companies whose identifier or name is wanted; a deleted company (``deletedFlag``) never matches."""
+        keys = {w.casefold() for w in wanted}
+        fields = "id,identifier,name,deletedFlag"
+        live = "deletedFlag=false"
+        values = sorted(set(wanted))
+        if not values:
+            return []
+        if len(values) > LIST_ALL_OVER or not _quotable(values):
+            conditions: List[str] = [live]
         else:
-            for field, values in (("identifier", sorted(set(identifiers))), ("name", sorted(set(names)))):
-                conditions.extend(f"{field} in ({_strings(batch)})" for batch in batches(values, BATCH))
+            conditions = [f"({field} in ({_strings(batch)})) and {live}"
+                          for field in ("identifier", "name")
+                          for batch in _url_batches(values, self._url_used(
+                              "/company/companies", fields, f"({field} in ()) and {live}"))]
         found: Dict[str, Company] = {}
-        for rows in run(lambda condition: list(self._list("/company/companies", condition, fields)), conditions):
+        for rows in self._pool.map(lambda c: list(self._list("/company/companies", c, fields)), conditions):
             for row in rows:
+                if row.get("deletedFlag"):
+                    continue  # left out of matching: a deleted company never makes a name ambiguous
                 company = _company(row)
-                if company.identifier.lower() in ids or company.name.lower() in wanted_names:
+                if company.identifier.casefold() in keys or company.name.strip().casefold() in keys:
                     found[company.id] = company
         return sorted(found.values(), key=lambda c: int(c.id) if c.id.isdigit() else 0)
 
-    def agreements(self, company_ids: Sequence[str], run: Run = map) -> List[Agreement]:
-        """Active agreements of the companies; the queries are independent and go through ``run``."""
+    def agreements(self, company_ids: Sequence[str]) -> List[Agreement]:
+        """Active, uncancelled agreements of the companies."""
         wanted = {_numeric(i, "company id") for i in company_ids}
         if not wanted:
             return []
@@ -226,17 +237,24 @@ class ConnectWiseClient:
         if len(wanted) > LIST_ALL_OVER:
             conditions = [active]
         else:
-            conditions = [f"company/id in ({','.join(str(i) for i in batch)}) and {active}"
-                          for batch in batches(sorted(wanted), BATCH)]
+            ids = [str(i) for i in sorted(wanted)]
+            used = self._url_used("/finance/agreements", fields, f"company/id in () and {active}")
+            conditions = [f"company/id in ({','.join(batch)}) and {active}"
+                          for batch in _url_batches(ids, used, quoted=False)]
         result = []
-        for rows in run(lambda condition: list(self._list("/finance/agreements", condition, fields)), conditions):
+        for rows in self._pool.map(lambda c: list(self._list("/finance/agreements", c, fields)), conditions):
             for row in rows:
                 company_id = (row.get("company") or {}).get("id")
                 # Filter again here: the list-all path fetched every company's agreements.
                 if company_id in wanted and row.get("agreementStatus") == "Active" and not row.get("cancelledFlag"):
-                    result.append(Agreement(id=str(row["id"]), company_id=str(company_id),
+                    result.append(Agreement(id=str(_numeric(row["id"], "agreement id")), company_id=str(company_id),
                                             name=str(row.get("name", ""))))
         return sorted(result, key=lambda a: int(a.id))
+
+    def _url_used(self, path: str, fields: str, empty: str) -> int:
+        """The length of a list URL whose conditions are ``empty`` (an ``in ()`` with no values), as sent."""
+        query = urlencode({"pageSize": PAGE_SIZE, "page": 1, "fields": fields, "conditions": empty})
+        return len(f"{self.base}{path}?{query}")
 
     def billing_condition(self) -> str:
         """Additions billing on the billing date: effective on or before it, not cancelled on or before it.
@@ -247,105 +265,188 @@ class ConnectWiseClient:
         after = _stamp(self.billing_date + timedelta(days=1))
         return f"effectiveDate<[{after}] and (cancelledDate=null or cancelledDate>=[{after}])"
 
-    def lines(self, agreement: Agreement) -> List[Line]:
+    def lines(self, agreements: Sequence[Agreement], products: Sequence[str]) -> Lines:
+        """Each agreement's additions, read one agreement at a time (no cross-agreement endpoint), side by side.
+
+        Product identifiers are compared ignoring case, as ConnectWise's own
+        conditions do; the line carries the [products] spelling.
+        """
+        spelled = {p.casefold(): p for p in products}
+        by_agreement: Dict[str, List[Line]] = {}
+        unreadable: Dict[str, str] = {}
+
+        def read(agreement: Agreement) -> Tuple[Agreement, Any]:
+            try:
+                return agreement, self._additions(agreement, spelled)
+            except (Unreachable, AuthRefused):
+                raise
+            except RemoteError as exc:  # one unreadable agreement must not sink the rest
+                return agreement, exc
+
+        for agreement, found in self._pool.map(read, agreements):
+            if isinstance(found, Exception):
+                unreadable[agreement.id] = str(found)
+            else:
+                by_agreement[agreement.id] = found
+        return Lines(by_agreement, unreadable=unreadable)
+
+    def _additions(self, agreement: Agreement, spelled: Mapping[str, str]) -> List[Line]:
         aid = _numeric(agreement.id, "agreement id")
-        path = f"/finance/agreements/{aid}/additions"
         result = []
-        fields = "id,product,quantity,effectiveDate,cancelledDate"
-        for row in self._list(path, self.billing_condition(), fields):
-            product = (row.get("product") or {}).get("identifier")
+        fields = "id,product,quantity,effectiveDate,cancelledDate,billCustomer"
+        for row in self._list(f"/finance/agreements/{aid}/additions", self.billing_condition(), fields):
+            identifier = (row.get("product") or {}).get("identifier")
+            product = spelled.get(str(identifier).casefold()) if identifier else None
             # Checked here too: a line that is not billing today must never be written.
-            if not product or not _bills_on(row, self.billing_date, f"addition {row.get('id')}"):
+            if product is None or not _bills_on(row, self.billing_date, f"addition {row.get('id')}"):
                 continue
-            result.append(Line(id=str(row["id"]), agreement_id=str(aid), product=str(product),
-                               quantity=exact_quantity(row.get("quantity"), f"addition {row['id']} quantity")))
+            xid = str(_numeric(row["id"], "addition id"))
+            note, problem, value = "", "", None
+            try:
+                value = exact_quantity(row.get("quantity"), f"addition {xid} quantity")
+            except RemoteError as exc:
+                problem = f"{exc}: ConnectWise did not say how many seats it bills; nothing is written to it"
+            if row.get("billCustomer") in NOT_BILLED:
+                note = (f"addition {xid} is billCustomer = {row['billCustomer']}: its quantity is kept in step, "
+                        "but it invoices nothing")
+            result.append(Line(id=xid, agreement_id=str(aid), product=product, quantity=value, note=note,
+                               problem=problem))
         return result
-
-    def lines_for(self, agreements: Sequence[Agreement], run: Any = map) -> Dict[str, List[Line]]:
-        raise NotImplementedError("ConnectWise reads additions one agreement at a time")
-
-    def ensure_budget(self, planned: int) -> None:
-        """ConnectWise has no shared hourly allowance to guard."""
-
-    def read_ahead(self, targets: Sequence[Tuple[Line, int]], run: Any = map) -> Any:
-        raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
-
-    def post_batch(self, targets: Sequence[Tuple[Line, int]], run: Any = map, ahead: Any = None,
-                   halt: Any = None) -> Any:
-        raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
-
-    def verify_batch(self, posted: Any, run: Any = map) -> Any:
-        raise NotImplementedError("ConnectWise writes one line at a time (set_quantity)")
-
-    def write_capacity(self, writes: int) -> Tuple[int, str]:
-        raise NotImplementedError("ConnectWise has no hourly allowance")
-
-    def resolve_products(self, values: Sequence[str]) -> Tuple[Dict[str, str], Dict[str, str]]:
-        """ConnectWise products are named by their identifier as given."""
-        return {value: value for value in values}, {}
-
-    def missing_note(self, agreement_id: str, product: str) -> Optional[str]:
-        """ConnectWise has nothing to add to "not on the agreement"."""
-        return None
 
     # -- the write ---------------------------------------------------------
 
-    def set_quantity(self, line: Line, quantity: int) -> Quantity:
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
-            raise PsaError(f"refusing to set quantity {quantity!r} on addition {line.id}: not a whole number >= 0")
+    def write(self, targets: Sequence[Target], *, halt: Callable[[], bool], sending: Sending) -> Iterator[Written]:
+        """One idempotent PATCH per target, ``concurrency`` at a time; ``sending`` sees each chunk first."""
+        stop = threading.Event()
+        queue = list(targets)
+        chunk = max(1, self.concurrency * WRITE_WINDOW)
+        in_flight: Dict["Future[Written]", Target] = {}
+
+        def go() -> bool:
+            return not stop.is_set() and not halt()
+
+        while queue or in_flight:
+            while queue and len(in_flight) < chunk and go():
+                batch, queue = queue[:chunk], queue[chunk:]
+                try:
+                    sending(batch)
+                except Stop as exc:
+                    stop.set()
+                    for target in batch:
+                        yield not_written(target, str(exc) or "the run stopped")
+                    break
+                for target in batch:
+                    in_flight[self._pool.submit(self._patch, target, go, stop)] = target
+            if not in_flight:
+                break
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                target = in_flight.pop(future)
+                yield future.result()
+        for target in queue:  # stopped before they were handed over
+            yield not_written(target, "ConnectWise became unreachable, refused the credentials, or the run stopped")
+
+    def _patch(self, target: Target, go: Callable[[], bool], stop: threading.Event) -> Written:
+        line = target.line
+        if isinstance(target.new, bool) or not isinstance(target.new, int) or target.new < 0:
+            return Written(target.key, FAILED, None, f"refusing to set quantity {target.new!r}: not a whole number >= 0")
         aid = _numeric(line.agreement_id, "agreement id")
         xid = _numeric(line.id, "addition id")
         url = f"{self.base}/finance/agreements/{aid}/additions/{xid}"
-        response = self.http.request("PATCH", url, json=[{"op": "replace", "path": "quantity", "value": quantity}])
         where = f"PATCH addition {xid}"
-        body = self.http.json_of(response, where)
+        try:
+            response = self.http.request("PATCH", url, json=[{"op": "replace", "path": "quantity",
+                                                              "value": target.new}], go=go)
+            body = self.http.json_of(response, where)
+        except Halted:
+            return not_written(target, "the run stopped before this addition was sent")
+        except AuthRefused as exc:
+            stop.set()
+            return not_written(target, f"ConnectWise refused the credentials: {exc}")
+        except Unreachable as exc:
+            stop.set()  # it may have landed: the run reads it back before saying anything
+            return Written(target.key, UNKNOWN, None, f"sent, but no answer came: {exc}", transient=True)
+        except RemoteError as exc:
+            return Written(target.key, FAILED, None, f"update failed: {exc}", transient=exc.transient,
+                           hint="check the addition in ConnectWise, then re-run; other updates are kept")
         problem = error_object(body)
         if problem:
-            raise PsaError(self.http.scrub(f"{where}: HTTP {response.status_code} but ConnectWise answered an "
-                                           f"error: {problem}; the quantity is unconfirmed"))
-        if not isinstance(body, dict) or "quantity" not in body:
-            raise PsaError(f"{where}: ConnectWise's answer does not carry the addition's quantity; "
-                           f"the write is unconfirmed")
-        if "id" in body and str(body["id"]) != str(xid):
-            raise PsaError(f"{where}: ConnectWise answered with addition {body['id']!r}, not {xid}")
-        got = exact_quantity(body["quantity"], f"{where}: quantity")
-        if got != quantity:
-            raise PsaError(f"{where}: ConnectWise answered quantity {body['quantity']!r}, not {quantity}")
-        return line.quantity
+            return Written(target.key, FAILED, None, self.http.scrub(
+                f"HTTP {response.status_code} but ConnectWise answered an error: {problem}; not written"),
+                hint="check the addition in ConnectWise, then re-run; other updates are kept")
+        if not isinstance(body, dict) or "quantity" not in body or ("id" in body and str(body["id"]) != str(xid)):
+            return Written(target.key, UNKNOWN, None, f"{where}: ConnectWise's answer is not this addition with its "
+                           "quantity; the write is unconfirmed", transient=True)
+        try:
+            got = exact_quantity(body["quantity"], f"{where}: quantity")
+        except RemoteError as exc:
+            return Written(target.key, UNKNOWN, None, f"{exc}; the write is unconfirmed", transient=True)
+        if got != target.new:
+            return Written(target.key, FAILED, got, f"{where}: ConnectWise answered quantity {got}, not {target.new}")
+        return Written(target.key, UPDATED, target.old, line.note)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self.http.close()
         self._login.close()
 
     # -- paging ------------------------------------------------------------
 
     def _list(self, path: str, conditions: Optional[str], fields: str) -> Iterator[Dict[str, Any]]:
+        """Every row of a list, page by page; a next link that repeats rows or never ends is refused."""
         first: Dict[str, Any] = {"pageSize": PAGE_SIZE, "page": 1, "fields": fields}
         if conditions:
             first["conditions"] = conditions
         params: Optional[Dict[str, Any]] = first
         base = self.base
         url = base + path
-        seen = set()
+        seen_links = set()
+        seen_ids: set = set()
         for _ in range(MAX_PAGES):
             response = self.http.request("GET", url, params=params)
             rows = self.http.json_of(response, f"GET {path}")
             if not isinstance(rows, list):
                 problem = error_object(rows)
-                raise PsaError(f"GET {path}: expected a JSON list, got "
-                               + (f"an error: {problem}" if problem else type(rows).__name__))
+                raise RemoteError(f"GET {path}: expected a JSON list, got "
+                                  + (f"an error: {problem}" if problem else type(rows).__name__))
+            fresh = 0
             for row in rows:
                 if isinstance(row, dict) and "id" in row:
+                    key = str(row["id"])
+                    if key in seen_ids:
+                        continue
+                    seen_ids.add(key)
+                    fresh += 1
                     yield row
+            if rows and not fresh:
+                raise RemoteError(f"GET {path}: ConnectWise's next page repeats rows already read; the read stops "
+                                  "here and nothing is written")
             link = response.links.get("next", {}).get("url")
             if not link or not rows:
                 return
             following = rebase(link, base)
-            if following in seen:
-                raise PsaError(f"GET {path}: paging link repeats itself")
-            seen.add(following)
+            if following in seen_links:
+                raise RemoteError(f"GET {path}: paging link repeats itself; nothing is written")
+            seen_links.add(following)
             url, params = following, None
-        raise PsaError(f"GET {path}: more than {MAX_PAGES} pages")
+        raise RemoteError(f"GET {path}: more than {MAX_PAGES} pages of {PAGE_SIZE}: the paging never ends; "
+                          "nothing is written")
+
+
+def _url_batches(values: Sequence[str], used: int, *, quoted: bool = True) -> Iterator[List[str]]:
+    """``values`` in batches whose ``in (...)`` list keeps the URL within :data:`URL_BUDGET` (percent-encoded)."""
+    room = max(200, URL_BUDGET - used)
+    batch: List[str] = []
+    size = 0
+    for value in values:
+        cost = len(quote(f'"{value}"' if quoted else value, safe="")) + 3  # the value and its comma, encoded
+        if batch and size + cost > room:
+            yield batch
+            batch, size = [], 0
+        batch.append(value)
+        size += cost
+    if batch:
+        yield batch
 
 
 def _stamp(day: date) -> str:
@@ -359,7 +460,7 @@ def _day(value: Any, what: str) -> Optional[date]:
     try:
         return date.fromisoformat(str(value)[:10])
     except ValueError:
-        raise PsaError(f"{what}: {value!r} is not a date") from None
+        raise RemoteError(f"{what}: {value!r} is not a date") from None
 
 
 def _bills_on(row: Mapping[str, Any], day: date, what: str) -> bool:
@@ -382,5 +483,5 @@ def _strings(values: Sequence[str]) -> str:
     return ",".join(f'"{v}"' for v in values)
 
 
-def _numeric(value: str, what: str) -> int:
+def _numeric(value: Any, what: str) -> int:
     return numeric_id(value, f"ConnectWise {what}")

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 Reply = Tuple[int, Dict[str, str], Any]  # status, headers, JSON-able body (None: empty)
@@ -79,6 +79,10 @@ class LoopbackServer:
         self._faults = _Faults()
         self._handled = 0
         self._dead = False
+        # Test hooks: called with (method, endpoint label) before a request is routed and after its
+        # answer is made but before it is sent (a kill -9 between a write landing and its answer).
+        self.before: Optional[Callable[[str, str], None]] = None
+        self.after: Optional[Callable[[str, str], None]] = None
         self._thread: Optional[threading.Thread] = None
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
@@ -246,6 +250,8 @@ class LoopbackServer:
                 if denied is not None:
                     reply = denied
                 else:
+                    if self.before is not None:
+                        self.before(method, label)
                     try:
                         reply = self.route(method, path, query, body)
                     except BadRequest as exc:
@@ -255,6 +261,8 @@ class LoopbackServer:
             if fault is not None and fault.delay and fault.late:
                 time.sleep(fault.delay)
                 due += fault.delay
+            if self.after is not None:
+                self.after(method, label)
             _sleep_until(due)
         finally:
             with self._lock:
