@@ -17,16 +17,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence, Tuple, Type
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from psabill.errors import StateError
-from psabill.text.files import make_private_dir, one_line, open_private, refuse_symlink
+from psabill.text.files import make_private_dir, open_private, refuse_symlink
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# {id} is the dialect's auto-numbered primary key.
+# {id} is the dialect's auto-numbered primary key. Counts are never stored: they are the items'.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -40,17 +40,24 @@ CREATE TABLE IF NOT EXISTS runs (
     message TEXT NOT NULL DEFAULT '',
     psa_kind TEXT,
     api_requests INTEGER NOT NULL DEFAULT 0,
-    updated INTEGER NOT NULL DEFAULT 0,
-    unchanged INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    unmapped INTEGER NOT NULL DEFAULT 0,
     email_status TEXT,
     email_message TEXT NOT NULL DEFAULT '',
     pid INTEGER,
-    host TEXT
+    host TEXT,
+    account TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    of_run INTEGER,
+    retry INTEGER NOT NULL DEFAULT 0,
+    source_digest TEXT,
+    planned_at TEXT,
+    message_id TEXT,
+    account_name TEXT NOT NULL DEFAULT '',
+    zone TEXT NOT NULL DEFAULT 'UTC',
+    schedule_text TEXT NOT NULL DEFAULT '',
+    next_run TEXT
 );
-CREATE INDEX IF NOT EXISTS runs_occurrence ON runs (occurrence);
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE INDEX IF NOT EXISTS runs_account_occurrence ON runs (account, occurrence);
 CREATE TABLE IF NOT EXISTS items (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -64,12 +71,54 @@ CREATE TABLE IF NOT EXISTS items (
     outcome TEXT NOT NULL,
     message TEXT NOT NULL DEFAULT '',
     hint TEXT NOT NULL DEFAULT '',
+    product TEXT,
+    rule TEXT NOT NULL DEFAULT '',
+    transient INTEGER NOT NULL DEFAULT 0,
+    intent_at TEXT,  -- committed before the write is sent: an intent without an outcome is read back
     PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS items_intents ON items (intent_at) WHERE intent_at IS NOT NULL AND outcome = 'planned';
+CREATE TABLE IF NOT EXISTS approvals (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    action TEXT NOT NULL,
+    by_user TEXT NOT NULL,
+    host TEXT NOT NULL,
+    at TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    applied_by INTEGER
+);
+CREATE INDEX IF NOT EXISTS approvals_run ON approvals (run_id);
+CREATE TABLE IF NOT EXISTS leases (
+    account TEXT PRIMARY KEY,
+    token INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    since TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    run_id INTEGER
 );
 """
 
-# Schema version N-1 -> N, run inside the same transaction that creates a schema.
-MIGRATIONS = {2: ("ALTER TABLE runs ADD COLUMN host TEXT",)}
+# Schema version N-1 -> N, run inside the same transaction that creates a schema. Version 2's count
+# columns (updated, unchanged, failed, unmapped) stay in an upgraded database, unread.
+MIGRATIONS = {
+    2: ("ALTER TABLE runs ADD COLUMN host TEXT",),
+    3: tuple(f"ALTER TABLE runs ADD COLUMN {column}" for column in (
+        "account TEXT", "attempt INTEGER NOT NULL DEFAULT 1", "of_run INTEGER", "retry INTEGER NOT NULL DEFAULT 0",
+        "source_digest TEXT", "planned_at TEXT", "message_id TEXT", "account_name TEXT NOT NULL DEFAULT ''",
+        "zone TEXT NOT NULL DEFAULT 'UTC'", "schedule_text TEXT NOT NULL DEFAULT ''", "next_run TEXT"))
+    + tuple(f"ALTER TABLE items ADD COLUMN {column}" for column in (
+        "product TEXT", "rule TEXT NOT NULL DEFAULT ''", "transient INTEGER NOT NULL DEFAULT 0", "intent_at TEXT"))
+    + ("CREATE INDEX IF NOT EXISTS runs_account_occurrence ON runs (account, occurrence)",
+       "CREATE INDEX IF NOT EXISTS items_intents ON items (intent_at) WHERE intent_at IS NOT NULL "
+       "AND outcome = 'planned'",
+       "CREATE TABLE IF NOT EXISTS approvals (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
+       "action TEXT NOT NULL, by_user TEXT NOT NULL, host TEXT NOT NULL, at TEXT NOT NULL, items INTEGER NOT NULL, "
+       "applied_by INTEGER)",
+       "CREATE INDEX IF NOT EXISTS approvals_run ON approvals (run_id)",
+       "CREATE TABLE IF NOT EXISTS leases (account TEXT PRIMARY KEY, token INTEGER NOT NULL, host TEXT NOT NULL, "
+       "pid INTEGER NOT NULL, since TEXT NOT NULL, expires_at TEXT NOT NULL, run_id INTEGER)"),
+}
 
 
 class Cursor(Protocol):
@@ -83,19 +132,17 @@ class Cursor(Protocol):
     def fetchall(self) -> List[Any]: ...
 
 
-def redact(url: str) -> str:
-    """``url`` without its password (in the authority or as a ``password=`` parameter)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, at_host = netloc.rsplit("@", 1)
-            netloc = userinfo.split(":", 1)[0] + "@" + at_host
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                           if k.lower() != "password"], safe="/")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
-        return "(an unparsable [state] url)"
+def shown(url: str) -> str:
+    """``url`` as messages show it: its password (userinfo or ``password=``) masked, however malformed."""
+    from psabill.text.redact import mask_url  # a URL is only shown for a PostgreSQL ledger
+
+    return mask_url(url)
+
+
+def one_line(text: object) -> str:
+    from psabill.text.clean import message  # an error's text: not needed until something fails
+
+    return message(text)
 
 
 class Dialect:
@@ -133,6 +180,13 @@ class Dialect:
     def insert_id(self, conn: Any, sql: str, params: Any) -> int:
         """Run an INSERT into ``runs``; the new row's id."""
         raise NotImplementedError
+
+    def execute_many(self, conn: Any, sql: str, rows: Sequence[Any]) -> None:
+        """One statement over many parameter rows, in as few round trips as the driver allows."""
+        raise NotImplementedError
+
+    def reclaim(self, conn: Any) -> None:
+        """Let the database reuse (or give back) the space pruned rows held."""
 
     def create_schema(self, conn: Any, write: Callable[[str], None]) -> None:
         """Create the tables (``write`` runs one statement)."""
@@ -249,8 +303,15 @@ class SqliteDialect(Dialect):
         version = _read_version(self, conn)
         if version == SCHEMA_VERSION or version > SCHEMA_VERSION:
             return version
+        upgrading = version > 0
         with self.immediate(conn):
             version = migrate_in(self, conn)
+        if upgrading:  # once: an upgraded file learns to hand pruned pages back (a new one starts so)
+            try:
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                conn.execute("VACUUM")
+            except sqlite3.DatabaseError:
+                pass  # busy: the file keeps its size, and SQLite still reuses its free pages
         return version
 
     def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
@@ -259,6 +320,21 @@ class SqliteDialect(Dialect):
 
     def insert_id(self, conn: Any, sql: str, params: Any) -> int:
         return int(conn.execute(sql, params).lastrowid or 0)
+
+    def execute_many(self, conn: Any, sql: str, rows: Sequence[Any]) -> None:
+        conn.executemany(sql, rows)
+
+    def reclaim(self, conn: Any) -> None:
+        """Free pages go back to the file system a bounded number at a time (auto_vacuum = INCREMENTAL)."""
+        try:
+            conn.execute("PRAGMA incremental_vacuum(2000)").fetchall()
+        except sqlite3.DatabaseError:
+            pass  # a busy database keeps its free pages for reuse; nothing is lost
+
+    def create_schema(self, conn: Any, write: Callable[[str], None]) -> None:
+        # Before the first table: pruned history's pages can then be handed back (see reclaim).
+        write("PRAGMA auto_vacuum = INCREMENTAL")
+        super().create_schema(conn, write)
 
     def error(self, exc: BaseException) -> StateError:
         path, text = self.db_path, str(exc)
@@ -281,6 +357,8 @@ class SqliteDialect(Dialect):
 
 # -- PostgreSQL --------------------------------------------------------------
 
+LOCK_TIMEOUT = 30.0  # seconds a ledger statement may wait for another session's lock
+
 # pg_advisory_lock(int4, int4): psabill's class id, then the schema the ledger lives in.
 LOCK_CLASS = 0x50534142  # "PSAB"
 _LOCK_ARGS = "%s, hashtext(current_schema())"
@@ -293,8 +371,8 @@ class PostgresDialect(Dialect):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.where = redact(url)
-        import psycopg
+        self.where = shown(url)
+        import psycopg  # the optional [postgres] extra: only a PostgreSQL ledger needs it
 
         self._psycopg = psycopg
         self.errors = (psycopg.Error,)
@@ -304,6 +382,16 @@ class PostgresDialect(Dialect):
 
     def connect(self, readonly: bool = False) -> Any:
         extra: Dict[str, Any] = {} if "connect_timeout" in self.url else {"connect_timeout": 10}
+        # No statement waits unbounded for a lock another session holds (a `runs` table locked by hand,
+        # a stuck migration): it fails after LOCK_TIMEOUT with one line (exit 7). TCP keepalives notice a
+        # server that went away while a long read phase leaves the connection idle.
+        # A keyword replaces the URL's own ``options`` (a search_path, say): add to them, never drop them.
+        try:
+            given = self._psycopg.conninfo.conninfo_to_dict(self.url).get("options") or ""
+        except self._psycopg.Error:
+            given = ""  # an unparsable URL: connect() below says so
+        extra["options"] = f"{given} -c lock_timeout={int(LOCK_TIMEOUT * 1000)}".strip()
+        extra.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
         try:
             return self._psycopg.connect(self.url, autocommit=True, application_name="psabill", **extra)
         except self._psycopg.Error as exc:
@@ -347,11 +435,23 @@ class PostgresDialect(Dialect):
         row = conn.execute(sql + " RETURNING id", params).fetchone()
         return int(row[0])
 
+    def execute_many(self, conn: Any, sql: str, rows: Sequence[Any]) -> None:
+        with conn.cursor() as cursor:
+            cursor.executemany(sql, rows)  # psycopg 3 pipelines these: one round trip, not one per row
+
+    def reclaim(self, conn: Any) -> None:
+        """PostgreSQL's autovacuum reuses the space."""
+
     def error(self, exc: BaseException) -> StateError:
+        from psabill.text.redact import url_passwords  # an error on a PostgreSQL ledger names no password
+
         text = one_line(exc) or type(exc).__name__
-        password = urlsplit(self.url).password if "://" in self.url else None
-        if password:
+        for password in url_passwords(self.url):
             text = text.replace(password, "***")
+        if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available: our lock_timeout passed
+            return StateError(f"history database {self.where}: another session has held a lock for more than "
+                              f"{LOCK_TIMEOUT:g}s ({text}); nothing was changed: retry later, and if it persists, "
+                              "find the session holding it (pg_locks)")
         if isinstance(exc, self._psycopg.OperationalError):
             return StateError(f"cannot reach the history database {self.where} ({text}): check [state] url "
                               "(or PSABILL_STATE_URL) and that the server is up, then retry")
@@ -359,19 +459,18 @@ class PostgresDialect(Dialect):
                           "statement: retry, and if it persists, check the server")
 
     @contextlib.contextmanager
-    def lock(self, timeout: float) -> Iterator[None]:
-        """psabill's advisory lock, on a connection held for the run.
+    def lock(self, timeout: float, account: str = "") -> Iterator[None]:
+        """This config's advisory lock, on a connection held for the run.
 
         A run that dies drops its connection, and the server drops the lock with it.
         """
-        import time
-
         conn = self.connect()
         try:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    held = conn.execute(f"SELECT pg_try_advisory_lock({_LOCK_ARGS})", (LOCK_CLASS,)).fetchone()[0]
+                    held = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema() || ':' || %s))",
+                                        (LOCK_CLASS, account)).fetchone()[0]
                 except self._psycopg.Error as exc:
                     raise self.error(exc) from None
                 if held:
@@ -394,8 +493,6 @@ def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
     fresh ledger together SQLite answers "database is locked" at once instead
     of through its busy timeout; so retry, for as long as that timeout.
     """
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         try:

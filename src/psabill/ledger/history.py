@@ -1,61 +1,63 @@
-"""The run history that doubles as the once-only ledger: SQLite or PostgreSQL.
+"""The run ledger: every run, its plan and its items, and the once-only record of occurrences.
 
 * By default it is ``state.db`` in the state dir. With ``[state] url`` (or
   ``PSABILL_STATE_URL``, which wins) it is a PostgreSQL database that several
-  hosts share; :func:`open_store` picks, and :mod:`psabill.ledger.dialect` holds what
-  differs. The log always stays local.
-* It holds one ``runs`` row per run and one ``items`` row per
-  (customer, SKU). Rows are written as the run goes, so a run that is killed
-  leaves its record; the next run that takes the lock marks it ``interrupted``.
-* A scheduled occurrence counts as *done* once a run for it exists in any
-  status but ``interrupted`` or ``aborted``: an interrupted occurrence is run
-  again (the PSA writes are idempotent or re-read before each change), and so
-  is an aborted one (it stopped before any write: PSA unreachable, credentials
-  refused, source unreadable), at later firings within catch-up; every other
-  one never. Each attempt is its own row (:meth:`History.attempts`).
-* Runs are serialized by the store's run lock (an ``flock`` in the state dir,
-  or a PostgreSQL advisory lock on a connection held for the run); the guard
-  re-checks the ledger after taking it, and a scheduled run claims its
-  occurrence in one transaction.
-* Every run records the host it ran on.
-* A corrupt or unreadable database is an error, never a silent fresh start:
-  the file is left exactly as found for the admin to inspect.
-* Every text written (run, item and email messages, hints, names) passes
-  through :func:`psabill.text.redact.scrub` first (:func:`_text`): the history is an
-  output like any other and must never hold a registered secret.
+  hosts share; :func:`open_store` picks, and :mod:`psabill.ledger.dialect`
+  holds what differs. The log always stays local.
+* Each config has its own identity (``account``, see
+  :attr:`psabill.config.settings.Settings.account_id`): several configs can
+  share one ledger, and each sees and runs only its own runs. Runs recorded
+  before psabill knew identities (no account) belong to every config.
+* One ``runs`` row per run; one ``items`` row per (customer, SKU) of its plan.
+  The plan is stored, whole, before any write. Before a write is sent its
+  item's ``intent_at`` is committed; the outcome follows when the write
+  settles. An intent without an outcome (a run killed, a disk that filled up,
+  a lost connection) is read back from the PSA by the next run
+  (:func:`psabill.run.perform.reconcile`), so every change the PSA took is in
+  exactly one run's history, never assumed and never lost.
+* Counts are never stored: :attr:`psabill.report.Run.counts` comes from the
+  items (a list of runs gets them from one grouped query over them).
+* A scheduled occurrence counts as done once a run for it ended in any status
+  but running, interrupted or aborted, and without ``retry`` (a transient
+  failure: the PSA down, its allowance used up). A run that held anything is
+  done: the next occurrence plans afresh.
+* Every text written passes through :func:`psabill.text.redact.scrub` first:
+  the history is an output like any other and never holds a registered secret.
+* A corrupt or unreadable database is an error, never a silent fresh start.
 """
 
+from __future__ import annotations  # the report's classes are only annotations here until a run is read
 
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, NamedTuple, Optional, Union
+from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterable, List, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
+from psabill import outcomes
+from psabill.errors import StateError
 from psabill.ledger import dialect as dialect_mod
 from psabill.ledger.dialect import Cursor, Dialect, SqliteDialect
-from psabill.errors import StateError
-from psabill.config.paths import Paths
-from psabill.outcomes import ABORTED, INTERRUPTED, RUNNING
 
-if TYPE_CHECKING:  # the report classes load only where a run or a resend needs them
-    from psabill.report import ItemResult, RunReport
+if TYPE_CHECKING:  # the not-due cron path opens the ledger but never reads a run: no dataclasses, no decimal
+    from psabill.report import Approval, Item, Run
 
 SCHEMA_VERSION = dialect_mod.SCHEMA_VERSION
 JUMP = timedelta(days=366)  # a gap between two runs this long is a clock jump, not a pruning reason
+PRUNE_BATCH = 200  # runs deleted per transaction: a year of history never holds the lock for long
+FLUSH = 200  # item outcomes written per transaction
 
 
 def _stored(value: Any) -> Any:
-    """A quantity for SQLite: ints as they are, Decimals as REAL (2.5 must not become 2)."""
-    from decimal import Decimal  # not at module level: the not-due cron path never reads a quantity
-
-    return float(value) if isinstance(value, Decimal) else value
+    """A quantity for the database: ints as they are, Decimals as REAL (2.5 must not become 2)."""
+    return value if value is None or isinstance(value, (int, float, str)) else float(value)  # no decimal import
 
 
 def _loaded(value: Any) -> Any:
     """A stored quantity back: whole ones as int, others as exact Decimals."""
     if value is None or isinstance(value, int):
         return value
-    from decimal import Decimal
+    from decimal import Decimal  # only a fractional quantity read back needs it (not the not-due cron path)
 
     try:
         number = Decimal(str(value))
@@ -66,11 +68,11 @@ def _loaded(value: Any) -> Any:
 
 def _text(value: Any) -> Any:
     """A text column's value, scrubbed of registered secrets; anything else as it is."""
-    if isinstance(value, str):
-        from psabill.text import redact
+    if not isinstance(value, str):
+        return value
+    from psabill.text.redact import scrub  # the redactor's patterns: only a write needs them, not the not-due read
 
-        return redact.scrub(value)
-    return value
+    return scrub(value)
 
 
 def iso(value: Optional[datetime]) -> Optional[str]:
@@ -81,80 +83,65 @@ def _parse(value: Optional[str]) -> Optional[datetime]:
     return datetime.fromisoformat(value) if value else None
 
 
-class RunRow(NamedTuple):
-    id: int
-    trigger: str
-    occurrence: Optional[str]
-    started_at: str
-    finished_at: Optional[str]
-    status: str
-    late_seconds: Optional[int]
-    message: str
-    psa_kind: Optional[str]
-    api_requests: int
-    updated: int
-    unchanged: int
-    failed: int
-    unmapped: int
-    email_status: Optional[str]
-    email_message: str
-    host: Optional[str] = None
-
-    @property
-    def request_rate(self) -> Optional[float]:
-        """API requests per second over the run, once it has finished."""
-        if not self.finished_at:
-            return None
-        seconds = (datetime.fromisoformat(self.finished_at) - datetime.fromisoformat(self.started_at)).total_seconds()
-        return round(self.api_requests / seconds, 1) if seconds > 0 else None
-
-    def to_json(self) -> Dict[str, Any]:
-        return {
-            "id": self.id,
-            "trigger": self.trigger,
-            "occurrence": self.occurrence,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "status": self.status,
-            "late_seconds": self.late_seconds,
-            "message": self.message,
-            "psa": self.psa_kind,
-            "api_requests": self.api_requests,
-            "requests_per_second": self.request_rate,
-            "counts": {
-                "updated": self.updated,
-                "unchanged": self.unchanged,
-                "failed": self.failed,
-                "unmapped": self.unmapped,
-            },
-            "email": {"status": self.email_status, "message": self.email_message},
-            "host": self.host,
-        }
+_RUN_COLUMNS = ("id, trigger, occurrence, started_at, finished_at, status, late_seconds, message, psa_kind, "
+                "api_requests, email_status, email_message, host, account, attempt, of_run, source_digest, "
+                "message_id, account_name, zone, schedule_text, next_run")
+_ITEM_COLUMNS = ("run_id", "seq", "customer", "sku", "psa_company", "agreement", "line", "product", "old", "new",
+                 "outcome", "message", "hint", "rule", "transient")
+_ITEM_READ = "seq, customer, sku, outcome, psa_company, agreement, line, product, old, new, message, hint, rule, transient"
+_MINE = "(account = ? OR account IS NULL)"  # this config's runs, and those recorded before identities
 
 
-_RUN_COLUMNS = (
-    "id, trigger, occurrence, started_at, finished_at, status, late_seconds, message, "
-    "psa_kind, api_requests, updated, unchanged, failed, unmapped, email_status, email_message, host"
-)
-_ITEM_COLUMNS = ("run_id", "seq", "customer", "sku", "psa_company", "agreement", "line", "old", "new", "outcome",
-                 "message", "hint")
+def _run(row: Sequence[Any]) -> Run:
+    from psabill.report import Email, Run  # only once a run is read: the not-due cron path reads none
+
+    (run_id, trigger, occurrence, started, finished, status, late, message, psa, requests, email_status,
+     email_message, host, account, attempt, of_run, digest, message_id, name, zone, schedule, next_run) = row
+    return Run(trigger=trigger, started_at=_parse(started) or datetime.now(timezone.utc), status=status, id=run_id,
+               account=account or "", occurrence=_parse(occurrence), attempt=attempt or 1, of_run=of_run,
+               finished_at=_parse(finished), late_seconds=late, message=message or "", psa=psa,
+               api_requests=requests or 0, host=host, source_digest=digest, account_name=name or "",
+               zone=zone or "UTC", schedule_text=schedule or "", next_run=_parse(next_run),
+               email=Email(email_status, email_message or "", message_id))
 
 
-class History:
-    """The history database. Open one per command or run, and close it (it is a context manager).
+def _item(row: Sequence[Any]) -> Item:
+    from psabill.report import Item  # as in _run
+
+    seq, customer, sku, outcome, company, agreement, line, product, old, new, message, hint, rule, transient = row
+    return Item(customer=customer, sku=sku, outcome=outcome, seq=seq, psa_company=company, agreement=agreement,
+                line=line, product=product, old=_loaded(old), new=_loaded(new), message=message or "",
+                hint=hint or "", rule=rule or "", transient=bool(transient))
+
+
+class Attempts(NamedTuple):
+    """The runs of an occurrence that is not done yet."""
+
+    tries: int
+    status: str  # the newest attempt's
+    reason: str  # the newest attempt's message
+    pending: int  # items the newest attempt did not finish (to retry)
+
+
+class Baseline(NamedTuple):
+    run_id: int
+    keys: List[Tuple[str, str]]  # (customer, sku) of its items
+
+
+class Ledger:
+    """The ledger of one config. Open one per command or run, and close it (it is a context manager).
 
     ``where`` is the SQLite file (the default, in the state dir) or a
-    :class:`~psabill.ledger.dialect.Dialect` such as PostgreSQL's; every query below is
-    written once, with ``?`` placeholders the dialect rewrites.
+    :class:`~psabill.ledger.dialect.Dialect` such as PostgreSQL's; every query
+    below is written once, with ``?`` placeholders the dialect rewrites.
     """
 
-    def __init__(self, where: Union[Path, Dialect]) -> None:
+    def __init__(self, where: Union[Path, Dialect], account: str = "") -> None:
         self.dialect: Dialect = SqliteDialect(where) if isinstance(where, Path) else where
-        self.db_path: Optional[Path] = where if isinstance(where, Path) else None
-        self.dir = self.db_path.parent if self.db_path is not None else None
+        self.account = account
         self._conn: Any = None
 
-    def __enter__(self) -> "History":
+    def __enter__(self) -> "Ledger":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -169,6 +156,10 @@ class History:
     def where(self) -> str:
         """The database, as messages name it (a URL never shows its password)."""
         return self.dialect.where
+
+    @property
+    def shared(self) -> bool:
+        return self.dialect.shared
 
     # -- opening --------------------------------------------------------------
 
@@ -186,10 +177,8 @@ class History:
                 version = self.dialect.migrate(conn)
             else:
                 version = dialect_mod._read_version(self.dialect, conn)
-                if version == 0:
-                    return conn  # created by a process still writing its schema: nothing has run yet
-                if version < SCHEMA_VERSION:
-                    return conn  # an older schema: readable; the next writer migrates it
+                if version == 0 or version < SCHEMA_VERSION:
+                    return conn  # being created, or older: readable as it is; the next writer migrates it
             if version != SCHEMA_VERSION:
                 raise StateError(
                     f"history database {self.where} has schema version {version}, this psabill "
@@ -198,15 +187,12 @@ class History:
         except self.dialect.errors as exc:
             if conn is not None:
                 conn.close()
-            raise self._db_error(exc) from None
+            raise self.dialect.error(exc) from None
         except StateError:
             if conn is not None:
                 conn.close()
             raise
         return conn
-
-    def _db_error(self, exc: BaseException) -> StateError:
-        return self.dialect.error(exc)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -219,14 +205,23 @@ class History:
                 cursor: Cursor = self.conn.execute(self.dialect.sql(sql), params)
                 return cursor
         except self.dialect.errors as exc:
-            raise self._db_error(exc) from None
+            raise self.dialect.error(exc) from None
+
+    def _execute_many(self, sql: str, rows: Sequence[Any]) -> None:
+        if not rows:
+            return
+        try:
+            with self.dialect.transaction(self.conn):
+                self.dialect.execute_many(self.conn, self.dialect.sql(sql), rows)
+        except self.dialect.errors as exc:
+            raise self.dialect.error(exc) from None
 
     def _query(self, sql: str, params: Any = ()) -> List[Any]:
         try:
             rows: List[Any] = self.conn.execute(self.dialect.sql(sql), params).fetchall()
             return rows
         except self.dialect.errors as exc:
-            raise self._db_error(exc) from None
+            raise self.dialect.error(exc) from None
 
     # -- the cheap read used by the not-due guard path ----------------------
 
@@ -236,282 +231,415 @@ class History:
             return False
         conn = self._connect(readonly=True)
         try:
-            return self.dialect.has_meta(conn) and _done(self.dialect, conn, occurrence)
+            if not self.dialect.has_meta(conn):
+                return False
+            legacy = dialect_mod._read_version(self.dialect, conn) < SCHEMA_VERSION  # not migrated yet
+            return _done(self.dialect, conn, occurrence, self.account, legacy=legacy)
         except self.dialect.errors as exc:
-            raise self._db_error(exc) from None
+            raise self.dialect.error(exc) from None
         finally:
             conn.close()
 
     def occurrence_done(self, occurrence: datetime) -> bool:
         try:
-            return _done(self.dialect, self.conn, occurrence)
+            return _done(self.dialect, self.conn, occurrence, self.account)
         except self.dialect.errors as exc:
-            raise self._db_error(exc) from None
-
-    def hosts(self) -> List[str]:
-        """Every host that has a run in the history."""
-        rows = self._query("SELECT DISTINCT host FROM runs WHERE host IS NOT NULL ORDER BY host")
-        return [row[0] for row in rows]
+            raise self.dialect.error(exc) from None
 
     # -- runs -----------------------------------------------------------------
 
     def mark_interrupted(self) -> int:
-        """Mark runs left ``running`` as interrupted. Call only while holding the run lock."""
+        """Mark this config's runs left ``running`` as interrupted. Call only while holding the run lock."""
         cursor = self._execute(
-            "UPDATE runs SET status = ?, message = CASE WHEN message = '' THEN ? ELSE message END "
-            "WHERE status = ?",
-            (INTERRUPTED, "the run was killed before it finished", RUNNING),
+            f"UPDATE runs SET status = ?, message = CASE WHEN message = '' THEN ? ELSE message END "
+            f"WHERE status = ? AND {_MINE}",
+            (outcomes.INTERRUPTED, "the run was killed before it finished", outcomes.RUNNING, self.account),
         )
         return cursor.rowcount
 
-    def start_run(self, report: "RunReport") -> int:
+    def start_run(self, run: Run) -> int:
         """Record the run as ``running``. A scheduled run claims its occurrence: the check that
         nobody ran it and the insert are one transaction that keeps other writers out."""
-        params = (
-            report.trigger,
-            iso(report.occurrence),
-            iso(report.started_at),
-            RUNNING,
-            report.late_seconds,
-            _text(report.psa_kind),
-            os.getpid(),
-            _hostname(),
-        )
+        run.host = run.host or hostname()
+        run.account = self.account
+        params = (run.trigger, iso(run.occurrence), iso(run.started_at), outcomes.RUNNING, run.late_seconds,
+                  _text(run.psa), os.getpid(), run.host, self.account, run.attempt, run.of_run,
+                  _text(run.account_name), run.zone, _text(run.schedule_text), iso(run.next_run))
         sql = self.dialect.sql(
-            "INSERT INTO runs (trigger, occurrence, started_at, status, late_seconds, psa_kind, pid, host) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        claim = report.trigger == "scheduled" and report.occurrence is not None
+            "INSERT INTO runs (trigger, occurrence, started_at, status, late_seconds, psa_kind, pid, host, account, "
+            "attempt, of_run, account_name, zone, schedule_text, next_run) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        claim = run.trigger == "scheduled" and run.occurrence is not None
         try:
             with self.dialect.transaction(self.conn, exclusive=claim):
-                if claim and report.occurrence is not None and _done(self.dialect, self.conn, report.occurrence):
-                    raise StateError(f"occurrence {iso(report.occurrence)} already ran (see 'psabill history'); "
+                if claim and run.occurrence is not None and _done(self.dialect, self.conn, run.occurrence,
+                                                                  self.account):
+                    raise StateError(f"occurrence {iso(run.occurrence)} already ran (see 'psabill history'); "
                                      "nothing was run")
                 run_id = self.dialect.insert_id(self.conn, sql, params)
         except self.dialect.errors as exc:
-            raise self._db_error(exc) from None
-        report.run_id = run_id
+            raise self.dialect.error(exc) from None
+        run.id = run_id
         return run_id
 
-    def add_item(self, run_id: int, seq: int, item: "ItemResult") -> None:
-        self._execute(
-            self.dialect.upsert("items", _ITEM_COLUMNS, ("run_id", "seq")),
-            (
-                run_id,
-                seq,
-                _text(item.customer),
-                _text(item.sku),
-                _text(item.psa_company),
-                _text(item.agreement),
-                item.line,
-                _stored(item.old),
-                item.new,
-                item.outcome,
-                _text(item.message),
-                _text(item.hint),
-            ),
-        )
+    def store_plan(self, run: Run, at: datetime) -> None:
+        """The whole plan, in one transaction, before anything is written."""
+        assert run.id is not None
+        rows = [self._item_row(run.id, item) for item in run.items]
+        try:
+            with self.dialect.transaction(self.conn):
+                self.dialect.execute_many(self.conn, self.dialect.sql(
+                    self.dialect.upsert("items", _ITEM_COLUMNS, ("run_id", "seq"))), rows)
+                self.conn.execute(self.dialect.sql(
+                    "UPDATE runs SET planned_at = ?, source_digest = ?, psa_kind = ? WHERE id = ?"),
+                    (iso(at), run.source_digest, _text(run.psa), run.id))
+        except self.dialect.errors as exc:
+            raise self.dialect.error(exc) from None
+
+    @staticmethod
+    def _item_row(run_id: int, item: Item) -> Tuple[Any, ...]:
+        return (run_id, item.seq, _text(item.customer), _text(item.sku), _text(item.psa_company),
+                _text(item.agreement), item.line, _text(item.product), _stored(item.old), _stored(item.new),
+                item.outcome, _text(item.message), _text(item.hint), item.rule, int(item.transient))
+
+    def intend(self, run_id: int, seqs: Iterable[int], at: datetime) -> None:
+        """Commit the intent to write these items, before any of them is sent."""
+        self._execute_many("UPDATE items SET intent_at = ? WHERE run_id = ? AND seq = ?",
+                           [(iso(at), run_id, seq) for seq in seqs])
+
+    def settle(self, run_id: int, items: Sequence[Item]) -> None:
+        """Write how these items ended (their outcome, quantities and messages)."""
+        self._execute_many(
+            "UPDATE items SET outcome = ?, old = ?, message = ?, hint = ?, rule = ?, transient = ? "
+            "WHERE run_id = ? AND seq = ?",
+            [(item.outcome, _stored(item.old), _text(item.message), _text(item.hint), item.rule,
+              int(item.transient), run_id, item.seq) for item in items])
 
     def progress(self, run_id: int, api_requests: int) -> None:
         self._execute("UPDATE runs SET api_requests = ? WHERE id = ?", (api_requests, run_id))
 
-    def finish_run(self, report: "RunReport") -> None:
-        counts = report.counts
+    def finish_run(self, run: Run, *, retry: bool) -> None:
         self._execute(
-            "UPDATE runs SET finished_at = ?, status = ?, message = ?, api_requests = ?, "
-            "updated = ?, unchanged = ?, failed = ?, unmapped = ?, psa_kind = ? WHERE id = ?",
-            (
-                iso(report.finished_at),
-                report.status,
-                _text(report.message),
-                report.api_requests,
-                counts["updated"],
-                counts["unchanged"],
-                counts["failed"],
-                counts["unmapped"],
-                report.psa_kind,
-                report.run_id,
-            ),
+            "UPDATE runs SET finished_at = ?, status = ?, message = ?, api_requests = ?, psa_kind = ?, retry = ?, "
+            "next_run = ? WHERE id = ?",
+            (iso(run.finished_at), run.status, _text(run.message), run.api_requests, _text(run.psa), int(retry),
+             iso(run.next_run), run.id),
         )
 
-    def set_email(self, run_id: int, status: str, message: str) -> None:
+    def set_email(self, run_id: int, status: str, message: str, message_id: Optional[str] = None) -> None:
         self._execute(
-            "UPDATE runs SET email_status = ?, email_message = ? WHERE id = ?",
-            (status, _text(message), run_id),
+            "UPDATE runs SET email_status = ?, email_message = ?, message_id = COALESCE(?, message_id) WHERE id = ?",
+            (status, _text(message), message_id, run_id),
         )
 
-    def last_run(self, *, real: bool = False) -> Optional[RunRow]:
+    # -- reading runs ---------------------------------------------------------
+
+    def _runs(self, where: str, params: Sequence[Any], *, limit: Optional[int] = None) -> List[Run]:
+        suffix = f" LIMIT {int(limit)}" if limit else ""
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {_MINE} AND {where} ORDER BY id DESC{suffix}",
+                           (self.account, *params))
+        runs = [_run(row) for row in rows]
+        self._tally(runs)
+        return runs
+
+    def _tally(self, runs: List[Run]) -> None:
+        """Each run's counts, from its items (one grouped query per few hundred runs)."""
+        by_id = {run.id: run for run in runs}
+        for run in runs:
+            run.tally = {}
+        ids = list(by_id)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start: start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for run_id, outcome, count in self._query(
+                    f"SELECT run_id, outcome, COUNT(*) FROM items WHERE run_id IN ({marks}) GROUP BY run_id, outcome",
+                    chunk):
+                tally = by_id[run_id].tally
+                assert tally is not None
+                tally[outcome] = int(count)
+
+    def last_run(self, *, real: bool = False) -> Optional[Run]:
         """The newest run; with ``real``, the newest that was not a dry run."""
-        where = "WHERE trigger != 'dry-run' " if real else ""
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs {where}ORDER BY id DESC LIMIT 1")
-        return RunRow(*rows[0]) if rows else None
+        runs = self._runs("trigger != 'dry-run'" if real else "1 = 1", (), limit=1)
+        return runs[0] if runs else None
 
-    def runs(self, since: Optional[datetime] = None) -> List[RunRow]:
+    def runs(self, since: Optional[datetime] = None) -> List[Run]:
+        """Runs (without their items, with their counts), newest first."""
         if since is None:
-            rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC")
-        else:
-            rows = self._query(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE started_at >= ? ORDER BY id DESC",
-                (iso(since),),
-            )
-        return [RunRow(*row) for row in rows]
+            return self._runs("1 = 1", ())
+        return self._runs("started_at >= ?", (iso(since),))
 
-    def run(self, run_id: int) -> Optional[RunRow]:
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        return RunRow(*rows[0]) if rows else None
+    def run(self, run_id: int) -> Optional[Run]:
+        """One run with its items and approvals; None if it is not this config's."""
+        runs = self._runs("id = ?", (run_id,))
+        if not runs:
+            return None
+        run = runs[0]
+        run.items = self.items(run_id)
+        run.tally = None
+        run.approvals = self.approvals(run_id)
+        return run
 
-    def items(self, run_id: int) -> List["ItemResult"]:
+    def items(self, run_id: int) -> List[Item]:
+        rows = self._query(f"SELECT {_ITEM_READ} FROM items WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [_item(row) for row in rows]
+
+    def approvals(self, run_id: int) -> List[Approval]:
+        from psabill.report import Approval  # as in _run
+
+        rows = self._query("SELECT action, by_user, host, at, items FROM approvals WHERE run_id = ? ORDER BY at",
+                           (run_id,))
+        return [Approval(action, by, host, _parse(at) or datetime.now(timezone.utc), int(count))
+                for action, by, host, at, count in rows]
+
+    def run_ids(self, prefix: str = "", limit: int = 200) -> List[Tuple[int, str, str, str]]:
+        """(id, started_at, trigger, status) of the newest runs whose id starts with ``prefix`` (completion)."""
+        rows = self._query(f"SELECT id, started_at, trigger, status FROM runs WHERE {_MINE} ORDER BY id DESC "
+                           f"LIMIT {int(limit)}", (self.account,))
+        return [(int(r[0]), r[1], r[2], r[3]) for r in rows if str(r[0]).startswith(prefix)]
+
+    def hosts(self) -> List[str]:
+        """Every host that has a run of this config in the history."""
+        rows = self._query(f"SELECT DISTINCT host FROM runs WHERE host IS NOT NULL AND {_MINE} ORDER BY host",
+                           (self.account,))
+        return [row[0] for row in rows]
+
+    # -- what the run needs to know ----------------------------------------------
+
+    def baseline(self) -> Optional[Baseline]:
+        """The last run that applied a plan (its rows are what the source should still have), if any."""
         rows = self._query(
-            "SELECT customer, sku, outcome, psa_company, agreement, line, old, new, message, hint "
-            "FROM items WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        )
-        from psabill.report import ItemResult
+            f"SELECT id FROM runs WHERE {_MINE} AND trigger IN ('scheduled', 'manual') AND status IN (?, ?, ?) "
+            "AND planned_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (self.account, outcomes.SUCCESS, outcomes.PARTIAL, outcomes.UNMAPPED_RUN))
+        if not rows:
+            return None
+        run_id = int(rows[0][0])
+        keys = [(customer, sku) for customer, sku in
+                self._query("SELECT customer, sku FROM items WHERE run_id = ?", (run_id,))]
+        return Baseline(run_id, keys)
 
-        return [ItemResult(*row[:6], _loaded(row[6]), _loaded(row[7]), *row[8:]) for row in rows]
+    def open_intents(self) -> List[Tuple[Run, List[Item]]]:
+        """Writes whose intent was recorded but whose outcome never was, by run (not running ones)."""
+        rows = self._query(
+            f"SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE "
+            f"items.intent_at IS NOT NULL AND items.outcome = ? AND runs.status != ? AND "
+            f"(runs.account = ? OR runs.account IS NULL)",
+            (outcomes.PLANNED, outcomes.RUNNING, self.account))
+        found = []
+        for (run_id,) in rows:
+            run = self.run(int(run_id))
+            if run is None:
+                continue
+            open_items = [_item(r) for r in self._query(
+                f"SELECT {_ITEM_READ} FROM items WHERE run_id = ? AND intent_at IS NOT NULL AND outcome = ? "
+                "ORDER BY seq", (run_id, outcomes.PLANNED))]
+            found.append((run, open_items))
+        return found
+
+    def unknown_items(self) -> List[Tuple[Run, List[Item]]]:
+        """Writes whose outcome is still unknown (re-checked by every run until they are known)."""
+        rows = self._query(
+            f"SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE items.outcome = ? "
+            f"AND (runs.account = ? OR runs.account IS NULL)", (outcomes.UNKNOWN, self.account))
+        found = []
+        for (run_id,) in rows:
+            run = self.run(int(run_id))
+            if run is not None:
+                found.append((run, [i for i in run.items if i.outcome == outcomes.UNKNOWN]))
+        return found
+
+    def discard(self, run_id: int) -> None:
+        """Forget a plan nobody applied (an interactive run the admin cancelled)."""
+        try:
+            with self.dialect.transaction(self.conn):
+                for table, column in (("items", "run_id"), ("approvals", "run_id"), ("runs", "id")):
+                    self.conn.execute(self.dialect.sql(f"DELETE FROM {table} WHERE {column} = ?"), (run_id,))
+        except self.dialect.errors as exc:
+            raise self.dialect.error(exc) from None
+
+    def set_status(self, run_id: int, status: str, message: Optional[str] = None) -> None:
+        if message is None:
+            self._execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+        else:
+            self._execute("UPDATE runs SET status = ?, message = ? WHERE id = ?", (status, _text(message), run_id))
 
     def done_occurrences(self, since: datetime) -> List[str]:
         rows = self._query(
-            "SELECT DISTINCT occurrence FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' "
-            "AND status NOT IN (?, ?, ?)",
-            (iso(since), INTERRUPTED, RUNNING, ABORTED),
+            f"SELECT DISTINCT occurrence FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' AND {_MINE} "
+            "AND status NOT IN (?, ?, ?) AND retry = 0",
+            (iso(since), self.account, *outcomes.NOT_DONE),
         )
         return [row[0] for row in rows]
 
-    def attempts(self, since: datetime) -> Dict[str, "Attempts"]:
-        """Scheduled occurrences since ``since`` that were tried but are not done (aborted or
-        interrupted): occurrence ISO -> how many attempts and the newest one's reason."""
+    def attempts(self, since: datetime) -> Dict[str, Attempts]:
+        """Scheduled occurrences since ``since`` that were tried but are not done: occurrence ISO -> attempts."""
         rows = self._query(
-            "SELECT occurrence, status, message FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' "
-            "ORDER BY id",
-            (iso(since),),
-        )
+            f"SELECT id, occurrence, status, message, retry FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' "
+            f"AND {_MINE} ORDER BY id", (iso(since), self.account))
         found: Dict[str, Attempts] = {}
         done = set()
-        for occurrence, status, message in rows:
-            if status in (INTERRUPTED, RUNNING, ABORTED):
+        newest: Dict[str, int] = {}
+        for run_id, occurrence, status, message, retry in rows:
+            if status in outcomes.NOT_DONE or retry:
                 previous = found.get(occurrence)
-                found[occurrence] = Attempts((previous.tries if previous else 0) + 1, status, message or status)
+                found[occurrence] = Attempts((previous.tries if previous else 0) + 1, status, message or status, 0)
+                newest[occurrence] = run_id
+                done.discard(occurrence)
             else:
                 done.add(occurrence)
-        return {k: v for k, v in found.items() if k not in done}
+        result = {}
+        for occurrence, attempt in found.items():
+            if occurrence in done:
+                continue
+            pending = self._query("SELECT COUNT(*) FROM items WHERE run_id = ? AND outcome IN (?, ?, ?) AND "
+                                  "(transient = 1 OR outcome = ?)",
+                                  (newest[occurrence], outcomes.FAILED, outcomes.PLANNED, outcomes.UNKNOWN,
+                                   outcomes.PLANNED))[0][0]
+            result[occurrence] = attempt._replace(pending=int(pending))
+        return result
 
-    def report(self, run_id: int) -> Optional["RunReport"]:
-        """Rebuild a RunReport from the history (for resending an email)."""
-        from psabill.report import RunReport
+    def held(self) -> List[Run]:
+        """Runs whose held items wait for an approval or a rejection, newest first."""
+        rows = self._query(
+            f"SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE items.outcome = ? "
+            f"AND (runs.account = ? OR runs.account IS NULL) ORDER BY items.run_id DESC",
+            (outcomes.HELD, self.account))
+        ids = [int(r[0]) for r in rows]
+        return [run for run in (self._runs("id = ?", (i,)) for i in ids) for run in run]
 
-        row = self.run(run_id)
-        if row is None:
-            return None
-        report = RunReport(
-            trigger=row.trigger,
-            started_at=_parse(row.started_at) or datetime.now(timezone.utc),
-            status=row.status,
-            run_id=row.id,
-            occurrence=_parse(row.occurrence),
-            finished_at=_parse(row.finished_at),
-            late_seconds=row.late_seconds,
-            message=row.message,
-            psa_kind=row.psa_kind,
-            api_requests=row.api_requests,
-            items=self.items(run_id),
-            email_status=row.email_status,
-            email_message=row.email_message,
-        )
-        return report
+    def record_approval(self, run_id: int, approval: Approval, applied_by: Optional[int]) -> None:
+        self._execute("INSERT INTO approvals (run_id, action, by_user, host, at, items, applied_by) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (run_id, approval.action, _text(approval.by), approval.host, iso(approval.at), approval.items,
+                       applied_by))
+
+    def of_occurrence(self, run: Run) -> List[Run]:
+        """Every run of ``run``'s occurrence (its attempts), and the approvals of it, oldest first."""
+        if run.occurrence is None:
+            related = self._runs("(id = ? OR of_run = ?)", (run.id, run.id))
+        else:
+            related = self._runs("((occurrence = ? AND trigger = 'scheduled') OR of_run = ?)",
+                                 (iso(run.occurrence), run.id))
+        return sorted(related, key=lambda r: r.id or 0)
+
+    def customer_lines(self, customer: str, since: datetime) -> List[Tuple[Run, Item]]:
+        rows = self._query(
+            f"SELECT items.run_id, {', '.join('items.' + c.strip() for c in _ITEM_READ.split(','))} FROM items "
+            f"JOIN runs ON runs.id = items.run_id WHERE items.customer = ? AND runs.started_at >= ? AND "
+            f"(runs.account = ? OR runs.account IS NULL) ORDER BY items.run_id",
+            (customer, iso(since), self.account))
+        runs = {run.id: run for run in self._runs("id IN (SELECT run_id FROM items WHERE customer = ?)", (customer,))}
+        return [(runs[row[0]], _item(row[1:])) for row in rows if row[0] in runs]
+
+    def sku_totals(self, since: datetime) -> List[Tuple[Run, Dict[str, int]]]:
+        rows = self._query(
+            f"SELECT items.run_id, items.sku, SUM(items.new) FROM items JOIN runs ON runs.id = items.run_id "
+            f"WHERE runs.started_at >= ? AND (runs.account = ? OR runs.account IS NULL) AND runs.trigger != 'dry-run' "
+            f"GROUP BY items.run_id, items.sku ORDER BY items.run_id", (iso(since), self.account))
+        runs = {run.id: run for run in self.runs(since)}
+        totals: Dict[int, Dict[str, int]] = {}
+        for run_id, sku, total in rows:
+            if run_id in runs:
+                totals.setdefault(run_id, {})[sku] = int(total or 0)
+        return [(runs[run_id], totals[run_id]) for run_id in sorted(totals)]
+
+    # -- upkeep ---------------------------------------------------------------
 
     def prune(self, retention: timedelta, keep: timedelta) -> int:
-        """Delete runs (and their items) older than the retention window; keep the newest always.
+        """Delete runs (and their items) older than the retention window, in bounded batches; keep the newest.
 
         The window is measured from the newest record, never from a "now" that
         could be earlier than the records (a clock set back), and it is never
         shorter than ``keep``: what the guard may still need (catch-up + 3 h).
-        A clock that jumps forward for one run (or back after it) never empties it.
+        A clock that jumps forward for one run (or back after it) never empties
+        it. SQLite then hands the freed pages back (incremental vacuum).
         """
         rows = self._query("SELECT started_at FROM runs ORDER BY started_at DESC LIMIT 1")
         if not rows:
             return 0
         newest = datetime.fromisoformat(rows[0][0])
-        # A clock far ahead must not empty the ledger. A run recorded while it was ahead must not
-        # push the window past every later run: measure from the newest run or the latest one,
-        # whichever is earlier. And a latest run more than a year (and a window) after the one
-        # before it (a clock that jumped years ahead, or a very long pause) prunes nothing this time.
         window = max(retention, keep)
         latest = [datetime.fromisoformat(row[0])
                   for row in self._query("SELECT started_at FROM runs ORDER BY id DESC LIMIT 2")]
         if len(latest) == 2 and latest[0] - latest[1] > max(window, JUMP):
             return 0
         newest = min(newest, latest[0])
-        cutoff = newest - window
-        cursor = self._execute(
-            "DELETE FROM runs WHERE started_at < ? AND id != (SELECT MAX(id) FROM runs)",
-            (iso(cutoff),),
-        )
-        return cursor.rowcount
-
-
-ENV_STATE_URL = "PSABILL_STATE_URL"
-
-
-def state_url(configured: Optional[str]) -> Optional[str]:
-    """``PSABILL_STATE_URL``, then ``[state] url``; None (or empty) keeps SQLite in the state dir."""
-    return os.environ.get(ENV_STATE_URL) or configured or None
+        cutoff = iso(newest - window)
+        removed = 0
+        while True:
+            ids = [int(r[0]) for r in self._query(
+                f"SELECT id FROM runs WHERE started_at < ? AND id != (SELECT MAX(id) FROM runs) ORDER BY id "
+                f"LIMIT {PRUNE_BATCH}", (cutoff,))]
+            if not ids:
+                break
+            marks = ", ".join("?" for _ in ids)
+            try:
+                with self.dialect.transaction(self.conn):
+                    for table in ("items", "approvals"):
+                        self.conn.execute(self.dialect.sql(f"DELETE FROM {table} WHERE run_id IN ({marks})"), ids)
+                    self.conn.execute(self.dialect.sql(f"DELETE FROM runs WHERE id IN ({marks})"), ids)
+            except self.dialect.errors as exc:
+                raise self.dialect.error(exc) from None
+            removed += len(ids)
+        if removed:
+            self.dialect.reclaim(self.conn)
+        return removed
 
 
 class Store(NamedTuple):
-    """The history and the run lock that guards it."""
+    """The ledger and the run lock that guards it."""
 
-    history: History
+    ledger: Ledger
     lock: Callable[[float], ContextManager[None]]  # lock(timeout): hold the run lock
 
     @property
     def shared(self) -> bool:
         """Whether several hosts can share this ledger (PostgreSQL)."""
-        return self.history.dialect.shared
+        return self.ledger.shared
 
 
-def open_store(paths: Paths, url: Optional[str]) -> Store:
-    """The history (not yet connected) and its run lock: PostgreSQL at ``url`` (see :func:`state_url`),
-    else SQLite and an ``flock`` in the state dir. Nothing is opened until it is used."""
+def open_store(paths: Any, url: Optional[str], account: str = "") -> Store:
+    """The ledger (not yet connected) and its run lock: PostgreSQL at ``url``, else SQLite and an ``flock``
+    in the state dir. Nothing is opened until it is used. The lock is this config's: two configs that
+    share a ledger never wait for each other."""
     if url:
-        from psabill.ledger.dialect import PostgresDialect
+        from psabill.ledger.dialect import PostgresDialect  # psycopg: only with a [state] url
 
         if not url.startswith(("postgresql://", "postgres://")):
-            raise StateError(f"[state] url {dialect_mod.redact(url)} is not a postgresql:// URL")
+            raise StateError(f"[state] url {dialect_mod.shown(url)} is not a postgresql:// URL")
         try:
             pg = PostgresDialect(url)
         except ImportError:
             raise StateError("[state] url needs psycopg 3: install psabill with the 'postgres' extra "
                              "(pip install 'psabill[postgres]')") from None
-        return Store(History(pg), pg.lock)
+        return Store(Ledger(pg, account), lambda timeout: pg.lock(timeout, account))
+
     def flock(timeout: float) -> ContextManager[None]:
-        from psabill.ledger.lock import run_lock
+        from psabill.ledger.lock import run_lock  # fcntl: only a run takes the lock
 
-        return run_lock(paths.lock, timeout)
+        return run_lock(paths.lock_for(account), timeout)
 
-    return Store(History(paths.db), flock)
+    return Store(Ledger(paths.db, account), flock)
 
 
-def _done(dialect: Dialect, conn: Any, occurrence: datetime) -> bool:
-    # A row still "running" is either in progress (its owner holds the run lock, and
-    # we re-check after taking it) or left by a killed run: neither counts as done,
-    # nor does an aborted run (it wrote nothing; a later firing retries it).
+def _done(dialect: Dialect, conn: Any, occurrence: datetime, account: str, *, legacy: bool = False) -> bool:
+    # A row still "running" is either in progress (its owner holds the run lock, and we re-check after
+    # taking it) or left by a killed run: neither counts as done, nor does an aborted run (it wrote
+    # nothing) or one to retry (a transient failure): a later firing within catch-up runs it again.
+    if legacy:  # a version 2 ledger, read before its first writer migrates it: no identities, no retries
+        return conn.execute(dialect.sql(
+            "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' AND status NOT IN (?, ?, ?) LIMIT 1"),
+            (iso(occurrence), *outcomes.NOT_DONE)).fetchone() is not None
     row = conn.execute(dialect.sql(
-        "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' "
-        "AND status NOT IN (?, ?, ?) LIMIT 1"),
-        (iso(occurrence), INTERRUPTED, RUNNING, ABORTED),
+        "SELECT 1 FROM runs WHERE occurrence = ? AND trigger = 'scheduled' AND (account = ? OR account IS NULL) "
+        "AND status NOT IN (?, ?, ?) AND retry = 0 LIMIT 1"),
+        (iso(occurrence), account, *outcomes.NOT_DONE),
     ).fetchone()
     return row is not None
 
 
-class Attempts(NamedTuple):
-    """The runs of an occurrence that is not done yet."""
-
-    tries: int
-    status: str  # the newest attempt's
-    reason: str  # the newest attempt's message
-
-
-def _hostname() -> str:
+def hostname() -> str:
     import socket  # only a run records its host; the not-due path never does
 
     return socket.gethostname()

@@ -14,7 +14,12 @@ once leave the config and the crontab in agreement.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
+import socket
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,8 +30,6 @@ from psabill.text.files import make_private_dir, open_private
 
 def _hold(fd: int, timeout: float, poll: float, on_timeout: Callable[[], PsabillError]) -> None:
     """Take an exclusive flock on ``fd``, polling; raise ``on_timeout()`` after ``timeout`` seconds."""
-    import fcntl
-
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -67,3 +70,39 @@ def config_lock(config: Path, timeout: float = CONFIG_LOCK_TIMEOUT) -> Iterator[
         yield
     finally:
         os.close(fd)
+
+
+TENANT_LOCK_TIMEOUT = 600.0
+
+
+@contextlib.contextmanager
+def tenant_lock(identity: str, timeout: float = TENANT_LOCK_TIMEOUT) -> Iterator[None]:
+    """One run at a time per PSA tenant on this host, whatever config or state dir it runs from.
+
+    Two installs of psabill on one host (two users, two state dirs) against one
+    Autotask tenant would otherwise both read 10 units and both post +15. The
+    lock is an abstract Unix socket named after the tenant (Linux): any user
+    can take it, nothing is left on disk, and the kernel drops it when the
+    process dies, however it dies. Elsewhere it is an ``flock`` on a file in
+    the temp dir. Two *hosts* are kept apart by a shared ledger instead.
+    """
+    tag = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+    if not sys.platform.startswith("linux"):
+        with run_lock(Path(tempfile.gettempdir()) / f"psabill-tenant-{tag}.lock", timeout):
+            yield
+        return
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                sock.bind("\0psabill-tenant-" + tag)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise StateError(f"another psabill run on this host has worked on this PSA tenant for more than "
+                                     f"{timeout:g}s; nothing was run (raise [run] lock_timeout to wait longer)") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        sock.close()
