@@ -1,40 +1,42 @@
-"""What ``psabill status`` reports: a :class:`Status` view object that knows its JSON.
+"""What ``psabill status`` reports: a typed :class:`Status` that renders itself as text and as JSON.
 
-:func:`build` reads the settings, the crontab and the history once; "now" and
-the host zone are arguments. The JSON keys are stable (the README lists them).
-``ledger`` names the history (SQLite file or PostgreSQL URL without its
-password) and the hosts that ran; ``warnings`` flags runs from several hosts on
-a ledger they cannot share.
+:func:`build` reads the settings, the crontab and the ledger once; "now" and
+the host zone are arguments. The JSON keys are stable and versioned
+(``schema``; docs/json.md lists them). ``ledger`` names the history (SQLite
+file or PostgreSQL URL without its password) and the hosts that ran;
+``warnings`` flags runs from several hosts on a ledger they cannot share.
 
-``missed`` stays a list of ISO strings; ``missed_details`` has one object per
-missed occurrence with the last attempt's reason. ``retrying`` is set while the
-due occurrence has aborted (or interrupted) attempts and a later firing within
-catch-up will try it again.
+What needs the admin comes first in the text: changes held for approval, a
+report that was never delivered, an occurrence being retried (how many items,
+and when the next attempt is), missed occurrences.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import islice
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from psabill.ledger.history import open_store, state_url
+from psabill import __version__, outcomes
+from psabill.config import readiness
 from psabill.config.paths import Paths
-from psabill.schedule.rules import WEEKDAYS, Schedule
 from psabill.config.settings import Settings
+from psabill.ledger.history import open_store
+from psabill.report import JSON_SCHEMA, Run
+from psabill.schedule.rules import WEEKDAYS, Schedule
+from psabill.schedule.cronplan import next_retry
+from psabill.schedule.crontab import CronView, cron_view
+from psabill.text import clean, times
+from psabill.text.files import human_duration
 
 UTC = timezone.utc
 MISSED_HORIZON = timedelta(days=60)
+Paint = Callable[[str], str]
 
 
 def stamp(instant: datetime, zone: tzinfo, host: tzinfo) -> Dict[str, str]:
     """One instant in the account zone, the host zone and UTC."""
-    return {
-        "account": instant.astimezone(zone).isoformat(),
-        "host": instant.astimezone(host).isoformat(),
-        "utc": instant.astimezone(UTC).isoformat(),
-    }
+    return {"account": instant.astimezone(zone).isoformat(), "host": instant.astimezone(host).isoformat(),
+            "utc": instant.astimezone(UTC).isoformat()}
 
 
 def next_occurrences(schedule: Schedule, now: datetime, host: tzinfo, count: int) -> List[Dict[str, str]]:
@@ -42,27 +44,177 @@ def next_occurrences(schedule: Schedule, now: datetime, host: tzinfo, count: int
     return [stamp(i, schedule.zone, host) for i in islice(schedule.occurrences(now, inclusive=False), count)]
 
 
-def next_attempt(minutes: Any, after: datetime, host: tzinfo) -> datetime:
-    """The first cron firing after ``after`` at one of the host-wall ``minutes`` (hourly retry line)."""
-    t = after.astimezone(UTC).replace(second=0, microsecond=0)
-    for _ in range(24 * 60):
-        t += timedelta(minutes=1)
-        if t.astimezone(host).minute in minutes:
-            return t
-    return t  # unreachable: every hour has each minute
+class Missed(NamedTuple):
+    occurrence: datetime
+    attempts: int
+    reason: str
 
 
-def missed_details(missed: List[str], attempts: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """One object per missed occurrence: how often it was tried and why the last try stopped."""
-    rows = []
-    for occurrence in missed:
-        tried = attempts.get(occurrence)
-        rows.append({"occurrence": occurrence, "attempts": tried.tries if tried else 0,
-                     "reason": tried.reason if tried else "no run was recorded (the host or cron was down)"})
-    return rows
+class Retrying(NamedTuple):
+    occurrence: datetime
+    attempts: int
+    last_reason: str
+    pending: int  # items the last attempt did not finish
+    next_attempt: Optional[datetime]
+    until: datetime
 
 
-def missed_occurrences(schedule: Schedule, catch_up: timedelta, done: List[str], now: datetime) -> List[str]:
+class LedgerInfo(NamedTuple):
+    kind: str
+    where: str
+    shared: bool
+    hosts: List[str]
+
+
+class Status(NamedTuple):
+    """Everything ``status`` shows, typed."""
+
+    config: Path
+    config_exists: bool
+    state_dir: Path
+    account_name: str
+    zone: Optional[tzinfo]
+    host: tzinfo
+    now: datetime
+    settings: Settings
+    cron: CronView
+    ledger: LedgerInfo
+    next_run: Optional[datetime] = None
+    last_run: Optional[Run] = None
+    missed: List[Missed] = []
+    retrying: Optional[Retrying] = None
+    held: List[Run] = []
+    undelivered: Optional[Run] = None
+    not_ready: List[str] = []
+    warnings: List[str] = []
+
+    @property
+    def schedule(self) -> Optional[Schedule]:
+        return self.settings.when
+
+    def to_json(self) -> Dict[str, Any]:
+        """The stable JSON document of ``status --json`` (docs/json.md)."""
+        sched = self.schedule
+        section = self.settings.schedule
+        zone = self.zone or self.host
+        return {
+            "schema": JSON_SCHEMA,
+            "version": __version__,
+            "config": str(self.config),
+            "config_exists": self.config_exists,
+            "state_dir": str(self.state_dir),
+            "account": {"name": self.account_name or None, "timezone": self.settings.account.timezone},
+            "host_timezone": str(self.host),
+            "now": self.now.astimezone(UTC).isoformat(),
+            "schedule": None if sched is None else {
+                "enabled": section.enabled, "description": sched.describe(), "mode": sched.mode, "day": sched.day,
+                "weekday": WEEKDAYS[sched.weekday] if sched.weekday is not None else None, "hour": sched.hour,
+                "timezone": str(sched.zone), "start": sched.start.isoformat() if sched.start else None,
+                "saved_at": section.saved_at.isoformat() if section.saved_at else None,
+                "enabled_at": section.enabled_at.isoformat() if section.enabled_at else None,
+                "catch_up": duration_text(section.catch_up),
+            },
+            "next_run": None if self.next_run is None else {
+                **stamp(self.next_run, zone, self.host), "left_seconds": int((self.next_run - self.now).total_seconds())},
+            "cron": {"target": self.cron.where, "installed": bool(self.cron.installed), "lines": self.cron.installed,
+                     "expected": self.cron.expected, "in_sync": self.cron.in_sync},
+            "last_run": self.last_run.to_json(items=False) if self.last_run is not None else None,
+            "held": [{"run": run.id, "items": run.count(outcomes.HELD), "started_at": run.started_at.isoformat()}
+                     for run in self.held],
+            "undelivered": None if self.undelivered is None else {
+                "run": self.undelivered.id, "email": self.undelivered.email.status,
+                "message": self.undelivered.email.message},
+            "missed": [m.occurrence.isoformat() for m in self.missed],
+            "missed_details": [{"occurrence": m.occurrence.isoformat(), "attempts": m.attempts, "reason": m.reason}
+                               for m in self.missed],
+            "retrying": None if self.retrying is None else {
+                "occurrence": self.retrying.occurrence.isoformat(), "attempts": self.retrying.attempts,
+                "last_reason": self.retrying.last_reason, "items": self.retrying.pending,
+                "next_attempt": stamp(self.retrying.next_attempt, zone, self.host)
+                if self.retrying.next_attempt else None,
+                "until": stamp(self.retrying.until, zone, self.host)},
+            "notify": {"emails": list(self.settings.notify.emails), "report": self.report_text()},
+            "not_ready": self.not_ready,
+            "ledger": self.ledger._asdict(),
+            "warnings": self.warnings,
+        }
+
+    def report_text(self) -> str:
+        emails = self.settings.notify.emails
+        if self.undelivered is not None:
+            run = self.undelivered
+            return (f"NOT delivered for run {run.id} ({run.email.status}: {clean.message(run.email.message)}); "
+                    f"the next firing within catch-up sends it again, or 'psabill email resend {run.id}'")
+        if not emails:
+            return "no report is sent (no addresses configured)"
+        return f"emailed to {len(emails)} address(es) after each scheduled run"
+
+    def text(self, paint: Paint = lambda s: s) -> str:
+        """The text view; ``paint`` colours state words (the CLI passes click.style on a terminal)."""
+        zone = self.zone or self.host
+        host = self.host
+        last = self.last_run
+        out: List[str] = []
+        next_col = times.short(self.next_run, zone)
+        left_col = human_duration((self.next_run - self.now).total_seconds()) if self.next_run else "n/a"
+        last_col = times.short(last.started_at, zone) if last else "n/a"
+        passed_col = human_duration((self.now - last.started_at).total_seconds()) + " ago" if last else "n/a"
+        out.append(f"{'NEXT':<30} {'LEFT':<10} {'LAST':<30} {'PASSED':<12} STATUS")
+        out.append(f"{next_col:<30} {left_col:<10} {last_col:<30} {passed_col:<12} "
+                   + paint(last.status if last else "n/a"))
+        out.append("")
+        for run in self.held:
+            out.append(f"Held:       {paint('held for approval')}: run {run.id} ({run.count(outcomes.HELD)} change(s)); "
+                       f"psabill history show {run.id}, then psabill approve {run.id} or psabill reject {run.id}")
+        sched = self.schedule
+        if sched is None:
+            out.append("Schedule:   none saved (psabill schedule set --help)")
+        else:
+            out.append(f"Schedule:   {sched.describe()}" + ("" if self.settings.schedule.enabled else " [disabled]"))
+        out.append(f"Zones:      account {self.settings.account.timezone or 'n/a'}, host {host}")
+        if self.next_run:
+            out.append(f"Next run:   {times.occurrence(self.next_run, zone, host)}")
+        if last:
+            out.append(f"Last run:   {last.status} ({last.trigger}) at {times.moment(last.started_at, zone, host)} "
+                       f"on host {last.host or '-'}")
+        cron = self.cron
+        state = "installed" if cron.installed else "not installed"
+        sync = paint("in sync" if cron.in_sync else "OUT OF SYNC: run 'psabill cron install'")
+        out.append(f"Cron:       {state}, {sync} ({cron.where})")
+        for line in cron.installed:
+            out.append(f"            {line}")
+        retrying = self.retrying
+        if retrying:
+            nxt = (f"next attempt at {times.occurrence(retrying.next_attempt, zone, host)}" if retrying.next_attempt
+                   else "no attempt left before catch-up ends")
+            out.append(f"Retrying:   {paint('retrying')}: {retrying.pending} item(s), {nxt}; occurrence "
+                       f"{times.occurrence(retrying.occurrence, zone, host)}, {retrying.attempts} attempt(s), last: "
+                       f"{clean.message(retrying.last_reason)}")
+        for missed in self.missed:
+            out.append(f"Missed:     {times.occurrence(missed.occurrence, zone, host)} ({clean.message(missed.reason)})")
+        report = self.report_text()
+        out.append(f"Report:     {paint(report) if self.undelivered is not None else report}")
+        for gap in self.not_ready:
+            out.append(f"Not ready:  {gap} (add it to the config; see 'psabill check')")
+        for warning in self.warnings:
+            out.append(f"Warning:    {warning}")
+        ledger = self.ledger
+        out.append(f"Ledger:     {ledger.kind} {ledger.where}" + (" (shared)" if ledger.shared else ""))
+        out.append(f"Config:     {self.config}")
+        out.append(f"State dir:  {self.state_dir}")
+        return "\n".join(out)
+
+
+def duration_text(value: timedelta) -> str:
+    """``24h``, ``90m``, ``2d``: a duration as the config writes it."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def missed_occurrences(schedule: Schedule, catch_up: timedelta, done: List[str], now: datetime) -> List[datetime]:
     """Occurrences in the last 60 days that never ran and are past catch-up."""
     cutoff = now - catch_up
     ran = set(done)
@@ -71,131 +223,54 @@ def missed_occurrences(schedule: Schedule, catch_up: timedelta, done: List[str],
         if occurrence > cutoff:
             break
         if occurrence.isoformat() not in ran:
-            missed.append(occurrence.isoformat())
+            missed.append(occurrence)
     return missed
 
 
-@dataclass
-class Status:
-    """Everything ``status`` shows."""
-
-    config: str
-    config_exists: bool
-    state_dir: str
-    account: Dict[str, Optional[str]]
-    host_timezone: str
-    now: str
-    cron: Dict[str, Any]
-    notify: Dict[str, Any]
-    schedule: Optional[Dict[str, Any]] = None
-    next_run: Optional[Dict[str, Any]] = None
-    last_run: Optional[Dict[str, Any]] = None
-    missed: List[str] = field(default_factory=list)
-    missed_details: List[Dict[str, Any]] = field(default_factory=list)
-    retrying: Optional[Dict[str, Any]] = None
-    not_ready: List[str] = field(default_factory=list)
-    ledger: Dict[str, Any] = field(default_factory=dict)
-    warnings: List[str] = field(default_factory=list)
-
-    def to_json(self) -> Dict[str, Any]:
-        """The stable JSON document of ``status --json``."""
-        return {
-            "config": self.config,
-            "config_exists": self.config_exists,
-            "state_dir": self.state_dir,
-            "account": self.account,
-            "host_timezone": self.host_timezone,
-            "now": self.now,
-            "schedule": self.schedule,
-            "next_run": self.next_run,
-            "cron": self.cron,
-            "last_run": self.last_run,
-            "missed": self.missed,
-            "missed_details": self.missed_details,
-            "retrying": self.retrying,
-            "notify": self.notify,
-            "not_ready": self.not_ready,
-            "ledger": self.ledger,
-            "warnings": self.warnings,
-        }
-
-
 def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Status:
-    """Read the crontab and the history and assemble the status."""
-    from psabill.schedule import crontab
-    from psabill.config import readiness
-    from psabill.schedule import save as scheduling
-
-    schedule = scheduling.schedule_of(settings)
+    """Read the crontab and the ledger and assemble the status."""
+    schedule = settings.when
     enabled = schedule is not None and settings.schedule.enabled
-    tab = crontab.Crontab(paths.crontab_file, paths.config)
-    installed = tab.lines()
-    expected = scheduling.desired_lines(paths, settings, now, host, validate=False)
-    last = None
+    cron = cron_view(paths, settings, now, host)
+    last: Optional[Run] = None
     done: List[str] = []
     attempts: Dict[str, Any] = {}
     hosts: List[str] = []
-    store = open_store(paths, state_url(settings.state_url))
-    if store.history.exists:
-        with store.history as history:
-            row = history.last_run(real=True)
-            last = row.to_json() if row else None
-            done = history.done_occurrences(now - MISSED_HORIZON - timedelta(days=1))
-            attempts = history.attempts(now - MISSED_HORIZON - timedelta(days=1))
-            hosts = history.hosts()
-    warnings = []
+    held: List[Run] = []
+    undelivered: Optional[Run] = None
+    store = open_store(paths, settings.state_url, settings.account_id)
+    if store.ledger.exists:
+        with store.ledger as ledger:
+            last = ledger.last_run(real=True)
+            done = ledger.done_occurrences(now - MISSED_HORIZON - timedelta(days=1))
+            attempts = ledger.attempts(now - MISSED_HORIZON - timedelta(days=1))
+            hosts = ledger.hosts()
+            held = ledger.held()
+            if last is not None and last.email.status in ("pending", "failed"):
+                undelivered = last
+    warnings = readiness.cron_env_warnings(settings)
     if len(hosts) > 1 and not store.shared:
         warnings.append(f"the history has runs from {len(hosts)} hosts ({', '.join(hosts)}) but no shared ledger: "
                         "run one scheduler per config, or set [state] url so the hosts share one")
-    emails = list(settings.notify.emails)
     status = Status(
-        config=str(paths.config),
-        config_exists=settings.exists,
-        state_dir=str(paths.state_dir),
-        account={"name": settings.account.name or None, "timezone": settings.account.timezone},
-        host_timezone=str(host),
-        now=now.astimezone(UTC).isoformat(),
-        cron={"target": tab.where, "installed": bool(installed), "lines": installed, "expected": expected,
-              "in_sync": installed == expected},
-        notify={"emails": emails,
-                "report": f"emailed to {len(emails)} address(es) after each scheduled run" if emails
-                else "no report is sent (no addresses configured)"},
-        last_run=last,
-        not_ready=readiness.missing(settings) if settings.exists else [],
-        ledger={"kind": store.history.dialect.kind, "where": store.history.where, "shared": store.shared,
-                "hosts": hosts},
-        warnings=readiness.cron_env_warnings(settings) + warnings,
+        config=paths.config, config_exists=settings.exists, state_dir=paths.state_dir,
+        account_name=settings.account.name, zone=settings.zone, host=host, now=now, settings=settings, cron=cron,
+        ledger=LedgerInfo(store.ledger.dialect.kind, store.ledger.where, store.shared, hosts),
+        last_run=last, held=held, undelivered=undelivered,
+        not_ready=readiness.missing(settings) if settings.exists else [], warnings=warnings,
     )
-    if schedule is not None:
-        status.schedule = {
-            "enabled": enabled,
-            "description": schedule.describe(),
-            "mode": schedule.mode,
-            "day": schedule.day,
-            "weekday": WEEKDAYS[schedule.weekday] if schedule.weekday is not None else None,
-            "hour": schedule.hour,
-            "timezone": str(schedule.zone),
-            "start": schedule.start.isoformat() if schedule.start else None,
-            "saved_at": settings.schedule.saved_at.isoformat() if settings.schedule.saved_at else None,
-            "enabled_at": settings.schedule.enabled_at.isoformat() if settings.schedule.enabled_at else None,
-            "catch_up": settings.schedule.catch_up_text,
-        }
-        status.missed = missed_occurrences(schedule, settings.schedule.catch_up, done, now)
-        status.missed_details = missed_details(status.missed, attempts)
-        due = schedule.previous(now) if enabled else None
-        tried = attempts.get(due.isoformat()) if due is not None else None
-        if due is not None and tried is not None and now - due <= settings.schedule.catch_up:
-            from psabill.schedule import cronplan
-
-            attempt = next_attempt(cronplan.plan(schedule, host, now).minutes, now, host)
-            last_chance = due + settings.schedule.catch_up
-            status.retrying = {
-                "occurrence": due.isoformat(), "attempts": tried.tries, "last_reason": tried.reason,
-                "next_attempt": stamp(attempt, schedule.zone, host) if attempt <= last_chance else None,
-                "until": stamp(last_chance, schedule.zone, host),
-            }
-        if enabled:
-            upcoming = schedule.next_after(now)
-            status.next_run = {**stamp(upcoming, schedule.zone, host),
-                               "left_seconds": int((upcoming - now).total_seconds())}
-    return status
+    if schedule is None:
+        return status
+    missed = [Missed(occurrence, attempts[occurrence.isoformat()].tries if occurrence.isoformat() in attempts else 0,
+                     attempts[occurrence.isoformat()].reason if occurrence.isoformat() in attempts
+                     else "no run was recorded (the host or cron was down)")
+              for occurrence in missed_occurrences(schedule, settings.schedule.catch_up, done, now)]
+    retrying = None
+    due = schedule.previous(now) if enabled else None
+    tried = attempts.get(due.isoformat()) if due is not None else None
+    if due is not None and tried is not None and now - due <= settings.schedule.catch_up:
+        retrying = Retrying(due, tried.tries, tried.reason, tried.pending,
+                            next_retry(schedule, settings.schedule.catch_up, due, now, host),
+                            due + settings.schedule.catch_up)
+    return status._replace(missed=missed, retrying=retrying,
+                           next_run=schedule.next_after(now) if enabled else None)

@@ -1,38 +1,39 @@
-"""What is due, and running it exactly once.
+"""What is due, and running it exactly once; the ways a run starts.
 
-The not-due path is what cron hits most, so :func:`run_scheduled` parses the
-config once, asks the pure schedule core, and makes one read-only ledger
-query (SQLite, or PostgreSQL with ``[state] url``). The refresh, the PSA
-clients, httpx and Jinja2 are imported only once a run starts.
+The not-due path is what cron hits most, so :func:`due_occurrence` needs only
+the typed settings (the schedule is decoded there, once) and one read-only
+ledger query. The run machinery is imported only once a run starts.
 
-Guard rule: at ``now`` the due occurrence is the latest occurrence at or before
-``now`` that has not run and is at most ``[schedule] catch_up`` old. Anything
-older is *missed* (``status`` reports it); it is never run late.
+Guard rule: at ``now`` the due occurrence is the latest occurrence at or
+before ``now`` that is not done and is at most ``[schedule] catch_up`` old.
+Anything older is *missed* (``status`` reports it); it is never run late.
 
-Each run opens one :class:`~psabill.ledger.history.History` (and its run lock) through
-:func:`~psabill.ledger.history.open_store`, and closes it on every path.
+Every run holds this config's run lock, re-checks the ledger after taking it,
+and marks runs a killed process left ``running`` as interrupted. An
+interactive run plans under the lock, lets it go while the admin reads the
+plan, then takes it again to apply that same plan, re-reading the lines it
+writes first (a line that moved since fails, the others go on).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from typing import TYPE_CHECKING
-
-from psabill.errors import ExitCode
-from psabill.ledger.history import open_store, state_url
 from psabill.config.paths import Paths
 from psabill.config.settings import Settings, load
+from psabill.errors import ExitCode
+from psabill.ledger.history import open_store
 
 if TYPE_CHECKING:  # the run machinery loads only once an occurrence is due
-    from psabill.run.perform import Outcome, Progress
+    from psabill.run.perform import Confirm, Outcome, Progress
+
+Now = Callable[[], datetime]
+
 
 def due_occurrence(settings: Settings, now: datetime, done: Callable[[datetime], bool]) -> Optional[datetime]:
     """The occurrence to run at ``now``, or None; ``done`` asks the ledger."""
-    from psabill.schedule.save import schedule_of
-
-    schedule = schedule_of(settings)
+    schedule = settings.when
     if schedule is None or not settings.schedule.enabled:
         return None
     occurrence = schedule.previous(now)
@@ -41,64 +42,78 @@ def due_occurrence(settings: Settings, now: datetime, done: Callable[[datetime],
     return None if done(occurrence) else occurrence
 
 
-def run_scheduled(paths: Paths, now: Callable[[], datetime], *, verbose: bool = False) -> Outcome:
+def run_scheduled(paths: Paths, now: Now, *, verbose: bool = False) -> Outcome:
     """The cron entry point. Prints nothing and returns OK when nothing is due."""
-    from psabill.report import RunReport
-    from psabill.run.perform import Outcome, perform
+    # The run machinery loads only here: the not-due fast path imports this module for due_occurrence.
+    from psabill.config import addresses, readiness
+    from psabill.report import Run
+    from psabill.run.perform import Job, Outcome
 
     settings = load(paths.config, check_addresses=False, must_exist=True)
-    store = open_store(paths, state_url(settings.state_url))
-    if due_occurrence(settings, now(), store.history.occurrence_done_readonly) is None:
+    store = open_store(paths, settings.state_url, settings.account_id)
+    if due_occurrence(settings, now(), store.ledger.occurrence_done_readonly) is None:
         return Outcome(None, ExitCode.OK)
-    _check_addresses(settings)
-    _check_ready(settings)
-
-    with store.lock(settings.lock_timeout), store.history as history:
-        history.mark_interrupted()
-        # Whoever held the lock before us may have run this very occurrence.
-        at = now()
-        occurrence = due_occurrence(settings, at, history.occurrence_done)
+    addresses.check_configured(settings)
+    readiness.require(settings)
+    with store.lock(settings.run.lock_timeout), store.ledger as ledger:
+        ledger.mark_interrupted()
+        at = now()  # whoever held the lock before us may have run this very occurrence
+        occurrence = due_occurrence(settings, at, ledger.occurrence_done)
         if occurrence is None:
             return Outcome(None, ExitCode.OK)
         late = int((at - occurrence).total_seconds())
-        report = RunReport(trigger="scheduled", started_at=at, occurrence=occurrence,
-                           late_seconds=late if late >= 60 else None)
-        return perform(paths, settings, history, report, dry_run=False, now=now, verbose=verbose)
+        attempt = ledger.attempts(occurrence).get(occurrence.isoformat())
+        run = Run(trigger="scheduled", started_at=at, occurrence=occurrence,
+                  late_seconds=late if late >= 60 else None, attempt=(attempt.tries + 1) if attempt else 1)
+        job = Job(paths, settings, ledger, run, now=now, verbose=verbose)
+        try:
+            job.start()
+            with job.steps():
+                job.plan(unattended=True)
+                job.apply(fresh=False)
+            return job.finish()
+        finally:
+            job.close()
 
 
-def run_manual(paths: Paths, now: Callable[[], datetime], *, dry_run: bool, progress: Progress = None,
-               verbose: bool = False) -> Outcome:
-    """A run by hand (or a dry run): no guard, but the same lock and record."""
-    from psabill.report import RunReport
-    from psabill.run.perform import perform
+def run_manual(paths: Paths, now: Now, *, dry_run: bool, confirm: Optional[Confirm] = None,
+               progress: Progress = None, verbose: bool = False) -> Outcome:
+    """A run by hand: a dry run, ``--yes`` (unattended: the guard holds), or interactive (``confirm`` asks)."""
+    from psabill import outcomes  # as in run_scheduled: not on the fast path
+    from psabill.config import readiness
+    from psabill.report import Run
+    from psabill.run.perform import Job, Outcome
 
     settings = load(paths.config, must_exist=True)
-    _check_ready(settings)
-    store = open_store(paths, state_url(settings.state_url))
-    with store.lock(settings.lock_timeout), store.history as history:
-        history.mark_interrupted()
-        report = RunReport(trigger="dry-run" if dry_run else "manual", started_at=now())
-        return perform(paths, settings, history, report, dry_run=dry_run, now=now, progress=progress,
-                       verbose=verbose)
-
-
-def _check_ready(settings: Settings) -> None:
-    """A config without [psa] or [source] cannot update anything: refuse, record nothing."""
-    from psabill.config import readiness
-    from psabill.errors import ConfigError
-
-    if readiness.missing(settings):
-        raise ConfigError(readiness.not_ready_text(settings))
-
-
-def _check_addresses(settings: Settings) -> None:
-    """The not-due path skips email-validator; a due run checks the addresses like any load."""
-    if not settings.notify.emails:
-        return
-    from psabill.config.addresses import validate_addresses
-    from psabill.errors import ConfigError, UsageError
-
-    try:
-        validate_addresses(settings.notify.emails)
-    except UsageError as exc:
-        raise ConfigError(f"{settings.path}: [notify] emails: {exc.message}") from None
+    readiness.require(settings)
+    store = open_store(paths, settings.state_url, settings.account_id)
+    with store.ledger as ledger:
+        run = Run(trigger="dry-run" if dry_run else "manual", started_at=now())
+        job: Optional[Job] = None
+        try:
+            with store.lock(settings.run.lock_timeout):
+                # The job (and the log it opens) only under the lock: a state dir that cannot hold the
+                # lock is one line, as for a scheduled run.
+                job = Job(paths, settings, ledger, run, now=now, progress=progress, verbose=verbose)
+                ledger.mark_interrupted()
+                job.start()
+                with job.steps():
+                    review = job.plan(unattended=confirm is None)
+                    if not dry_run and job.error is None and confirm is None:
+                        job.apply(fresh=False)
+                if dry_run or job.error is not None or confirm is None:
+                    return job.finish()
+                assert run.id is not None
+                ledger.set_status(run.id, outcomes.PLANNED_RUN)
+                job.release_tenant()
+            if not confirm(run, review):
+                ledger.discard(run.id)
+                return Outcome(None, ExitCode.OK, "cancelled: nothing was changed", review)
+            with store.lock(settings.run.lock_timeout):
+                ledger.set_status(run.id, outcomes.RUNNING)
+                with job.steps():
+                    job.apply(fresh=True)
+                return job.finish()
+        finally:
+            if job is not None:
+                job.close()
