@@ -1,4 +1,4 @@
-"""The results email: render a RunReport, deliver it, record what happened.
+"""The results email: decide, render, deliver, and record what happened.
 
 Steps, each in its own module and usable alone:
 
@@ -7,108 +7,187 @@ Steps, each in its own module and usable alone:
 * :mod:`~psabill.notify.message` wraps them in a MIME message;
 * :mod:`~psabill.notify.transports` hands it to SMTP, sendmail or a file.
 
-:func:`send_report` chains them for a run and records the outcome in the
-history *after* the run itself is recorded, so a failed email never loses a
-result. jinja2 and smtplib are imported inside functions: a cron invocation
-that finds nothing due must not pay for (or depend on) them.
+One email per occurrence's story: the first attempt's report goes out; a
+retry that fails again stays quiet; the attempt that finally succeeds, or the
+last one within catch-up, reports again, threaded under the first
+(``In-Reply-To``). Each report has a stable Message-ID, so a re-send is
+recognisable as the same message.
+
+Delivery is recorded ``pending`` (with the Message-ID) before the message is
+handed over, and ``sent`` or ``failed`` after. A report left pending (psabill
+killed mid-delivery) or failed is shown by ``status`` as undelivered, and the
+next firing within catch-up sends it again.
 """
 
-from __future__ import annotations
-
+import html
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Any, List, Optional
 
-from psabill.errors import EmailError
-from psabill.notify.facts import TRIGGER_WORDS, header_text, inline
-from psabill.notify.message import build_message, sender_for
-from psabill.notify.templates import Rendered, render_for
+from psabill import clock, outcomes
+from psabill.config import addresses
+from psabill.config.paths import Paths
+from psabill.config.settings import Settings
+from psabill.errors import ConfigError, EmailError, UsageError
+from psabill.ledger.history import Ledger, open_store
+from psabill.notify.facts import header_text
+from psabill.notify.message import build_message, message_id, sender_for
+from psabill.notify.templates import Rendered, render
 from psabill.notify.transports import deliver
-from psabill.report import RunReport
-from psabill.config.settings import NotifySettings
+from psabill.report import Run
+from psabill.text import clean
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from psabill.ledger.history import History
-
-# Email status values stored in the history.
+# Email status values stored in the ledger.
 SENT = "sent"
 EMAIL_FAILED = "failed"
 SKIPPED = "skipped"
+PENDING = "pending"
+UNDELIVERED = (PENDING, EMAIL_FAILED)
 
 
 def run_filename(run_id: Optional[int]) -> str:
     return f"run-{run_id:06d}.eml" if run_id is not None else "run-unsaved.eml"
 
 
-def should_send(notify: NotifySettings, report: RunReport) -> Optional[str]:
-    """None when the report should be emailed, else why not (the skipped status text)."""
+def should_send(settings: Settings, run: Run, earlier: List[Run], *, retrying: bool) -> Optional[str]:
+    """None when the report should be emailed, else why not (the skipped status text).
+
+    ``earlier`` are the occurrence's earlier attempts; ``retrying``: a later firing tries this one again.
+    """
+    notify = settings.notify
     if not notify.emails:
         return "no notification addresses configured ([notify] emails): no report is sent"
-    if report.trigger != "scheduled" and not notify.on_manual:
-        return (
-            f"{TRIGGER_WORDS.get(report.trigger, report.trigger)} run: no report is sent "
-            "(set [notify] on_manual = true to email manual runs)"
-        )
+    if run.trigger not in ("scheduled",) and not notify.on_manual:
+        return (f"{run.trigger} run: no report is sent (set [notify] on_manual = true to email manual runs)")
+    if run.trigger == "scheduled" and earlier:
+        reported = [r for r in earlier if r.email.status == SENT]
+        failing = run.status in outcomes.BAD or run.status in (outcomes.PARTIAL, outcomes.FAILED_RUN)
+        if reported and failing and retrying:
+            return (f"attempt {run.attempt} of this occurrence failed again; its first failure was emailed "
+                    f"(run {reported[0].id}), and the final outcome will be")
     return None
 
 
-def send_report(
-    notify: NotifySettings,
-    report: RunReport,
-    history: "History",
-    *,
-    outbox: Path,
-    force: bool = False,
-    now: Optional[datetime] = None,
-) -> None:
-    """Render, deliver, and record ``sent`` / ``failed`` / ``skipped`` for ``report``.
-
-    Call after the run is recorded (``report.run_id`` set). ``force`` sends even
-    a manual run's report (``email resend``); no addresses is always skipped.
-    Raises EmailError after recording the failure.
-    """
-    reason = None if force and notify.emails else should_send(notify, report)
+def report_run(settings: Settings, paths: Paths, run: Run, ledger: Ledger, *, retrying: bool,
+               now: Optional[datetime] = None, force: bool = False) -> None:
+    """Decide, render, deliver and record a run's report (see the module docstring). Raises EmailError."""
+    earlier = [r for r in ledger.of_occurrence(run) if r.id != run.id and r.trigger == "scheduled"] \
+        if run.occurrence is not None else []
+    reason = None if force and settings.notify.emails else should_send(settings, run, earlier, retrying=retrying)
     if reason is not None:
-        _record(history, report, SKIPPED, reason)
+        _record(ledger, run, SKIPPED, reason)
         return
-    recipients = list(notify.emails)
+    first = next((r for r in earlier if r.email.message_id), None)
+    next_attempt = None
+    if retrying and run.occurrence is not None:
+        from psabill.schedule.cronplan import next_retry  # the same firing `status` names
+
+        if settings.when is not None:
+            next_attempt = next_retry(settings.when, settings.schedule.catch_up, run.occurrence,
+                                      now or run.finished_at or run.started_at, clock.host_zone())
+    send(settings, paths, run, ledger, next_attempt=next_attempt, in_reply_to=first.email.message_id if first else None,
+         now=now)
+
+
+def send(settings: Settings, paths: Paths, run: Run, ledger: Optional[Ledger], *, next_attempt: Any = None,
+         in_reply_to: Optional[str] = None, now: Optional[datetime] = None) -> None:
+    """Render and deliver ``run``'s report to ``[notify] emails``, recording pending, then sent or failed."""
+    notify = settings.notify
     try:
-        rendered = render_for(notify, report)
+        recipients = addresses.recipients(notify.emails)
+        rendered = render_for(settings, run, next_attempt=next_attempt)
         sender = sender_for(notify.sender, notify.transport)
-        message = build_message(rendered, recipients, sender=sender, now=now, run_id=report.run_id)
-        receipt = deliver(notify, message, recipients, outbox=outbox, name=run_filename(report.run_id))
+        mid = run.email.message_id or message_id(run, sender)
+        message = build_message(rendered, [r.display for r in recipients], sender=sender, now=now, run_id=run.id,
+                                message_id=mid, in_reply_to=in_reply_to)
+        if ledger is not None and run.id is not None:
+            ledger.set_email(run.id, PENDING, "handing the report to the mailer", mid)
+        run.email.message_id = mid
+        receipt = deliver(settings, message, [r.address for r in recipients], outbox=paths.outbox,
+                          name=run_filename(run.id))
     except EmailError as exc:
-        _record(history, report, EMAIL_FAILED, exc.message)
+        _record(ledger, run, EMAIL_FAILED, exc.message)
         raise
-    _record(history, report, SENT, receipt)
+    except Exception as exc:  # an address the validator let through, a template's own error...
+        message_text = f"cannot send the report: {type(exc).__name__}: {clean.message(exc)}"
+        _record(ledger, run, EMAIL_FAILED, message_text)
+        raise EmailError(message_text) from None
+    _record(ledger, run, SENT, receipt)
 
 
-def _record(history: "History", report: RunReport, status: str, message: str) -> None:
-    report.email_status = status
-    report.email_message = message
-    if report.run_id is not None:
-        history.set_email(report.run_id, status, message)
+def _record(ledger: Optional[Ledger], run: Run, status: str, message: str) -> None:
+    run.email.status = status
+    run.email.message = message
+    if ledger is not None and run.id is not None:
+        ledger.set_email(run.id, status, message, run.email.message_id)
 
 
-def send_test(notify: NotifySettings, account_name: str, *, outbox: Optional[Path] = None,
-              now: Optional[datetime] = None) -> str:
-    """A short fixed message to every configured address; returns the receipt."""
-    recipients = list(notify.emails)
-    if not recipients:
+def render_for(settings: Settings, run: Run, *, next_attempt: Any = None) -> Rendered:
+    """:func:`~psabill.notify.templates.render` with the template dir and links from the settings."""
+    return render(run, template_dir=settings.notify.template_dir, history_url=settings.notify.history_url,
+                  site_url=settings.history.site_url, next_attempt=next_attempt)
+
+
+def send_test(settings: Settings, *, outbox: Optional[Path] = None, now: Optional[datetime] = None,
+              dry: bool = False) -> str:
+    """A short fixed message to every configured address; returns the receipt.
+
+    With ``dry``, everything but the hand-over is done (the addresses, the
+    sender, the message, the transport's own checks): ``check`` uses it.
+    """
+    notify = settings.notify
+    if not notify.emails:
         raise EmailError("no notification addresses configured: set [notify] emails")
-    account = inline(account_name) or "psabill"
-    text = (
-        f"This is a test message from psabill for {account}.\n\n"
-        f"If you can read it, billing reports will reach {', '.join(recipients)}.\n"
-    )
-    import html as html_mod
+    recipients = addresses.recipients(notify.emails)
+    account = clean.name(settings.account.name) or "psabill"
+    text = (f"This is a test message from psabill for {account}.\n\n"
+            f"If you can read it, billing reports will reach {', '.join(r.address for r in recipients)}.\n")
 
-    body = (
-        "<!DOCTYPE html>\n<html><body><p>This is a test message from psabill for "
-        f"<strong>{html_mod.escape(account)}</strong>.</p><p>If you can read it, billing reports "
-        f"will reach {html_mod.escape(', '.join(recipients))}.</p></body></html>\n"
-    )
+    body = ("<!DOCTYPE html>\n<html><body><p>This is a test message from psabill for "
+            f"<strong>{html.escape(account)}</strong>.</p><p>If you can read it, billing reports "
+            f"will reach {html.escape(', '.join(r.address for r in recipients))}.</p></body></html>\n")
+
     rendered = Rendered(subject=header_text(f"psabill test message ({account})"), text=text, html=body)
-    message = build_message(rendered, recipients, sender=sender_for(notify.sender, notify.transport), now=now)
+    sender = sender_for(notify.sender, notify.transport)
+    message = build_message(rendered, [r.display for r in recipients], sender=sender, now=now)
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    return deliver(notify, message, recipients, outbox=outbox, name=f"test-{stamp}.eml")
+    return deliver(settings, message, [r.address for r in recipients], outbox=outbox, name=f"test-{stamp}.eml",
+                   dry=dry)
+
+
+def stored_run(settings: Settings, paths: Paths, run_id: Optional[int]) -> "tuple":
+    """(the ledger, run ``run_id`` as it was recorded; the latest run when None), or a UsageError."""
+    store = open_store(paths, settings.state_url, settings.account_id)
+    if not store.ledger.exists:
+        raise UsageError("no run in the history yet: there is no report")
+    ledger = store.ledger
+    if run_id is None:
+        latest = ledger.last_run()
+        if latest is None:
+            ledger.close()
+            raise UsageError("no run in the history yet: there is no report")
+        run_id = latest.id
+    assert run_id is not None
+    run = ledger.run(run_id)
+    if run is None:
+        ledger.close()
+        raise UsageError(f"no run {run_id} in the history: 'psabill history' lists the runs")
+    return ledger, run
+
+
+def resend(settings: Settings, paths: Paths, run_id: int, now: Optional[datetime] = None) -> Run:
+    """Send run ``run_id``'s report again, rendered as the run was; its email status is updated."""
+    if not settings.notify.emails:
+        raise ConfigError(f"{settings.path}: [notify] emails is empty: there is nobody to send run {run_id}'s "
+                          "report to")
+    ledger, run = stored_run(settings, paths, run_id)
+    with ledger:
+        send(settings, paths, run, ledger, now=now)
+    return run
+
+
+def preview(settings: Settings, paths: Paths, run_id: Optional[int]) -> "tuple":
+    """(the run, its report rendered as the email would be) without sending."""
+    ledger, run = stored_run(settings, paths, run_id)
+    ledger.close()
+    return run, render_for(settings, run)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+import httpx
+
 TIMEOUT = 10.0
 SUFFIXES = {"start": "/start", "success": "", "fail": "/fail"}
 
@@ -28,8 +30,6 @@ def ping(url: Optional[str], event: str, logger: Optional[logging.Logger] = None
         return False
     target = ping_target(url, event)
     try:
-        import httpx
-
         response = httpx.get(target, timeout=TIMEOUT, follow_redirects=True)
         ok = 200 <= response.status_code < 300
         problem = None if ok else f"HTTP {response.status_code}"
@@ -39,5 +39,7 @@ def ping(url: Optional[str], event: str, logger: Optional[logging.Logger] = None
         if ok:
             logger.info("ping %s: ok", event)
         else:
-            logger.warning("ping %s to %s failed: %s", event, target, problem)
+            from psabill.text.redact import mask_url  # a failed ping names its URL, never a password in it
+
+            logger.warning("ping %s to %s failed: %s", event, mask_url(target), problem)
     return ok

@@ -11,15 +11,19 @@ is rendered (:func:`psabill.text.files.check_private`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
 
 from psabill.errors import EmailError
 from psabill.notify.attachment import items_csv
 from psabill.notify.facts import context, header_text
-from psabill.report import RunReport
-from psabill.config.settings import NotifySettings
+from psabill.report import Run
+from psabill.text import clean
+from psabill.text.files import check_private
 
 TEMPLATE_NAMES = ("subject.txt", "body.txt", "body.html")
 
@@ -36,8 +40,6 @@ class Rendered:
 def builtin_template_dir() -> Optional[Path]:
     """The shipped templates: ``psabill/templates`` in a wheel, ``templates/`` in a checkout."""
     try:
-        from importlib.resources import files
-
         packaged = files("psabill") / "templates"
         if packaged.is_dir():
             # Installed wheels and editable installs unpack to the file system; a
@@ -51,18 +53,14 @@ def builtin_template_dir() -> Optional[Path]:
 
 def _check_templates(template_dir: Path) -> None:
     """Refuse a template dir, or any file under it, that another user could have written."""
-    import os
-
-    from psabill.text.files import check_private
-
     check_private(template_dir, "[notify] template_dir", EmailError)
-    for root, dirs, files in os.walk(template_dir):
-        for name in dirs + files:
+    for root, dirs, names in os.walk(template_dir):
+        for name in dirs + names:
             check_private(Path(root) / name, "template", EmailError)
 
 
 def _environment(template_dir: Optional[Path]) -> Any:
-    import jinja2
+    import jinja2  # only rendering needs it: a run with no addresses, or `status`, never loads Jinja
 
     loaders: List[Any] = []
     if template_dir is not None:
@@ -86,16 +84,18 @@ def _environment(template_dir: Optional[Path]) -> Any:
 
 
 def render(
-    report: RunReport,
+    run: Run,
     *,
     template_dir: Optional[Path] = None,
     history_url: Optional[str] = None,
+    site_url: Optional[str] = None,
+    next_attempt: Any = None,
 ) -> Rendered:
-    """Subject, text and HTML for ``report``; template problems raise EmailError."""
-    import jinja2
+    """Subject, text and HTML for ``run``; template problems raise EmailError."""
+    import jinja2  # as in _environment
 
     env = _environment(template_dir)
-    facts = context(report, history_url)
+    facts = context(run, history_url, site_url, next_attempt)
     out: Dict[str, str] = {}
     for name in TEMPLATE_NAMES:
         try:
@@ -108,17 +108,12 @@ def render(
         except jinja2.TemplateError as exc:
             lineno = getattr(exc, "lineno", None)  # only syntax errors carry one
             where = f" line {lineno}" if lineno else ""
-            raise EmailError(f"email template {name}{where}: {exc}") from None
+            raise EmailError(f"email template {name}{where}: {clean.message(exc)}") from None
         except Exception as exc:  # a custom template's filter/test can raise anything; the run must survive it
-            raise EmailError(f"email template {name}: {type(exc).__name__}: {exc}") from None
+            raise EmailError(f"email template {name}: {type(exc).__name__}: {clean.message(exc)}") from None
     subject = header_text(out["subject.txt"])
     if not subject:
         raise EmailError("email template subject.txt rendered an empty subject")
     name = facts["attachment"]
     return Rendered(subject=subject, text=out["body.txt"], html=out["body.html"],
-                    attachment_name=name, attachment=items_csv(report) if name else "")
-
-
-def render_for(notify: NotifySettings, report: RunReport) -> Rendered:
-    """:func:`render` with ``template_dir`` and ``history_url`` from ``[notify]``."""
-    return render(report, template_dir=notify.template_dir, history_url=notify.history_url)
+                    attachment_name=name, attachment=items_csv(run) if name else "")

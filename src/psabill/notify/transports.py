@@ -9,16 +9,26 @@ dribbles one byte a second cannot keep a run (and its run lock) waiting.
 
 from __future__ import annotations
 
+import smtplib
+import socket
+import ssl
+import subprocess
+import threading
 from datetime import datetime, timezone
+from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from psabill.errors import EmailError
-from psabill.notify.facts import inline
-from psabill.config.settings import NotifySettings, SmtpSettings
+from psabill.config.schema import SmtpSettings
+from psabill.config.secrets import resolve
+from psabill.errors import ConfigError, EmailError
+from psabill.text import clean
+from psabill.text.files import atomic_write, check_program, make_private_dir
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from email.message import EmailMessage
+
+    from psabill.config.settings import Settings
 
 DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
 SENDMAIL_TIMEOUT = 60.0  # [notify.sendmail] has no timeout key; a stuck MTA must not hang cron
@@ -27,9 +37,6 @@ SENDMAIL_TIMEOUT = 60.0  # [notify.sendmail] has no timeout key; a stuck MTA mus
 def smtp_password(smtp: SmtpSettings) -> Optional[str]:
     """The SMTP password from password_env, password_file or password (shared rules in
     :mod:`psabill.config.secrets`); a problem is an EmailError so the run result still stands."""
-    from psabill.errors import ConfigError
-    from psabill.config.secrets import resolve
-
     if not smtp.password.configured:
         return None
     try:
@@ -39,57 +46,39 @@ def smtp_password(smtp: SmtpSettings) -> Optional[str]:
 
 
 def deliver(
-    notify: NotifySettings,
+    settings: "Settings",
     message: "EmailMessage",
     recipients: Sequence[str],
     *,
     outbox: Optional[Path] = None,
     name: Optional[str] = None,
+    dry: bool = False,
 ) -> str:
-    """Send ``message`` to every address in ``recipients``; return a one-line receipt.
+    """Send ``message`` to every address in ``recipients`` (bare, de-duplicated); a one-line receipt.
 
     ``outbox`` is the file transport's directory when ``[notify.file] dir`` is
     unset; ``name`` is the file name it writes (the run id keeps one per run).
-    Raises EmailError (one line, password-free) on any failure.
+    With ``dry`` the path is tried as far as it goes without sending: SMTP up
+    to the recipients (then RSET), the mailer's program checked, the file
+    dir made. Raises EmailError (one line, password-free) on any failure.
     """
+    notify = settings.notify
     if not recipients:
         raise EmailError("no recipients: set [notify] emails")
     transport = notify.transport
     if transport == "smtp":
-        password = smtp_password(notify.smtp)
-        try:
-            return _deliver_smtp(notify.smtp, message, recipients, password)
-        except EmailError as exc:
-            raise EmailError(redact(exc.message, password)) from None
+        return _deliver_smtp(notify.smtp, message, recipients, smtp_password(notify.smtp), dry=dry)
     if transport == "sendmail":
-        return _deliver_sendmail(notify.sendmail_command, message)
+        return _deliver_sendmail(notify.sendmail.command, message, settings.path.parent, dry=dry)
     if transport == "file":
-        return _deliver_file(notify.file_dir or outbox, message, name)
+        return _deliver_file(notify.file.dir or outbox, message, name, dry=dry)
     raise EmailError(f"[notify] transport {transport!r} is not smtp, sendmail or file")
 
 
-def redact(text: str, secret: Optional[str]) -> str:
-    """Remove a secret (and the base64 forms AUTH exchanges use) from a message."""
-    import base64
-
-    if not secret:
-        return text
-    forms = {secret, base64.b64encode(secret.encode()).decode()}
-    for form in sorted(forms, key=len, reverse=True):
-        if form:
-            text = text.replace(form, "***")
-    return text
-
-
 def _deliver_smtp(
-    smtp: SmtpSettings, message: "EmailMessage", recipients: Sequence[str], password: Optional[str]
+    smtp: SmtpSettings, message: "EmailMessage", recipients: Sequence[str], password: Optional[str], *,
+    dry: bool = False,
 ) -> str:
-    import smtplib
-    import socket
-    import ssl
-    import threading
-    from email.utils import parseaddr
-
     host = smtp.host
     security = smtp.security
     port = smtp.port or DEFAULT_PORTS[security]
@@ -135,7 +124,7 @@ def _deliver_smtp(
     watchdog.start()
     try:
         return _converse(client, host, port, where, security, tls, username, password, message, envelope_from,
-                         recipients, timeout)
+                         recipients, timeout, dry)
     except EmailError:
         if expired.is_set():
             raise EmailError(f"{where} did not finish within {timeout:g}s in all "
@@ -147,11 +136,7 @@ def _deliver_smtp(
 
 def _converse(client: Any, host: str, port: int, where: str, security: str, tls: Any, username: Optional[str],
               password: Optional[str], message: "EmailMessage", envelope_from: str, recipients: Sequence[str],
-              timeout: float) -> str:
-    import smtplib
-    import socket
-    import ssl
-
+              timeout: float, dry: bool = False) -> str:
     try:
         code, greeting = client.connect(host, port)
         if code != 220:
@@ -167,6 +152,17 @@ def _converse(client: Any, host: str, port: int, where: str, security: str, tls:
             client.ehlo()
         if username:
             client.login(str(username), str(password))
+        if dry:  # as far as the recipients, then nothing is sent
+            code, reply = client.mail(envelope_from)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, reply, envelope_from)
+            for recipient in recipients:
+                code, reply = client.rcpt(recipient)
+                if code not in (250, 251):
+                    raise EmailError(f"{where} refuses the recipient {recipient}: {code} "
+                                     f"{reply.decode('utf-8', 'replace') if isinstance(reply, bytes) else reply}")
+            client.rset()
+            return f"{where} accepts the sender and {len(recipients)} recipient(s); nothing was sent"
         refused = client.send_message(message, from_addr=envelope_from, to_addrs=list(recipients))
         if refused:
             raise EmailError(
@@ -218,22 +214,23 @@ def _converse(client: Any, host: str, port: int, where: str, security: str, tls:
 
 
 def _reason(exc: BaseException) -> str:
-    return inline(str(exc) or type(exc).__name__)
+    return clean.message(str(exc) or type(exc).__name__)
 
 
 def _smtp_reply(exc: Any) -> str:
     error = exc.smtp_error
     text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
-    return inline(f"{exc.smtp_code} {text}")
+    return clean.message(f"{exc.smtp_code} {text}")
 
 
-def _deliver_sendmail(configured: Sequence[str], message: "EmailMessage") -> str:
-    import subprocess
-
-    command = list(configured)
-    if not command:
-        raise EmailError("[notify.sendmail] command is empty")
+def _deliver_sendmail(configured: Sequence[str], message: "EmailMessage", config_dir: Path, *,
+                      dry: bool = False) -> str:
+    """Run the mailer: its program passes the same ownership and mode check as every program psabill runs
+    (:func:`psabill.text.files.check_program`); a relative program is relative to the config's directory."""
+    command = check_program(list(configured), config_dir, "[notify.sendmail] command", EmailError)
     shown = " ".join(command)
+    if dry:
+        return f"{command[0]} would be handed the report (its program checked; nothing was sent)"
     timeout = SENDMAIL_TIMEOUT
     try:
         done = subprocess.run(
@@ -242,6 +239,7 @@ def _deliver_sendmail(configured: Sequence[str], message: "EmailMessage") -> str
             capture_output=True,
             timeout=timeout,
             check=False,
+            cwd=str(config_dir),
         )
     except FileNotFoundError:
         raise EmailError(
@@ -256,16 +254,18 @@ def _deliver_sendmail(configured: Sequence[str], message: "EmailMessage") -> str
         raise EmailError(f"cannot run sendmail command {shown!r}: {exc.strerror}") from None
     if done.returncode != 0:
         lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = inline(lines[0]) if lines else "no error output"
+        detail = clean.message(lines[0]) if lines else "no error output"
         raise EmailError(f"sendmail command {shown!r} exited with status {done.returncode}: {detail}")
     return f"handed to {shown} for {message['To']}"
 
 
-def _deliver_file(directory: Optional[Path], message: "EmailMessage", name: Optional[str]) -> str:
-    from psabill.text.files import atomic_write
-
+def _deliver_file(directory: Optional[Path], message: "EmailMessage", name: Optional[str], *,
+                  dry: bool = False) -> str:
     if directory is None:
         raise EmailError("[notify] transport is \"file\" but [notify.file] dir is not set")
+    if dry:
+        make_private_dir(directory, EmailError, "[notify.file] dir")
+        return f"would write the report to {directory}"
     filename = name or f"message-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}.eml"
     target = directory / filename
     # A reader never sees half a message.
