@@ -31,17 +31,15 @@ from typing import Any, Dict, List, Optional, Set
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from psabill.schedule.export import (
     CONFIG_PATH,
     STATE_DIR,
-    cron_expression,
     exec_line,
     gap_shifts,
     kubernetes_cronjob,
     on_calendar,
-    render_yaml,
+    render_manifest,
     systemd_quote,
     systemd_units,
 )
@@ -279,7 +277,7 @@ def test_odd_paths_and_arguments_survive_quoting(tmp_path: Path) -> None:
     assert exec_start.startswith(f'ExecStart="{tmp_path}/my bin 100%% $HOME/psabill" --config ')
     assert '"/my bin 100%% $$HOME/c \\"1\\".toml"'.replace("/my", f"{tmp_path}/my") in exec_start
     assert exec_start.endswith(' \\; "it\'s" run --scheduled')
-    assert f'ReadWritePaths="{tmp_path}/my bin 100%% $HOME"' in units["psabill.service"]
+    assert f'ReadWritePaths="-{tmp_path}/my bin 100%% $HOME"' in units["psabill.service"]
     result = verify(write_units(tmp_path, units))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -294,18 +292,63 @@ def test_an_executable_path_systemd_would_refuse_is_refused() -> None:
 def test_the_service_runs_argv_then_run_scheduled_in_a_sandbox() -> None:
     units = systemd_units(daily(9, "UTC"),
                           argv=["/usr/bin/psabill", "--config", "/etc/psabill/c.toml", "--state-dir", "/srv/ps"],
-                          state_dir="/srv/ps", catch_up_seconds=3600)
+                          state_dir="/srv/ps", catch_up_seconds=3600, transport="smtp")
     service = units["psabill.service"].splitlines()
     assert "Type=oneshot" in service
     assert ("ExecStart=/usr/bin/psabill --config /etc/psabill/c.toml --state-dir /srv/ps run --scheduled"
             in service)
-    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/srv/ps", "PrivateTmp=yes"):
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=-/srv/ps", "PrivateTmp=yes",
+                 "UMask=0077"):
         assert line in service
     assert any(line.startswith("Description=") for line in service)
     timer = units["psabill.timer"].splitlines()
     for line in ("Persistent=true", "AccuracySec=1s", "Unit=psabill.service",
                  "OnCalendar=*-*-* 09:00:00 UTC"):
         assert line in timer
+
+
+def hardening(service: str) -> Dict[str, str]:
+    pairs = (line.split("=", 1) for line in service.splitlines() if "=" in line and not line.startswith("#"))
+    return {key: value for key, value in pairs}
+
+
+@pytest.mark.parametrize("transport", ["sendmail", "smtp", "file"])
+@needs_systemd
+def test_the_units_for_each_transport_pass_verify(tmp_path: Path, transport: str) -> None:
+    argv = [sys.executable, "-m", "psabill", "--config", "/etc/psabill/config.toml"]
+    units = systemd_units(weekly(MON, 9, "Europe/London"), argv=argv, state_dir="/var/lib/psabill",
+                          catch_up_seconds=86400, transport=transport, writable=["/var/spool/psabill mail"])
+    result = verify(write_units(tmp_path, units))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_sendmail_keeps_what_postfix_and_exim_need_to_queue_mail() -> None:
+    # Postfix's postdrop is setgid and Exim setuid: NoNewPrivileges (or RestrictSUIDSGID) stops
+    # them, and ProtectSystem=strict leaves no writable /var/spool. The SMTP and file transports
+    # need neither, so they keep the strict sandbox.
+    argv = ["/usr/bin/psabill"]
+    mail = hardening(systemd_units(daily(9, "UTC"), argv=argv, state_dir="/s", catch_up_seconds=60,
+                                   transport="sendmail")["psabill.service"])
+    assert "NoNewPrivileges" not in mail and "RestrictSUIDSGID" not in mail
+    assert mail["ProtectSystem"] == "full" and mail["PrivateTmp"] == "yes"
+    for transport in ("smtp", "file"):
+        strict = hardening(systemd_units(daily(9, "UTC"), argv=argv, state_dir="/s", catch_up_seconds=60,
+                                         transport=transport)["psabill.service"])
+        assert strict["NoNewPrivileges"] == "yes" and strict["ProtectSystem"] == "strict"
+        assert strict["RestrictSUIDSGID"] == "yes"
+    with pytest.raises(ValueError, match="transport must be one of"):
+        systemd_units(daily(9, "UTC"), argv=argv, state_dir="/s", catch_up_seconds=60, transport="pigeon")
+
+
+def test_the_email_and_site_dirs_are_writable_and_a_missing_one_does_not_fail_the_unit() -> None:
+    units = systemd_units(daily(9, "UTC"), argv=["/usr/bin/psabill"], state_dir="/var/lib/psabill",
+                          catch_up_seconds=60, transport="file",
+                          writable=["/var/lib/psabill", "/srv/mail out", "/srv/www/billing", "relative"])
+    service = hardening(units["psabill.service"])
+    # '-': a path that does not exist yet is skipped instead of failing with 226/NAMESPACE.
+    assert service["ReadWritePaths"] == '-/var/lib/psabill "-/srv/mail out" -/srv/www/billing'
+    assert service["UMask"] == "0077"
 
 
 def test_systemd_quote_follows_unit_file_rules() -> None:
@@ -351,9 +394,13 @@ def robfig_matches(expression: str, wall: datetime) -> bool:
     )
 
 
+def schedule_of(schedule: Schedule, catch_up_seconds: int = 86400) -> str:
+    return str(kubernetes_cronjob(schedule, image="psabill:1", catch_up_seconds=catch_up_seconds)["spec"]["schedule"])
+
+
 @pytest.mark.parametrize("schedule", PAIRS, ids=pair_id)
 def test_every_occurrence_has_a_wall_time_the_cronjob_matches(schedule: Schedule) -> None:
-    expression = cron_expression(schedule)
+    expression = schedule_of(schedule)
     missing = [o.isoformat() for o in year_of(schedule)
                if not robfig_matches(expression, o.astimezone(schedule.zone))]
     assert not missing, f"{expression!r} misses {len(missing)}, first {missing[:5]}"
@@ -362,7 +409,7 @@ def test_every_occurrence_has_a_wall_time_the_cronjob_matches(schedule: Schedule
 @needs_cronsim
 @pytest.mark.parametrize("schedule", PAIRS, ids=pair_id)
 def test_cronsim_fires_the_cronjob_at_every_occurrence_of_a_year(schedule: Schedule) -> None:
-    expression = cron_expression(schedule)
+    expression = schedule_of(schedule)
     fired = set()
     for firing in CronSim(expression, (YEAR_START - timedelta(days=1)).astimezone(schedule.zone)):
         instant = firing.astimezone(UTC)
@@ -373,33 +420,42 @@ def test_cronsim_fires_the_cronjob_at_every_occurrence_of_a_year(schedule: Sched
     assert not missing, f"{expression!r} misses {len(missing)}, first {missing[:5]}"
 
 
-def test_a_plain_cron_line_would_miss_the_gap_under_robfig_semantics() -> None:
-    # Why the extra hour: 02:00 alone never matches a real instant on Mar 14.
-    schedule = daily(2, "America/New_York")
-    missed = [o for o in year_of(schedule) if not robfig_matches("0 2 * * *", o.astimezone(schedule.zone))]
-    assert missed == [utc("2027-03-14T07:00")]
-    assert cron_expression(schedule) == "0 2,3 * * *"
+@pytest.mark.parametrize("schedule", [daily(2, "America/New_York"), monthly(31, 23, "Pacific/Chatham"),
+                                      weekly(SUN, 1, "Europe/London"), daily(2, "Australia/Lord_Howe")],
+                         ids=pair_id)
+def test_after_each_occurrence_the_cronjob_fires_every_hour_of_catch_up(schedule: Schedule) -> None:
+    # An outage at the occurrence gets a retry each hour until catch_up ends, as the crontab's
+    # hourly line gives; a Job's own backoff (minutes) would not outlast a PSA outage.
+    expression = schedule_of(schedule, catch_up_seconds=6 * 3600)
+    for occurrence in year_of(schedule):
+        retries = [occurrence + timedelta(hours=k) for k in range(1, 7)]
+        late = [r.isoformat() for r in retries if not robfig_matches(expression, r.astimezone(schedule.zone))]
+        assert not late, f"{expression!r} gives no retry at {late[:3]} after {occurrence.isoformat()}"
+
+
+def test_the_deadline_lets_a_late_firing_go_to_the_next_hour() -> None:
+    manifest = kubernetes_cronjob(daily(9, "UTC"), image="psabill:1", catch_up_seconds=86400)
+    # The controller gives up on a firing older than this; the next hourly firing takes over.
+    assert manifest["spec"]["startingDeadlineSeconds"] == 3000
+    short = kubernetes_cronjob(daily(9, "UTC"), image="psabill:1", catch_up_seconds=600)
+    assert short["spec"]["startingDeadlineSeconds"] == 600
 
 
 @pytest.mark.parametrize(
     "schedule, expected",
     [
-        (monthly(1, 9, "UTC"), "0 9 1 * *"),
-        (monthly(29, 9, "UTC"), "0 9 28,29 * *"),
-        (monthly(30, 9, "UTC"), "0 9 28,29,30 * *"),
-        (monthly(31, 9, "UTC"), "0 9 28,29,30,31 * *"),
-        (monthly("last", 9, "UTC"), "0 9 28,29,30,31 * *"),
-        (weekly(MON, 9, "UTC"), "0 9 * * 1"),
-        (weekly(SUN, 2, "Australia/Sydney"), "0 2,3 * * 0"),
-        (daily(3, "Pacific/Chatham"), "0 3,4 * * *"),
-        (daily(2, "Australia/Lord_Howe"), "0,30 2 * * *"),
-        (weekly(5, 23, "America/Nuuk"), "0 0,23 * * 0,6"),
-        (monthly(15, 23, "America/Nuuk"), "0 0,23 * * *"),
+        (monthly(1, 9, "UTC"), "0 * * * *"),
+        (monthly("last", 9, "UTC"), "0 * * * *"),
+        (weekly(SUN, 2, "Australia/Sydney"), "0 * * * *"),
+        (daily(3, "Pacific/Chatham"), "0 * * * *"),
+        # Lord Howe springs forward by 30 minutes: 02:00 runs at 02:30 that day.
+        (daily(2, "Australia/Lord_Howe"), "0,30 * * * *"),
+        (daily(9, "Australia/Lord_Howe"), "0 * * * *"),
     ],
     ids=lambda v: v if isinstance(v, str) else pair_id(v),
 )
-def test_the_cron_expression_is_the_smallest_that_covers(schedule: Schedule, expected: str) -> None:
-    assert cron_expression(schedule) == expected
+def test_the_cronjob_fires_hourly_at_the_occurrences_minutes(schedule: Schedule, expected: str) -> None:
+    assert schedule_of(schedule) == expected
 
 
 # -- Kubernetes: the manifest ---------------------------------------------------
@@ -447,21 +503,101 @@ def pod_spec(manifest: Dict[str, Any]) -> Dict[str, Any]:
     return spec
 
 
-def test_the_cronjob_runs_in_the_account_zone_with_forbid_and_the_catch_up_deadline() -> None:
+#: The Pod Security Standards' "restricted" profile, as published at
+#: https://kubernetes.io/docs/concepts/security/pod-security-standards/ (the Baseline rows that
+#: apply to a plain pod, and every Restricted row), checked the way the admission controller
+#: reads them: a container setting, or the pod's where the container leaves it unset.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def restricted_violations(pod: Dict[str, Any]) -> List[str]:
+    found = []
+    pod_context = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            found.append(key)
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"volume {volume['name']}: {sorted(kinds - RESTRICTED_VOLUMES)}")
+    for container in pod.get("containers", []) + pod.get("initContainers", []):
+        context = container.get("securityContext", {})
+        name = container["name"]
+
+        def setting(key: str) -> Any:
+            return context.get(key, pod_context.get(key))
+
+        if context.get("privileged"):
+            found.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation must be false")
+        if setting("runAsNonRoot") is not True:
+            found.append(f"{name}: runAsNonRoot must be true")
+        if setting("runAsUser") == 0:
+            found.append(f"{name}: runAsUser 0")
+        if (setting("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost")
+        capabilities = context.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            found.append(f"{name}: capabilities must drop ALL")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds capabilities")
+        if any(port.get("hostPort") for port in container.get("ports", [])):
+            found.append(f"{name}: hostPort")
+    return found
+
+
+def test_the_pod_meets_pod_security_restricted() -> None:
+    for claim in ("psabill-state", None):
+        manifest = kubernetes_cronjob(daily(9, "UTC"), image="psabill:1", catch_up_seconds=60, state_claim=claim)
+        assert restricted_violations(pod_spec(manifest)) == []
+
+
+def test_the_restricted_check_catches_a_pod_the_profile_rejects() -> None:
+    # The check above is worth something only if it fails the pod we used to export.
+    manifest = kubernetes_cronjob(daily(9, "UTC"), image="psabill:1", catch_up_seconds=60)
+    pod = pod_spec(manifest)
+    del pod["securityContext"]
+    pod["containers"][0].pop("securityContext")
+    pod["volumes"].append({"name": "host", "hostPath": {"path": "/var/run"}})
+    problems = restricted_violations(pod)
+    assert len(problems) == 5, problems
+
+
+def test_the_pod_can_write_only_its_volumes_and_has_measured_resources() -> None:
+    manifest = kubernetes_cronjob(daily(9, "UTC"), image="psabill:1", catch_up_seconds=60)
+    [container] = pod_spec(manifest)["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    # psabill writes its state, and Python and sqlite their temporary files: both are volumes.
+    assert not mounts[STATE_DIR].get("readOnly") and "/tmp" in mounts
+    assert pod_spec(manifest)["securityContext"]["fsGroup"] == 10001
+    resources = container["resources"]
+    assert resources["requests"]["memory"] and resources["limits"]["memory"]
+
+
+def test_the_cronjob_runs_in_the_account_zone_with_forbid_and_logs_to_stderr() -> None:
     manifest = kubernetes_cronjob(monthly(31, 2, "Europe/London"), image="psabill:1", catch_up_seconds=7200)
     spec = manifest["spec"]
     assert (manifest["apiVersion"], manifest["kind"]) == ("batch/v1", "CronJob")
     assert spec["timeZone"] == "Europe/London"
-    assert spec["schedule"] == "0 2 28,29,30,31 * *"
     assert spec["concurrencyPolicy"] == "Forbid"
-    assert spec["startingDeadlineSeconds"] == 7200
     assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
     pod = pod_spec(manifest)
     assert pod["restartPolicy"] == "Never"
     [container] = pod["containers"]
+    # -v: the run's log lines go to stderr as well as the log file, so `kubectl logs` shows them.
     assert container["command"] + container["args"] == [
-        "psabill", "--config", CONFIG_PATH, "--state-dir", STATE_DIR, "run", "--scheduled",
+        "psabill", "--config", CONFIG_PATH, "--state-dir", STATE_DIR, "run", "--scheduled", "-v",
     ]
+
+
+def test_the_manifest_says_where_the_configs_paths_are_in_the_pod() -> None:
+    manifest = kubernetes_cronjob(weekly(MON, 9, "Asia/Kolkata"), image="psabill:1", catch_up_seconds=60)
+    notes = manifest["metadata"]["annotations"]
+    assert CONFIG_PATH in notes["psabill/paths"] and "/run/secrets/psabill" in notes["psabill/paths"]
+    assert notes["psabill/schedule"] == weekly(MON, 9, "Asia/Kolkata").describe()
 
 
 def test_config_secrets_and_state_come_from_the_named_objects() -> None:
@@ -490,9 +626,9 @@ def test_without_a_claim_the_state_url_comes_from_the_secret() -> None:
     ]
 
 
-def test_render_yaml_round_trips_in_build_order() -> None:
+def test_render_manifest_is_json_kubectl_reads_and_round_trips_in_build_order() -> None:
     manifest = kubernetes_cronjob(weekly(MON, 9, "Asia/Kolkata"), image="psabill:1", catch_up_seconds=60)
-    text = render_yaml(manifest)
-    assert text.startswith("apiVersion: batch/v1\nkind: CronJob\n")
-    assert yaml.safe_load(text) == manifest
-    assert "timeZone: Asia/Kolkata" in text
+    text = render_manifest(manifest)
+    assert json.loads(text) == manifest
+    assert list(json.loads(text)) == ["apiVersion", "kind", "metadata", "spec"]
+    assert text.endswith("}\n")

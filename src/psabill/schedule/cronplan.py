@@ -152,3 +152,21 @@ def expression(schedule: Schedule, host: tzinfo, now: datetime) -> str:
     """Shorthand for ``plan(...).expression``."""
     return plan(schedule, host, now).expression
 
+
+
+def next_retry(schedule: Schedule, catch_up: timedelta, occurrence: datetime, now: datetime, host: tzinfo
+               ) -> Optional[datetime]:
+    """The first hourly retry firing after ``now`` still within the occurrence's catch-up, or None.
+
+    ``status``, the email and the guard all name this one firing.
+    """
+    minutes = plan(schedule, host, now).minutes
+    last_chance = occurrence + catch_up
+    t = now.astimezone(UTC).replace(second=0, microsecond=0)
+    for _ in range(24 * 60):
+        t += timedelta(minutes=1)
+        if t > last_chance:
+            return None
+        if t.astimezone(host).minute in minutes:
+            return t
+    return None

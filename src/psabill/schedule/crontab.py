@@ -3,11 +3,9 @@
 The target is the invoking user's crontab (through python-crontab, which runs
 the ``crontab`` command) or, when ``PSABILL_CRONTAB`` is set, a plain file.
 
-python-crontab re-renders a whole crontab when it writes one: it reorders
-variables, normalizes spacing and drops lines it cannot parse. An admin's
-crontab must survive byte for byte, so we only let it build and validate our
-own job lines and run the ``crontab`` command; the splice is done on the raw
-text here.
+An admin's crontab must survive byte for byte, so the splice is done on the
+raw text here: psabill's own lines are replaced where they stood, and every
+other byte is kept (a crontab library would re-render the whole file).
 
 Lines are owned by a config: each carries the marker ``# psabill[<id>]:``, where
 ``<id>`` is a short hash of the config's absolute path (the comment shows the
@@ -27,12 +25,21 @@ import hashlib
 import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence
 
+from psabill.config.paths import Paths
 from psabill.errors import CrontabError
-from psabill.text.files import atomic_write, one_line
+from psabill.text.clean import message as one_line
+from psabill.text.files import atomic_write
+
+if TYPE_CHECKING:
+    from psabill.config.settings import Settings
 
 MARKER = "psabill"
 # The tags of the format before lines were owned by a config (recognised for migration only).
@@ -79,19 +86,17 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(argument) for argument in argv)
 
 
-def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True,
-                  retry: Optional[str] = None, *, validate: bool = True) -> List[str]:
+def lines_for(expression: str, argv: Sequence[str], config: Path, catch_up: bool = True,
+              retry: Optional[str] = None) -> List[str]:
     """The crontab lines for one config's schedule.
 
-    ``retry`` is the expression of the extra firings that retry an aborted run
-    within catch-up (the guard answers them cheaply when nothing is due).
-
-    The lines are rendered here, always the same way (``%`` in the command
-    escaped as ``\\%``, the tag as a trailing comment), so a read-only view
-    (``status``, ``cron show``) compares like with like without importing
-    python-crontab, which pulls in asyncio. Before anything is written
-    (``validate``), python-crontab parses every line; what it refuses is a
-    CrontabError, so cron only ever gets lines it accepts.
+    ``retry`` is the expression of the extra firings that retry a failed or
+    partial run within catch-up (the guard answers them cheaply when nothing
+    is due). The lines are rendered here, always the same way (``%`` in the
+    command escaped as ``\\%``, the tag as a trailing comment), from fields
+    :mod:`psabill.schedule.cronplan` computed, so a read-only view (``status``,
+    ``cron show``) compares like with like; the ``crontab`` command checks
+    them again when it installs them.
     """
     command = command_line(argv)
     escaped = command.replace("%", "\\%")
@@ -100,19 +105,7 @@ def desired_lines(expression: str, argv: Sequence[str], config: Path, catch_up: 
         lines.append(f"@reboot {escaped} # {reboot_tag(config)}")
     if retry:
         lines.append(f"{retry} {escaped} # {retry_tag(config)}")
-    if validate:
-        _validate(lines)
     return lines
-
-
-def _validate(lines: Sequence[str]) -> None:
-    """python-crontab must read every line back as a valid job."""
-    from crontab import CronTab
-
-    tab = CronTab(tab="\n".join(lines) + "\n")
-    jobs = list(tab)
-    if len(jobs) != len(lines) or not all(job.is_valid() for job in jobs):
-        raise CrontabError(f"python-crontab does not accept the crontab line {lines[0]!r}")
 
 
 def is_ours(line: str, config: Path) -> bool:
@@ -197,9 +190,6 @@ def _crontab_command(args: List[str], *, reading: bool) -> bytes:
     ``crontab -l`` for a user without one prints "no crontab for ..." and fails:
     that is an empty crontab.
     """
-    import shutil
-    import subprocess
-
     program = shutil.which("crontab")
     action = "read" if reading else "write"
     if program is None:
@@ -235,3 +225,72 @@ def splice(text: str, new_lines: Sequence[str], config: Path) -> str:
     if not inserted:
         kept.extend(f"{new}\n" for new in new_lines)
     return "".join(kept)
+
+
+# -- this config's lines ----------------------------------------------------------
+
+def executable() -> List[str]:
+    """Absolute argv prefix that starts this psabill under cron's minimal PATH."""
+    script = Path(sys.executable).parent / "psabill"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [os.path.abspath(sys.executable), "-m", "psabill"]
+
+
+def command_prefix(paths: Paths) -> List[str]:
+    """psabill with absolute ``--config`` and ``--state-dir``, for any scheduler to run.
+
+    Cron and systemd set no ``XDG_*`` variables, so a default resolved in the
+    admin's shell could differ from theirs; spelling both out makes every
+    scheduler and the admin read the same state.
+    """
+    return executable() + ["--config", str(paths.config), "--state-dir", str(paths.state_dir)]
+
+
+def cron_argv(paths: Paths) -> List[str]:
+    """The command cron runs."""
+    return command_prefix(paths) + ["run", "--scheduled"]
+
+
+def desired_lines(paths: Paths, settings: "Settings", now: datetime, host: tzinfo) -> List[str]:
+    """What the crontab should hold now for this config ([] when disabled)."""
+    from psabill.schedule import cronplan  # planning a crontab: not on the not-due path
+
+    schedule = settings.when
+    if schedule is None or not settings.schedule.enabled:
+        return []
+    planned = cronplan.plan(schedule, host, now)
+    return lines_for(planned.expression, cron_argv(paths), paths.config, retry=planned.retry_expression)
+
+
+def sync_cron(paths: Paths, settings: "Settings", now: datetime, host: tzinfo) -> List[str]:
+    """Write this config's crontab lines; return them."""
+    lines = desired_lines(paths, settings, now, host)
+    Crontab(paths.crontab_file, paths.config).replace(lines)
+    return lines
+
+
+class CronView(NamedTuple):
+    """This config's crontab lines, as installed and as the config wants them."""
+
+    where: str
+    installed: List[str]
+    expected: List[str]
+
+    @property
+    def in_sync(self) -> bool:
+        return self.installed == self.expected
+
+
+def cron_view(paths: Paths, settings: "Settings", now: datetime, host: tzinfo) -> CronView:
+    tab = Crontab(paths.crontab_file, paths.config)
+    return CronView(tab.where, tab.lines(), desired_lines(paths, settings, now, host))
+
+
+def remove_cron(paths: Paths) -> List[str]:
+    """Remove this config's crontab lines (every other line is kept); the lines removed."""
+    tab = Crontab(paths.crontab_file, paths.config)
+    removed = tab.lines()
+    tab.replace([])
+    return removed
+

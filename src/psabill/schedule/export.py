@@ -1,4 +1,4 @@
-"""systemd units and a Kubernetes CronJob that fire at every occurrence: pure.
+"""systemd units and a Kubernetes CronJob that fire at every occurrence, and hourly to retry: pure.
 
 Nothing here reads the clock or touches a file; the caller writes the text.
 Both exports fire in the *account* zone (a systemd ``OnCalendar=`` with a
@@ -15,23 +15,25 @@ Policy (each rule has a test in ``tests/test_export.py``):
    enforces them.
 2. **Short months.** systemd: day 29 and 30 fire on that day plus Feb's last
    day (``*-02~01``); day 31 and ``last`` fire on every month's last day
-   (``*-*~01``), which is the 31st wherever a 31st exists. A 5-field cron
-   cannot name the last day, so a CronJob for day 29/30/31/last fires on every
-   day from the 28th up to that day.
+   (``*-*~01``), which is the 31st wherever a 31st exists. The CronJob fires
+   hourly (rule 5), so every day is covered.
 3. **Spring-forward gaps.** Both systemd and Kubernetes (robfig/cron) skip a
    wall time that does not exist; psabill fires it at the wall time shifted
    by the gap (02:00 -> 03:00). Where the schedule's hour falls in a gap of
    the account zone, the shifted wall time is added to the same day selector
-   (a systemd line, a CronJob hour/minute), so it fires every period at both
+   (a systemd line; a CronJob minute), so it fires every period at both
    times. Gaps are found by resolving the hour on every day of
    :data:`GAP_SCAN` exactly as :meth:`Schedule.resolve` does; the window runs
    past 2037, where tzdata repeats each zone's current rule for ever. A gap
    that pushes the hour onto the next date (America/Nuuk's 23:00 jumps to
-   00:00) adds the shifted time on every day for systemd; the CronJob adds the
-   next weekday, or every day of the month.
+   00:00) adds the shifted time on every day for systemd.
 4. **Repeated hour.** systemd fires a repeated wall time once, at its first
    pass, as psabill does. Kubernetes fires it at both passes; the guard runs
    the occurrence at the first and skips the second.
+5. **Retries.** Both also fire every hour (systemd at :00, the CronJob at the
+   occurrence's minutes), so a failed or partial run is retried within
+   catch-up, as the crontab's hourly line does; a cluster whose tzdata differs
+   from psabill's by an hour still reaches the occurrence an hour later.
 """
 
 from __future__ import annotations
@@ -124,30 +126,6 @@ def on_calendar(schedule: Schedule) -> List[str]:
     return specs
 
 
-def cron_expression(schedule: Schedule) -> str:
-    """The smallest 5-field cron expression firing at every occurrence in its zone."""
-    shifts = gap_shifts(schedule)
-    times = {time(schedule.hour)} | {t for _, t in shifts}
-    minutes = {t.minute for t in times}
-    hours = {t.hour for t in times}
-    next_day = any(days != 0 for days, _ in shifts)
-    dom: Optional[Set[int]] = None
-    dow: Optional[Set[int]] = None
-    if schedule.mode == "monthly" and not next_day:
-        day = 31 if schedule.day == "last" else int(schedule.day or 1)
-        dom = set(range(28, day + 1)) if day >= 29 else {day}
-    elif schedule.mode == "weekly":
-        first = (int(schedule.weekday or 0) + 1) % 7  # cron: 0 = Sunday
-        dow = {first} | {(first + days) % 7 for days, _ in shifts}
-    return " ".join((_field(minutes), _field(hours), _field(dom), "*", _field(dow)))
-
-
-def _field(values: Optional[Set[int]]) -> str:
-    if values is None:
-        return "*"
-    return ",".join(str(v) for v in sorted(values))
-
-
 # -- systemd --------------------------------------------------------------------
 
 
@@ -178,15 +156,44 @@ def exec_line(argv: Sequence[str]) -> str:
     return " ".join(words)
 
 
+#: What each transport needs of the service's sandbox. A local MTA's sendmail queues mail by a
+#: setgid (Postfix's postdrop) or setuid (Exim) helper that writes under /var/spool: it needs
+#: privileges the unit must not take away (NoNewPrivileges=yes makes Postfix's postdrop retry
+#: "Permission denied" for ever, and Exim fail), and a /var it can write (ProtectSystem=strict
+#: makes both fail). SMTP and file transports need neither, so they get the whole hardening.
+HARDENING = {
+    "sendmail": ("ProtectSystem=full", "PrivateTmp=yes", "ProtectHome=read-only"),
+    "smtp": ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ProtectHome=read-only",
+             "PrivateDevices=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes"),
+    "file": ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ProtectHome=read-only",
+             "PrivateDevices=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes"),
+}
+
+
 def systemd_units(
-    schedule: Schedule, *, argv: Sequence[str], state_dir: str, catch_up_seconds: int
+    schedule: Schedule, *, argv: Sequence[str], state_dir: str, catch_up_seconds: int, transport: str = "smtp",
+    writable: Sequence[str] = (),
 ) -> Dict[str, str]:
-    """``psabill.service`` and ``psabill.timer`` running ``argv run --scheduled``."""
+    """``psabill.service`` and ``psabill.timer`` running ``argv run --scheduled``.
+
+    The hardening fits ``transport`` (see :data:`HARDENING`). The state dir and
+    every path in ``writable`` (an email file dir, the site dir) are writable;
+    each is prefixed ``-``, so a path that does not exist yet never fails the
+    unit's namespace (226/NAMESPACE): psabill then creates it. The export
+    itself creates the state dir too (``psabill schedule export``).
+    """
     if not state_dir.startswith("/"):
         raise ValueError(f"state_dir must be absolute, not {state_dir!r}")
     if catch_up_seconds < 1:
         raise ValueError(f"catch_up_seconds must be positive, not {catch_up_seconds!r}")
+    if transport not in HARDENING:
+        raise ValueError(f"transport must be one of {', '.join(HARDENING)}, not {transport!r}")
     command = exec_line([*argv, "run", "--scheduled"])
+    paths = [state_dir, *(p for p in writable if p.startswith("/"))]
+    # The '-' goes inside any quotes: systemd unquotes the word, then reads the prefix.
+    readwrite = " ".join(systemd_quote("-" + p, variables=False) for p in dict.fromkeys(paths))
+    why = ("# sendmail queues through a setgid/setuid helper: no NoNewPrivileges, and /var stays writable"
+           if transport == "sendmail" else f"# {transport} transport: nothing here needs privileges or /var")
     service = "\n".join(
         [
             "# Managed by psabill: one scheduled billing update.",
@@ -198,10 +205,10 @@ def systemd_units(
             "[Service]",
             "Type=oneshot",
             f"ExecStart={command}",
-            "NoNewPrivileges=yes",
-            "ProtectSystem=strict",
-            f"ReadWritePaths={systemd_quote(state_dir, variables=False)}",
-            "PrivateTmp=yes",
+            "UMask=0077",
+            why,
+            *HARDENING[transport],
+            f"ReadWritePaths={readwrite}",
             "",
         ]
     )
@@ -217,7 +224,7 @@ def systemd_units(
             "",
             "[Timer]",
             *(f"OnCalendar={spec}" for spec in on_calendar(schedule)),
-            "# Hourly: retries an aborted run within catch-up; otherwise the guard exits at once.",
+            "# Hourly: retries a failed or partial run within catch-up; otherwise the guard exits at once.",
             f"OnCalendar=*-*-* *:00:00 {zone_name(schedule.zone)}",
             "Persistent=true",
             "AccuracySec=1s",
@@ -234,6 +241,12 @@ def systemd_units(
 # -- Kubernetes -----------------------------------------------------------------
 
 
+UID = 10001  # the image's user (Dockerfile): numeric, so the kubelet can check runAsNonRoot
+#: Peak RSS measured at 20,000 customers is within 150 MB (docs/performance.md): the request covers a
+#: 5,000-customer book, the limit the largest measured, with room; an OOM kill would cost an occurrence.
+RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "384Mi"}}
+
+
 def kubernetes_cronjob(
     schedule: Schedule,
     *,
@@ -244,13 +257,25 @@ def kubernetes_cronjob(
     secret: str = "psabill-secrets",
     state_claim: Optional[str] = "psabill-state",
 ) -> Dict[str, Any]:
-    """A batch/v1 CronJob manifest; ``state_claim=None`` keeps state in PSABILL_STATE_URL."""
+    """A batch/v1 CronJob manifest; ``state_claim=None`` keeps state in PSABILL_STATE_URL.
+
+    It fires every hour at the schedule's minutes, in the account zone: at each
+    occurrence, and at every hour after it, so a failed or partial run is
+    retried within catch-up as the crontab's hourly line does, and a cluster
+    whose tzdata moves a firing by an hour still reaches the occurrence. The
+    guard runs only what is due; every other firing exits at once. The pod
+    meets the Pod Security "restricted" standard (non-root, no privilege
+    escalation, no capabilities, RuntimeDefault seccomp, read-only root), logs
+    to stderr too (``-v``: ``kubectl logs`` shows the run), and has memory
+    requests and limits from the measured peak.
+    """
     if catch_up_seconds < 1:
         raise ValueError(f"catch_up_seconds must be positive, not {catch_up_seconds!r}")
     mounts: List[Dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
         {"name": "state", "mountPath": STATE_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
     volumes: List[Dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map}},
@@ -260,16 +285,23 @@ def kubernetes_cronjob(
             if state_claim is not None
             else {"name": "state", "emptyDir": {}}
         ),
+        {"name": "tmp", "emptyDir": {}},
     ]
     container: Dict[str, Any] = {
         "name": "psabill",
         "image": image,
         "command": ["psabill"],
-        "args": ["--config", CONFIG_PATH, "--state-dir", STATE_DIR, "run", "--scheduled"],
+        "args": ["--config", CONFIG_PATH, "--state-dir", STATE_DIR, "run", "--scheduled", "-v"],
         "volumeMounts": mounts,
+        "resources": RESOURCES,
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
     if state_claim is None:
@@ -280,27 +312,36 @@ def kubernetes_cronjob(
             }
         ]
     labels = {"app.kubernetes.io/name": "psabill", "app.kubernetes.io/instance": name}
+    minutes = sorted({t.minute for t in [time(schedule.hour)] + [t for _, t in gap_shifts(schedule)]})
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": labels, "annotations": {
+            "psabill/schedule": schedule.describe(),
+            "psabill/paths": f"config {CONFIG_PATH} (ConfigMap {config_map}); secrets under {SECRETS_DIR} "
+                             f"(Secret {secret}: point *_file keys there); state {STATE_DIR}",
+        }},
         "spec": {
-            "schedule": cron_expression(schedule),
+            "schedule": f"{','.join(str(m) for m in minutes)} * * * *",
             "timeZone": zone_name(schedule.zone),
             "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": catch_up_seconds,
+            # A firing later than this is left to the next hourly one.
+            "startingDeadlineSeconds": min(catch_up_seconds, 3000),
             "successfulJobsHistoryLimit": HISTORY_LIMIT,
             "failedJobsHistoryLimit": HISTORY_LIMIT,
             "jobTemplate": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    # An aborted run (PSA down: exit 4) fails the pod; the Job retries it with
-                    # backoff, and the guard runs the occurrence once it succeeds.
-                    "backoffLimit": 6,
+                    # The hourly firings retry within catch-up; the Job itself tries once more at most.
+                    "backoffLimit": 1,
                     "template": {
                         "metadata": {"labels": labels},
                         "spec": {
                             "restartPolicy": "Never",
+                            "securityContext": {
+                                "runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
                             "containers": [container],
                             "volumes": volumes,
                         },
@@ -311,13 +352,8 @@ def kubernetes_cronjob(
     }
 
 
-def render_yaml(manifest: Dict[str, Any]) -> str:
-    """The manifest as YAML, keys in the order built, with no anchors or aliases."""
-    import yaml
+def render_manifest(manifest: Dict[str, Any]) -> str:
+    """The manifest as JSON: valid YAML 1.2 too, which ``kubectl apply -f`` reads either way."""
+    import json  # only the export renders a manifest
 
-    class Plain(yaml.SafeDumper):
-        def ignore_aliases(self, data: Any) -> bool:  # kubectl reads aliases, but people copy manifests
-            return True
-
-    text: str = yaml.dump(manifest, Dumper=Plain, sort_keys=False, default_flow_style=False)
-    return text
+    return json.dumps(manifest, indent=2) + "\n"
