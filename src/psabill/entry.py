@@ -32,13 +32,14 @@ def cron_paths(argv: List[str]) -> Optional[Paths]:
 def nothing_due(paths: Paths) -> bool:
     """True only when the config loads and the ledger says no occurrence is due."""
     try:
+        # the fast path's whole import set: a not-due firing loads nothing else (tests/test_imports.py)
         from psabill import clock
-        from psabill.ledger.history import open_store, state_url
-        from psabill.run.guard import due_occurrence
         from psabill.config.settings import load
+        from psabill.ledger.history import open_store
+        from psabill.run.guard import due_occurrence
 
         settings = load(paths.config, check_addresses=False, must_exist=True)
-        ledger = open_store(paths, state_url(settings.state_url)).history  # the same ledger the guard asks
+        ledger = open_store(paths, settings.state_url, settings.account_id).ledger  # the one the guard asks
         return due_occurrence(settings, clock.now(), ledger.occurrence_done_readonly) is None
     except Exception:  # any doubt: the CLI decides again and reports it as one line
         return False
@@ -49,6 +50,6 @@ def main() -> None:
     paths = cron_paths(sys.argv[1:])
     if paths is not None and nothing_due(paths):
         sys.exit(0)
-    from psabill.cli import main as cli_main
+    from psabill.cli import main as cli_main  # Click and the commands: only when a command runs
 
     cli_main()

@@ -1,36 +1,42 @@
-"""The Click layer: parse, call the library, render text or JSON, map errors to exit codes.
+"""The Click layer: parse, call the core, render text or JSON, map errors to exit codes.
 
 The root group finds its commands lazily, as Click's "complex" example does:
 :data:`COMMANDS` names each command's module, imported only when that command
 runs, so the cron path loads ``run`` and nothing else. Command modules import
-:mod:`psabill.cli.options`, never this module, so there is no cycle. Here is
-the one place where a domain error becomes an exit code.
+:mod:`psabill.cli.options` and :mod:`psabill.cli.render`, never this module,
+so there is no cycle. Here is the one place where a domain error becomes an
+exit code.
 """
 
-from __future__ import annotations
-
 import importlib
+import os
 import sys
 from typing import Any, List, Optional
 
 import click
 
 from psabill import __version__
-from psabill.cli.options import Fail, verbosity_options
-from psabill.errors import PsabillError
+from psabill.cli.options import App, Fail, verbosity_options
+from psabill.config.paths import Paths
+from psabill.errors import ExitCode, PsabillError
+from psabill.text import clean, redact
 
 # command name -> (module under psabill.cli, attribute)
 COMMANDS = {
+    "approve": ("approve", "approve"),
     "check": ("check", "check"),
     "config": ("config", "config"),
     "cron": ("cron", "cron"),
     "demo": ("demo", "demo"),
     "email": ("email", "email_group"),
+    "help": ("help", "help_"),
     "history": ("history", "history"),
+    "reject": ("approve", "reject"),
     "run": ("run", "run"),
     "sandbox": ("sandbox", "sandbox"),
     "schedule": ("schedule", "schedule"),
     "status": ("status", "status"),
+    "version": ("help", "version"),
 }
 
 
@@ -46,6 +52,13 @@ class PsabillGroup(click.Group):
         module, attribute = COMMANDS[name]
         command: click.Command = getattr(importlib.import_module(f"psabill.cli.{module}"), attribute)
         return verbosity_options(command)  # -v / -q after the command too
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        # Bare `psabill` shows the help and exits 0, as it did before Click 8.2 made it a usage error.
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -67,24 +80,22 @@ class PsabillGroup(click.Group):
         sys.stdout, sys.stderr = _Scrubbed(sys.stdout), _Scrubbed(sys.stderr)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "psabill"
             _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code)
         except click.Abort:
-            _fail("aborted", 130)
+            _fail("aborted", ExitCode.INTERRUPTED)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", ExitCode.INTERRUPTED)
         except Exception as exc:  # a bug: never a traceback for cron to mail, unless asked for
-            import os
-
             if os.environ.get("PSABILL_DEBUG"):
                 raise
-            from psabill.text.files import one_line
-
-            _fail(f"internal error, please report it: {type(exc).__name__}: {one_line(exc)} "
-                  "(PSABILL_DEBUG=1 shows the traceback)", 70)
+            _fail(f"internal error, please report it: {type(exc).__name__}: {clean.message(exc)} "
+                  "(PSABILL_DEBUG=1 shows the traceback)", ExitCode.INTERNAL)
         finally:
             sys.stdout, sys.stderr = streams
         sys.exit(code if isinstance(code, int) else 0)
@@ -97,9 +108,8 @@ class _Scrubbed:
         self._stream = stream
 
     def write(self, text: Any) -> int:
-        redact = sys.modules.get("psabill.text.redact")  # not loaded: no secret was ever registered
-        if redact is not None and isinstance(text, str):
-            text = redact.scrub(text)  # type: ignore[attr-defined]
+        if isinstance(text, str):
+            text = redact.scrub(text)
         return int(self._stream.write(text))
 
     def __getattr__(self, name: str) -> Any:
@@ -107,10 +117,8 @@ class _Scrubbed:
 
 
 def _fail(message: str, code: int) -> None:
-    from psabill.text import redact
-
-    click.echo(f"Error: {redact.one_line(message)}", err=True)
-    sys.exit(code)
+    click.echo(f"Error: {clean.message(message)}", err=True)
+    sys.exit(int(code))
 
 
 @click.group(cls=PsabillGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,9 +138,6 @@ def cli(ctx: click.Context, config_path: Optional[str], state_dir: Optional[str]
           --notify "billing@msp.example, ops@msp.example"
       psabill status
     """
-    from psabill.cli.options import App
-    from psabill.config.paths import Paths
-
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be combined")
     ctx.obj = App(Paths.resolve(config_path, state_dir), verbose=verbose, quiet=quiet)

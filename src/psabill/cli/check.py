@@ -1,50 +1,41 @@
-"""``psabill check``: source, credentials and PSA reachability, without writing."""
-
-from __future__ import annotations
+"""``psabill check``: source, PSA, credentials and the email path, without writing."""
 
 import click
 
-from psabill.cli.options import App, emit_json, json_option, pass_app
+from psabill.cli.options import App, echo, json_option, pass_app
+from psabill.cli.render import emit_json
+from psabill.config import readiness
+from psabill.run.check import check as check_all
 
 
 @click.command()
+@click.option("--send-email", is_flag=True, help="Also send a test message (otherwise the email path is tried "
+                                                 "without sending).")
 @json_option
 @pass_app
-def check(app: App, as_json: bool) -> None:
-    """Verify the usage source, the PSA credentials and reachability; write nothing.
+def check(app: App, send_email: bool, as_json: bool) -> None:
+    """Verify the source, the PSA credentials, reachability and the email path; write nothing.
 
     \b
     Example:
       psabill check
     """
-    from psabill import sources
-    from psabill.errors import AbortError
-    from psabill.psa.base import PsaError
-    from psabill.psa.factory import make_client
-
-    from psabill.config import readiness
-    from psabill.errors import ConfigError
-
     settings = app.settings(must_exist=True)
-    for warning in readiness.cron_env_warnings(settings):
+    early = readiness.cron_env_warnings(settings)
+    for warning in early:  # first: a check that fails (the variable is not set here either) still says it
         click.echo(f"Warning: {warning}", err=True)
-    if readiness.missing(settings):
-        raise ConfigError(readiness.not_ready_text(settings))
-    assert settings.psa is not None
-    products = settings.product_map
-    rows = sources.read(settings.source, set(products), settings.path)
-    customers = len({row.customer for row in rows})
-    client = make_client(settings.psa, settings.path)
-    try:
-        psa = client.check()
-    except PsaError as exc:
-        raise AbortError(f"PSA check failed: {exc}") from None
-    finally:
-        client.close()
-    result = {"source": {"rows": len(rows), "customers": customers}, "psa": psa, "api_requests": client.request_count}
+    result = check_all(settings, outbox=app.paths.outbox, send_email=send_email)
+    for warning in result.warnings:
+        if warning not in early:
+            click.echo(f"Warning: {warning}", err=True)
     if as_json:
-        emit_json(result)
+        emit_json({"schema": 1, "source": {"rows": result.rows, "customers": result.customers, "seats": result.seats,
+                                           "note": result.source_note or None},
+                   "psa": result.psa, "api_requests": result.api_requests, "email": result.email})
         return
-    click.echo(f"Source: {len(rows)} rows for {customers} customers")
-    click.echo(f"PSA:    {psa}")
-    click.echo("Nothing was written.")
+    seats = ", ".join(f"{sku} {total}" for sku, total in sorted(result.seats.items())) or "no seats"
+    echo(f"Source: {result.rows} rows for {result.customers} customers ({seats})"
+         + (f"; {result.source_note}" if result.source_note else ""))
+    echo(f"PSA:    {result.psa}")
+    echo(f"Email:  {result.email or 'no [notify] emails: no report is sent'}")
+    echo("Nothing was written.")

@@ -1,18 +1,21 @@
 """``psabill config``: write a starter config, say which config is in use, show it, print the reference.
 
-The starter's comments come from :data:`psabill.config.reference.DOCS`, the same
-descriptions the README's config reference is generated from, so neither drifts
-from the schema.
+The starter and the reference are both made from the schema's one declaration of each key.
 """
 
-from __future__ import annotations
-
-from typing import Any, Dict, List, Tuple
+import sys
+from typing import Any, Dict, Optional
 
 import click
 
-from psabill.cli.options import App, echo, emit_json, json_option, pass_app
-from psabill.errors import UsageError
+from psabill import psa, sources
+from psabill.cli.options import App, echo, json_option, pass_app
+from psabill.cli.render import emit_json
+from psabill.config import starter
+from psabill.config.edit import render
+from psabill.config.reference import render_reference
+from psabill.config.schema import SCHEMA
+from psabill.text.redact import mask_url
 
 MASK = "********"
 
@@ -23,95 +26,53 @@ def config() -> None:
 
     \b
     Example:
-      psabill config init --psa connectwise --source csv
+      psabill config init --psa connectwise --source lastpass
       psabill config show
     """
 
 
-# Each starter section: (table, [(key, example or None for the DOCS example, active?)]).
-Starter = List[Tuple[str, List[Tuple[str, Any, bool]]]]
-
-
-def starter_sections(psa: str, source: str) -> Starter:
-    """What ``config init`` writes, as (section, keys); commented-out keys are optional."""
-    sections: Starter = [
-        ("account", [("name", '"Example MSP"', True), ("timezone", None, False)]),
-        ("notify", [("emails", None, False), ("transport", '"sendmail"', True), ("on_manual", "false", True),
-                    ("ping_url", None, False)]),
-    ]
-    if source == "command":
-        sections.append(("source", [("kind", '"command"', True), ("command", None, True),
-                                    ("format", '"csv"', False), ("timeout", None, False)]))
-    else:
-        sections.append(("source", [("kind", f'"{source}"', True), ("path", f'"usage.{source}"', True)]))
-    sections.append(("products", [("LastPass", '"SEATS-STD"', True)]))
-    sections.append(("mapping", [("file", None, False)]))
-    if psa == "autotask":
-        sections.append(("psa", [("kind", '"autotask"', True),
-                                 ("url", '"https://webservices2.autotask.net"', True),
-                                 ("username", None, True), ("integration_code", None, True),
-                                 ("secret_file", None, True), ("secret_env", None, False)]))
-    else:
-        sections.append(("psa", [("kind", '"connectwise"', True), ("url", None, True), ("company", None, True),
-                                 ("public_key", None, True), ("client_id", None, True),
-                                 ("private_key_file", None, True), ("private_key_env", None, False)]))
-    return sections
-
-
-def starter_text(psa: str, source: str) -> str:
-    """The commented starter config for ``psa`` and ``source``."""
-    from psabill.config.reference import DOCS
-    from psabill.config.settings import VERSION
-
-    lines = [
-        "# psabill config, written by 'psabill config init'.",
-        "# Every key: 'psabill config reference' (also in the README). Paths are relative to this file.",
-        "# Secrets: keep them out of this file with *_file (a mode 0600 file) or *_env (a variable).",
-        "# The schedule is saved by 'psabill schedule set --help'; it adds a [schedule] table here.",
-        f"version = {VERSION}",
-    ]
-    for section, keys in starter_sections(psa, source):
-        lines += ["", f"[{section}]"]
-        for key, value, active in keys:
-            doc = DOCS[f"{section}.*" if section == "products" else f"{section}.{key}"]
-            example = value if value is not None else doc.example
-            lines.append(f"# {doc.meaning}" + ("" if doc.default == "-" else f" Default: {doc.default}."))
-            lines.append(("" if active else "# ") + f"{key} = {example}")
-    return "\n".join(lines) + "\n"
-
-
 @config.command()
-@click.option("--psa", type=click.Choice(["connectwise", "autotask"]), default="connectwise", show_default=True,
+@click.option("--psa", "psa_kind", type=click.Choice(psa.kinds()), default="connectwise", show_default=True,
               help="Which PSA the [psa] table is for.")
-@click.option("--source", type=click.Choice(["csv", "json", "command"]), default="csv", show_default=True,
+@click.option("--source", "source_kind", type=click.Choice(sources.kinds()), default="lastpass", show_default=True,
               help="Where seat counts come from.")
-@click.option("--force", is_flag=True, help="Replace an existing config.")
+@click.option("--from", "sender", metavar="ADDRESS",
+              help="Sender of the report email (default: psabill@<this host's full domain name>; asked on a "
+                   "terminal when the host has none).")
+@click.option("--transport", type=click.Choice(["smtp", "sendmail", "file"]),
+              help="How the report is delivered (default: sendmail when the host has one, else smtp).")
+@click.option("--force", is_flag=True, help="Replace an existing config (it says what that discards).")
 @json_option
 @pass_app
-def init(app: App, psa: str, source: str, force: bool, as_json: bool) -> None:
-    """Write a commented starter config (mode 0600) to the config path.
+def init(app: App, psa_kind: str, source_kind: str, sender: Optional[str], transport: Optional[str], force: bool,
+         as_json: bool) -> None:
+    """Write a commented starter config (mode 0600), or add the sections an existing one lacks.
 
-    Edit the values it marks, then 'psabill check'. An existing config is
-    kept unless --force is given.
+    An existing config keeps every byte; only missing sections are appended.
+    --force replaces it whole, and says which sections that discarded.
 
     \b
     Example:
-      psabill config init --psa autotask --source command
+      psabill config init --psa autotask --source lastpass --from psabill@msp.example
     """
-    from psabill.errors import ConfigError
-    from psabill.text.files import atomic_write
-    from psabill.config.settings import parse_document, validate
-
-    path = app.paths.config
-    if path.exists() and not force:
-        raise UsageError(f"config {path} already exists: pass --force to replace it")
-    payload = starter_text(psa, source).encode("utf-8")
-    validate(parse_document(payload, path), path)  # the starter must be a config psabill loads
-    atomic_write(path, payload, error=ConfigError, what="config", prefix=".config-")
+    if sender is None and starter.default_sender() is None and sys.stdin.isatty() and not as_json:
+        sender = click.prompt("This host's name is not a full domain: send the report email from which address?",
+                              default="", show_default=False) or None
+    result = starter.write(app.paths.config, {"psa": psa_kind, "source": source_kind}, sender=sender,
+                           transport=transport, force=force)
     if as_json:
-        emit_json({"config": str(path), "psa": psa, "source": source})
+        emit_json({"schema": 1, "config": str(result.path), "created": result.created, "added": result.added,
+                   "replaced": result.replaced, "psa": psa_kind, "source": source_kind})
         return
-    echo(f"Wrote {path} (mode 0600). Edit it, then run 'psabill check'.")
+    if result.created:
+        echo(f"Wrote {result.path} (mode 0600). Fill in [psa] and [source], then run 'psabill check'.")
+    elif result.added:
+        echo(f"Added {', '.join(result.added)} to {result.path}; nothing else changed. Then run 'psabill check'.")
+    else:
+        echo(f"Replaced {result.path} (discarded {', '.join(result.replaced) or 'nothing'}).")
+    if sender is None and starter.default_sender() is None:
+        echo("Note: set [notify] from to a real address before the first report: this host has no full "
+             "domain name to send from.")
 
 
 @config.command()
@@ -128,7 +89,7 @@ def path(app: App, as_json: bool) -> None:
     """
     target = app.paths.config
     if as_json:
-        emit_json({"config": str(target), "exists": target.exists()})
+        emit_json({"schema": 1, "config": str(target), "exists": target.exists()})
         return
     click.echo(str(target))
     if not target.exists():
@@ -136,27 +97,32 @@ def path(app: App, as_json: bool) -> None:
 
 
 def masked(document: Dict[str, Any]) -> Dict[str, Any]:
-    """A deep copy of ``document`` with every literal secret replaced by :data:`MASK`."""
-    from psabill.config.settings import SECRET_KEYS
+    """A deep copy of ``document`` with every literal secret, and every URL's password, masked."""
+    def copy(node: Any, section: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out: Dict[str, Any] = {}
+        for key, value in node.items():
+            sub = section.KEYS.get(key) if section is not None and hasattr(section, "KEYS") else None
+            if isinstance(value, dict):
+                out[key] = copy(value, sub.sub if sub is not None else None)
+            elif sub is not None and sub.secret and key == (sub.toml or key):
+                out[key] = MASK
+            elif isinstance(value, str) and "://" in value:
+                out[key] = mask_url(value)
+            else:
+                out[key] = value
+        return out
 
-    def copy(node: Any) -> Any:
-        return {k: copy(v) for k, v in node.items()} if isinstance(node, dict) else node
-
-    out = copy(document)
-    for section, key in SECRET_KEYS:
-        node: Any = out
-        for part in section.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and key in node:
-            node[key] = MASK
-    return out
+    return {name: copy(value, SCHEMA.section_of(name)) if isinstance(value, dict) else value
+            for name, value in document.items()}
 
 
 @config.command()
 @json_option
 @pass_app
 def show(app: App, as_json: bool) -> None:
-    """Print the config in use, with literal secrets masked.
+    """Print the config in use, with literal secrets and URL passwords masked.
 
     *_env and *_file values (names, not secrets) are shown as they are.
 
@@ -167,12 +133,10 @@ def show(app: App, as_json: bool) -> None:
     settings = app.settings(check_addresses=False, must_exist=True)
     document = masked(dict(settings.document))
     if as_json:
-        emit_json(document)
+        emit_json({"schema": 1, **document})  # every --json object carries "schema"
         return
-    import tomli_w
-
     click.echo(f"# {settings.path}")
-    click.echo(tomli_w.dumps(document), nl=False)
+    click.echo(render(document), nl=False)
 
 
 @config.command()
@@ -183,6 +147,4 @@ def reference() -> None:
     Example:
       psabill config reference > config-reference.md
     """
-    from psabill.config.reference import render_reference
-
     click.echo(render_reference(), nl=False)

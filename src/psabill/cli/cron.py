@@ -1,10 +1,12 @@
 """``psabill cron``: show, re-sync and remove this config's crontab lines."""
 
-from __future__ import annotations
-
 import click
 
-from psabill.cli.options import App, echo, emit_json, json_option, pass_app
+from psabill import clock
+from psabill.cli.options import App, echo, json_option, pass_app
+from psabill.cli.render import emit_json
+from psabill.ledger.lock import config_lock
+from psabill.schedule.crontab import cron_view, remove_cron, sync_cron
 
 
 @click.group()
@@ -27,21 +29,15 @@ def show(app: App, as_json: bool) -> None:
     Example:
       psabill cron show --json
     """
-    from psabill import clock
-    from psabill.schedule import crontab
-    from psabill.schedule import save as scheduling
-
-    tab = crontab.Crontab(app.paths.crontab_file, app.paths.config)
-    installed = tab.lines()
-    expected = scheduling.desired_lines(app.paths, app.settings(), clock.now(), clock.host_zone(), validate=False)
+    view = cron_view(app.paths, app.settings(), clock.now(), clock.host_zone())
     if as_json:
-        emit_json({"lines": installed, "expected": expected, "in_sync": installed == expected})
+        emit_json({"schema": 1, "lines": view.installed, "expected": view.expected, "in_sync": view.in_sync})
         return
-    if not installed:
-        click.echo(f"# nothing installed: {tab.where} has no psabill lines", err=True)
-    for line in installed:
+    if not view.installed:
+        click.echo(f"# nothing installed: {view.where} has no psabill lines", err=True)
+    for line in view.installed:
         click.echo(line)
-    if installed != expected:
+    if not view.in_sync:
         click.echo("# out of sync with the config: run 'psabill cron install'", err=True)
 
 
@@ -57,17 +53,11 @@ def install(app: App, as_json: bool) -> None:
     Example:
       psabill cron install
     """
-    from psabill import clock
-    from psabill.schedule import save as scheduling
-
-    from psabill.ledger.lock import config_lock
-
     app.settings(must_exist=True)  # a mistyped --config creates nothing, not even the lock
     with config_lock(app.paths.config):
-        settings = app.settings(must_exist=True)
-        lines = scheduling.sync_cron(app.paths, settings, clock.now(), clock.host_zone())
+        lines = sync_cron(app.paths, app.settings(must_exist=True), clock.now(), clock.host_zone())
     if as_json:
-        emit_json({"installed": bool(lines), "lines": lines})
+        emit_json({"schema": 1, "installed": bool(lines), "lines": lines})
         return
     if lines:
         echo("Installed:")
@@ -87,13 +77,9 @@ def remove(app: App, as_json: bool) -> None:
     Example:
       psabill cron remove
     """
-    from psabill.schedule import crontab
-
-    tab = crontab.Crontab(app.paths.crontab_file, app.paths.config)
-    removed = tab.lines()
-    tab.replace([])
+    removed = remove_cron(app.paths)
     if as_json:
-        emit_json({"config": str(app.paths.config), "removed": removed})
+        emit_json({"schema": 1, "config": str(app.paths.config), "removed": removed})
         return
     if removed:
         echo(f"Removed {len(removed)} crontab line(s) for {app.paths.config}.")

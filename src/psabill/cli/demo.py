@@ -6,11 +6,22 @@ import csv
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
-from psabill.cli.options import App, echo, emit_json, json_option, pass_app, render_status
+from psabill import clock
+from psabill import status as status_mod
+from psabill.cli.options import App, echo, json_option, pass_app
+from psabill.cli.render import emit_json
+from psabill.config import edit
+from psabill.config import settings as settings_mod
+from psabill.config.paths import Paths
+from psabill.errors import ExitCode, StateError
+from psabill.run import guard
+from psabill.sandbox.connectwise import FUTURE_CANCELLED, Sandbox
+from psabill.schedule import save as scheduling
+from psabill.text.files import make_private_dir
 
 DEMO_CUSTOMERS = 12
 
@@ -31,18 +42,7 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
     Example:
       psabill demo
     """
-    from psabill import clock
-    from psabill.schedule import save as scheduling
-    from psabill.config import settings as settings_mod
-    from psabill import status as status_mod
-    from psabill.errors import ExitCode
-    from psabill.config.paths import Paths
-    from psabill.run import guard
-    from psabill.sandbox.connectwise import Sandbox
-
     base = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="psabill-demo-"))
-    from psabill.errors import StateError
-    from psabill.text.files import make_private_dir
 
     make_private_dir(base, StateError, "demo directory")  # 0700 whatever the umask
     paths = Paths(config=base / "config.toml", state_dir=base / "state", crontab_file=base / "crontab")
@@ -55,9 +55,10 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
         key_file.write_text(sandbox.private_key + "\n")
         os.chmod(key_file, 0o600)
         usage = base / "usage.csv"
-        _write_usage(usage)
+        _write_usage(usage, sandbox)
         os.chmod(usage, 0o600)  # a loose source is refused, and the umask may be 000
-        settings_mod.save(paths.config, {
+        os.utime(usage, (1, 1))  # written and finished: a source still being written would be waited for
+        edit.save(paths.config, {
             "account": {"name": "Demo MSP", "timezone": "America/New_York"},
             "notify": {
                 "emails": ["billing@msp.example", "ops@msp.example"],
@@ -85,10 +86,10 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
         say(f"{saved.schedule.describe()}; crontab lines written to {paths.crontab_file}")
         say("\n== 2. psabill status", bold=True)
         if not as_json and not app.quiet:
-            render_status(status_mod.build(paths, saved.settings, now, host).to_json(), now)
+            echo(status_mod.build(paths, saved.settings, now, host).text())
         say(f"\n== 3. Billing update against the sandbox PSA at {sandbox.url}", bold=True)
         outcome = guard.run_manual(paths, clock.now, dry_run=False, verbose=app.verbose)
-        report = outcome.report
+        report = outcome.run
         assert report is not None
         for item in report.items:
             if item.outcome == "updated":
@@ -98,12 +99,12 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
                 say(f"  {item.outcome:<9} {item.customer} / {item.sku}: {item.message}.{hint}")
         counts = report.counts
         written = len(sandbox.patches())
-        say(f"Run {report.run_id}: {report.status}; " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        say(f"Run {report.id}: {report.status}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             + f"; {report.api_requests} API requests, {written} quantities written")
     emails = sorted((base / "outbox").glob("*.eml"))
     if as_json:
         emit_json({
-            "dir": str(base), "schedule": saved.schedule.describe(),
+            "schema": 1, "dir": str(base), "schedule": saved.schedule.describe(),
             "run": {**report.to_json(), "quantities_written": written},
             "files": {"config": str(paths.config), "usage_csv": str(usage), "crontab": str(paths.crontab_file),
                       "history": str(paths.db), "email": str(emails[-1]) if emails else None},
@@ -113,20 +114,35 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
     say(f"  usage CSV:     {usage}")
     say(f"  crontab file:  {paths.crontab_file}")
     say(f"  history:       {paths.db}  (psabill --config {paths.config} "
-        f"--state-dir {paths.state_dir} history show {report.run_id})")
-    say(f"  results email: {emails[-1] if emails else 'not written: ' + report.email_message}")
+        f"--state-dir {paths.state_dir} history show {report.id})")
+    say(f"  results email: {emails[-1] if emails else 'not written: ' + report.email.message}")
     if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
         raise click.ClickException(outcome.error or f"demo run ended with {report.status}")
 
 
-def _write_usage(path: Path) -> None:
-    """Seat counts that differ from the sandbox for about half the lines, plus
-    one customer the PSA does not know and one whose name needs escaping."""
+def _write_usage(path: Path, sandbox: Any) -> None:
+    """A month's usage as a real source gives it: the sandbox's seats, a few up or down for about half
+    the lines (the guard, on as it is by default, lets that through), plus a customer billed on two
+    agreements (GLOBEX: psabill must not guess) and one the PSA does not know, whose name needs escaping."""
+    def seats(identifier: str, product: str) -> int:
+        # The line a run writes: the active agreement's addition that bills now (not cancelled, not yet to start).
+        for agreement in sandbox.agreements.values():
+            if agreement["company"]["identifier"] != identifier or agreement["agreementStatus"] != "Active":
+                continue
+            for line in sandbox.additions[agreement["id"]].values():
+                billing = line["cancelledDate"] in (None, FUTURE_CANCELLED) and line["effectiveDate"] < "2099"
+                if line["product"]["identifier"] == product and billing:
+                    return int(line["quantity"])
+        return 0
+
     rows = []
     for n in range(1, DEMO_CUSTOMERS + 1):
         identifier = f"CUST{n:05d}"
-        rows.append((identifier, "LastPass", 10 + n, ""))
-        rows.append((identifier, "LastPass+MFA", 5 + (n % 4), ""))
+        for i, (sku, product) in enumerate((("LastPass", "SEATS-STD"), ("LastPass+MFA", "SEATS-MFA"))):
+            now = seats(identifier, product)
+            step = (n + 3 * i) % 4  # half the lines move: a few seats up or one down
+            change = (0, 2 + n % 3, 0, -1)[step]
+            rows.append((identifier, sku, max(now + change, 1), ""))
     rows.append(("GLOBEX", "LastPass", 42, ""))
     rows.append(("<b>Acme & Co</b>", "LastPass", 7, ""))
     with path.open("w", newline="", encoding="utf-8") as handle:

@@ -1,18 +1,12 @@
-"""``psabill email``: resend, preview and test the results email.
-
-Each command loads what it needs through the :class:`~psabill.cli.options.App`,
-calls :mod:`psabill.notify` and raises :mod:`psabill.errors` exceptions; the
-root group maps those to exit codes.
-"""
-
-from __future__ import annotations
+"""``psabill email``: resend, preview and test the results email."""
 
 from typing import Optional
 
 import click
 
-from psabill.cli.options import RUN_ID, App, complete_run_id, echo, emit_json, json_option, pass_app
-from psabill.errors import ConfigError, UsageError
+from psabill import clock, notify
+from psabill.cli.options import RUN_ID, App, complete_run_id, echo, json_option, pass_app
+from psabill.cli.render import emit_json
 
 
 @click.group(name="email")
@@ -30,31 +24,21 @@ def email_group() -> None:
 @json_option
 @pass_app
 def resend(app: App, run: int, as_json: bool) -> None:
-    """Send the report of run RUN again to the configured addresses.
+    """Send the report of run RUN again, as the run was, to the configured addresses.
 
     The new outcome (sent or failed) replaces the run's email status in the
-    history. Manual runs are sent even when [notify] on_manual is off.
+    history; the message keeps its Message-ID, so it reads as the same report.
+    Manual runs are sent even when [notify] on_manual is off.
 
     \b
     Example:
       psabill email resend 42
     """
-    from psabill import clock, notify
-    from psabill.schedule import save as scheduling
-
-    settings = app.settings()
-    if not settings.notify.emails:
-        raise ConfigError(f"{settings.path}: [notify] emails is empty: there is nobody to send run {run}'s report to")
-    with app.history() as history:
-        report = history.report(run)
-        if report is None:
-            raise UsageError(f"no run {run} in the history: 'psabill history' lists the runs")
-        scheduling.describe_run(settings, report, clock.now())
-        notify.send_report(settings.notify, report, history, outbox=app.paths.outbox, force=True)
+    sent = notify.resend(app.settings(), app.paths, run, now=clock.now())
     if as_json:
-        emit_json({"run": run, "email": {"status": report.email_status, "message": report.email_message}})
+        emit_json({"schema": 1, "run": run, "email": {"status": sent.email.status, "message": sent.email.message}})
         return
-    echo(f"Run {run}: report {report.email_message}")
+    echo(f"Run {run}: report {sent.email.message}")
 
 
 @email_group.command("preview")
@@ -72,22 +56,8 @@ def preview(app: App, run: Optional[int], as_html: bool) -> None:
       psabill email preview
       psabill email preview 42 --html > report.html
     """
-    from psabill import clock
-    from psabill.schedule import save as scheduling
-    from psabill.notify.templates import render_for
-
     settings = app.settings(check_addresses=False)
-    with app.history() as history:
-        if run is None:
-            latest = history.last_run()
-            if latest is None:
-                raise UsageError("no run in the history yet: there is no report to preview")
-            run = latest.id
-        report = history.report(run)
-    if report is None:
-        raise UsageError(f"no run {run} in the history: 'psabill history' lists the runs")
-    scheduling.describe_run(settings, report, clock.now())
-    rendered = render_for(settings.notify, report)
+    _run, rendered = notify.preview(settings, app.paths, run)
     if as_html:
         click.echo(rendered.html, nl=not rendered.html.endswith("\n"))
         return
@@ -111,11 +81,9 @@ def test(app: App, as_json: bool) -> None:
     Example:
       psabill email test
     """
-    from psabill import clock, notify
-
     settings = app.settings()
-    receipt = notify.send_test(settings.notify, settings.account.name, outbox=app.paths.outbox, now=clock.now())
+    receipt = notify.send_test(settings, outbox=app.paths.outbox, now=clock.now())
     if as_json:
-        emit_json({"sent": True, "receipt": receipt, "to": list(settings.notify.emails)})
+        emit_json({"schema": 1, "sent": True, "receipt": receipt, "to": list(settings.notify.emails)})
         return
     echo(f"Test message {receipt}")

@@ -1,50 +1,48 @@
 """``psabill run``: the billing update, by hand or from cron."""
 
-from __future__ import annotations
-
 import sys
-import time
-from typing import Any
 
 import click
 
-from psabill.cli.options import App, Fail, change, emit_json, json_option, pass_app, render_report
+from psabill import clock, outcomes
+from psabill.cli.options import App, Fail, echo, json_option, pass_app
+from psabill.cli.render import ProgressBar, change, emit_json, run_text
 from psabill.errors import ExitCode, UsageError
-from psabill.outcomes import ABORTED
+from psabill.report import Run
+from psabill.run import guard
+from psabill.run.safety import Review
+from psabill.text import clean
 
 PREVIEW_LINES = 10
 
 
-def show_preview(app: App, now: Any) -> None:
-    """Before the prompt: what the run would change, read-only against the PSA and not recorded.
-
-    A preview that cannot reach the PSA (or read the source) ends the command
-    with that error: there is nothing to confirm.
-    """
-    from psabill.config import readiness
-    from psabill.errors import ConfigError
-    from psabill.report import RunReport
-    from psabill.outcomes import PLANNED
-    from psabill.run.perform import _refresh
-
-    settings = app.settings(must_exist=True)
-    if readiness.missing(settings):
-        raise ConfigError(readiness.not_ready_text(settings))
-    report = RunReport(trigger="dry-run", started_at=now())
-    click.echo("Checking what would change (read-only)...")
-    _refresh(settings, report, dry_run=True, record=lambda item: None, progress=None)
-    report.settle()
-    counts = report.counts
-    click.echo(f"Planned: {counts['updated']} to update, {counts['unchanged']} unchanged, {counts['failed']} failed, "
-               f"{counts['unmapped']} unmapped ({report.api_requests} API requests, nothing written)")
-    shown = [item for item in report.items if item.outcome != "unchanged"]
+def confirm(run: Run, review: Review) -> bool:
+    """Show the stored plan, the guard's findings first, and ask; a "y" covers the findings."""
+    for finding in review.run:
+        click.echo(f"GUARD [{finding.rule}]: {finding.reason}; an unattended run would hold all of it")
+    for seq, finding in sorted(review.lines.items()):
+        item = next((i for i in run.items if i.seq == seq), None)
+        if item is not None:
+            click.echo(f"GUARD [{finding.rule}] {clean.name(item.customer)} / {clean.name(item.sku)}: "
+                       f"{finding.reason}; an unattended run would hold it")
+    counts = run.counts
+    click.echo(f"Planned (run {run.id}): {counts.get(outcomes.PLANNED, 0)} to update, "
+               f"{counts.get(outcomes.UNCHANGED, 0)} unchanged, {counts.get(outcomes.FAILED, 0)} failed, "
+               f"{counts.get(outcomes.UNMAPPED, 0)} unmapped ({run.api_requests} API requests, nothing written)")
+    shown = [item for item in run.sorted_items() if item.outcome != outcomes.UNCHANGED]
     for item in shown[:PREVIEW_LINES]:
-        if item.outcome == PLANNED:
-            click.echo(f"  would update {item.customer} / {item.sku}: {change(item.old, item.new)}")
+        who = f"{clean.name(item.customer)} / {clean.name(item.sku)}"
+        if item.outcome == outcomes.PLANNED:
+            click.echo(f"  would update {who}: {change(item.old, item.new)}")
         else:
-            click.echo(f"  {item.outcome.upper()} {item.customer} / {item.sku}: {item.message}")
+            click.echo(f"  {item.outcome.upper()} {who}: {clean.message(item.message)}")
     if len(shown) > PREVIEW_LINES:
-        click.echo(f"  ... and {len(shown) - PREVIEW_LINES} more (psabill run --dry-run shows every line)")
+        click.echo(f"  ... and {len(shown) - PREVIEW_LINES} more (psabill history show {run.id} lists every line)")
+    if not counts.get(outcomes.PLANNED):
+        click.echo("Nothing to write.")
+        return False
+    return click.confirm("This changes billing quantities in your PSA and cannot be undone. "
+                         "Write exactly this plan?")
 
 
 def interactive() -> bool:
@@ -55,11 +53,16 @@ def interactive() -> bool:
 @click.command()
 @click.option("--scheduled", is_flag=True, help="Cron mode: run only if an occurrence is due; silent unless a human is needed.")
 @click.option("--dry-run", is_flag=True, help="Show the planned changes (old -> new); write nothing to the PSA.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask: write the plan, holding what the guard holds.")
 @json_option
 @pass_app
 def run(app: App, scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Update the PSA quantities now (or, with --scheduled, when due).
+
+    A run plans every change first. By hand it shows the plan and, on "y",
+    writes exactly that plan. Unattended (--yes, --scheduled), what looks like
+    a broken source is held for 'psabill approve' (exit 8) and the rest is
+    written.
 
     \b
     Examples:
@@ -67,45 +70,38 @@ def run(app: App, scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> N
       psabill run --yes
       psabill run --scheduled      # what cron runs
     """
-    from psabill import clock
-    from psabill.run import guard
-
     if scheduled and dry_run:
         raise UsageError("--scheduled and --dry-run cannot be combined")
     if scheduled:
         outcome = guard.run_scheduled(app.paths, clock.now, verbose=app.verbose)
-        if outcome.report is None:
+        if outcome.run is None:
             return  # nothing due: silence, because cron mails any output
-        if outcome.report.status == ABORTED and not as_json:
+        if outcome.run.status == outcomes.ABORTED and not as_json:
+            if outcome.run.attempt > 1:
+                raise SystemExit(int(outcome.exit_code))  # retried, failing as before: the log and the report say it
             # Cron mails whatever is printed: the reason once, on stderr, and nothing else.
-            raise Fail(outcome.error or outcome.report.message or f"run {outcome.report.run_id} was aborted",
+            raise Fail(outcome.error or outcome.run.message or f"run {outcome.run.id} was aborted",
                        int(outcome.exit_code))
     else:
+        ask = None
         if not dry_run and not yes:
             if not interactive():
                 raise UsageError("refusing to change billing without a terminal: pass --yes (or --dry-run)")
-            show_preview(app, clock.now)
-            if not click.confirm("This changes billing quantities in your PSA and cannot be undone. Continue?"):
-                click.echo("cancelled: nothing was changed or recorded")
-                return
-        if sys.stdout.isatty() and not as_json:
-            started = time.monotonic()
-            with click.progressbar(length=1, label="Updating", show_pos=True) as bar:
-                def progress(done: int, total: int, requests: int) -> None:
-                    rate = requests / max(time.monotonic() - started, 1e-3)
-                    bar.label = f"Updating ({requests} API requests, {rate:.0f}/s)"
-                    bar.length = total
-                    bar.update(done - bar.pos)
-
-                outcome = guard.run_manual(app.paths, clock.now, dry_run=dry_run, progress=progress, verbose=app.verbose)
-        else:
-            outcome = guard.run_manual(app.paths, clock.now, dry_run=dry_run, verbose=app.verbose)
-    report = outcome.report
-    assert report is not None
+            ask = confirm
+        bar = ProgressBar() if sys.stderr.isatty() and not as_json else None
+        try:
+            outcome = guard.run_manual(app.paths, clock.now, dry_run=dry_run, confirm=ask, progress=bar,
+                                       verbose=app.verbose)
+        finally:
+            if bar is not None:
+                bar.close()
+        if outcome.run is None:
+            echo(outcome.error or "cancelled: nothing was changed")
+            return
+    report = outcome.run
     if as_json:
-        emit_json(report.to_json())
+        emit_json({"schema": 1, **report.to_json()})
     elif not scheduled or outcome.exit_code != ExitCode.OK:
-        render_report(report)
+        run_text(report)
     if outcome.exit_code != ExitCode.OK:
-        raise Fail(outcome.error or f"run {report.run_id} finished with status {report.status}", int(outcome.exit_code))
-
+        raise Fail(outcome.error or f"run {report.id} finished with status {report.status}", int(outcome.exit_code))

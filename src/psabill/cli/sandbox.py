@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -14,6 +15,9 @@ from typing import Any, Dict, List, Tuple
 import click
 
 from psabill.cli.options import App, pass_app
+from psabill.errors import UsageError
+from psabill.sandbox.autotask import AutotaskStandin
+from psabill.sandbox.connectwise import Sandbox
 
 CUSTOMERS = 5
 # Autotask sample: catalogue services (id, name); [products] may name either.
@@ -40,8 +44,6 @@ def sandbox(app: App, kind: str, port: int) -> None:
       psabill config init --source csv     # then paste the printed [psa] section
       psabill run --dry-run
     """
-    from psabill.errors import UsageError
-
     try:
         server, section, secret_key, customers = (_connectwise(port) if kind == "connectwise" else _autotask(port))
     except OSError as exc:
@@ -61,8 +63,6 @@ def sandbox(app: App, kind: str, port: int) -> None:
 
 
 def _connectwise(port: int) -> Tuple[Any, Dict[str, Any], str, List[str]]:
-    from psabill.sandbox.connectwise import Sandbox
-
     server = Sandbox.sample(customers=CUSTOMERS, seed=7, port=port)
     section = {**server.config_section(), "_secret": server.private_key}
     customers = []
@@ -78,8 +78,6 @@ def _connectwise(port: int) -> Tuple[Any, Dict[str, Any], str, List[str]]:
 
 
 def _autotask(port: int) -> Tuple[Any, Dict[str, Any], str, List[str]]:
-    from psabill.sandbox.autotask import AutotaskStandin
-
     server = AutotaskStandin(today=date.today(), port=port)
     for service_id, name in AUTOTASK_SERVICES:
         server.add_catalog_service(name, service_id)
@@ -110,8 +108,6 @@ def _write_key(config: Path, kind: str, secret: str) -> Path:
 
 
 def _toml(value: Any) -> str:
-    import json
-
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 

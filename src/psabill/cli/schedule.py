@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from datetime import date
+from pathlib import Path
 from typing import Any, Optional, Tuple
 
 import click
 
-from psabill.cli.options import (App, complete_weekday, complete_zone, echo, emit_json, json_option, pass_app,
-                                 show_occurrence, warn_not_ready)
-from psabill.errors import UsageError
+from psabill import clock
+from psabill import status as status_mod
+from psabill.cli.options import App, complete_weekday, complete_zone, echo, json_option, pass_app
+from psabill.cli.render import emit_json
+from psabill.config import readiness
+from psabill.config.addresses import parse_list
+from psabill.config.keys import check_date
+from psabill.errors import ConfigError, UsageError
+from psabill.ledger.lock import config_lock
+from psabill.schedule import export, save
+from psabill.schedule.crontab import command_prefix
+from psabill.schedule.rules import (
+    WEEKDAY_NAMES,
+    WEEKDAYS,
+    ScheduleError,
+    clamp_note,
+    parse_day,
+    parse_hour,
+    parse_weekday,
+)
+from psabill.status import next_occurrences
+from psabill.text import files as fsutil
+from psabill.text import times
+
+
+def warn_not_ready(settings: Any) -> None:
+    """Say what is still missing and which secrets cron will lack (stderr)."""
+    for gap in readiness.missing(settings):
+        echo(f"Not ready: {gap}: scheduled runs will fail until it is added to {settings.path}", err=True)
+    for warning in readiness.cron_env_warnings(settings):
+        echo(f"Warning: {warning}", err=True)
 
 
 @click.group()
@@ -24,8 +55,6 @@ def schedule() -> None:
 
 
 def _day(value: Optional[str]) -> Any:
-    from psabill.schedule.rules import ScheduleError, parse_day
-
     if value is None:
         return None
     try:
@@ -36,10 +65,6 @@ def _day(value: Optional[str]) -> Any:
 
 def _hour(text: str) -> Tuple[int, Optional[str]]:
     """``9`` -> 9; ``9am`` / ``9pm`` / ``12am`` -> 9 / 21 / 0, with a note saying how it was read."""
-    import re
-
-    from psabill.schedule.rules import parse_hour
-
     match = re.fullmatch(r"\s*(\d{1,2})\s*([ap])\.?m\.?\s*", text, re.IGNORECASE)
     if match and 1 <= int(match.group(1)) <= 12:
         value = int(match.group(1)) % 12 + (12 if match.group(2).lower() == "p" else 0)
@@ -49,10 +74,6 @@ def _hour(text: str) -> Tuple[int, Optional[str]]:
 
 def _weekday_hint(exc: Exception, value: Optional[str]) -> str:
     """`` (did you mean tue?)`` for a near miss such as ``tues``."""
-    import difflib
-
-    from psabill.schedule.rules import WEEKDAY_NAMES, WEEKDAYS
-
     if value is None or "weekday" not in str(exc):
         return ""
     names = {**{d: d for d in WEEKDAYS}, **{n.lower(): d for n, d in zip(WEEKDAY_NAMES, WEEKDAYS)}}
@@ -94,12 +115,6 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
       psabill schedule set --monthly last --hour 23
       psabill schedule set --daily --hour 6
     """
-    from psabill import clock
-    from psabill.schedule import save as scheduling
-    from psabill.config.addresses import parse_list
-    from psabill.status import next_occurrences
-    from psabill.schedule.rules import ScheduleError, clamp_note, parse_weekday
-
     for name, values in (("--monthly", monthly), ("--weekly", weekly), ("--hour", hour)):
         if len(values) > 1:  # Click would silently keep the last one
             raise UsageError(f"{name} given {len(values)} times ({', '.join(values)}): give it once")
@@ -127,7 +142,6 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
             start_date = date.fromisoformat(start)
         except ValueError:
             raise UsageError(f"--start {start!r} is not a date (YYYY-MM-DD)") from None
-        from psabill.config.settings import check_date
 
         problem = check_date(start_date)
         if problem:
@@ -136,22 +150,21 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         clock.load_account_zone(tz_name, "time zone")
     emails = parse_list(notify) if notify is not None else None
     mode = "monthly" if monthly else "weekly" if weekly else "daily"
-    request = scheduling.ScheduleRequest(
+    request = save.ScheduleRequest(
         mode=mode, hour=hour_value, day=_day(monthly_value), weekday=weekday, timezone=tz_name,
         start=start_date, emails=emails, account_name=account_name, catch_up=catch_up,
     )
-    from psabill.ledger.lock import config_lock
-
     host = clock.host_zone()
     with config_lock(app.paths.config):  # load, plan, crontab and config: one at a time
         now = clock.now()
         current = app.settings()
-        saved = scheduling.plan_save(current, request, now, host)
-        lines = scheduling.apply(app.paths, current, saved.settings, now, host, install_cron=not no_cron)
+        saved = save.plan_save(current, request, now, host)
+        lines = save.apply(app.paths, current, saved.settings, now, host, install_cron=not no_cron)
     upcoming = next_occurrences(saved.schedule, now, host, 1)
     warn_not_ready(saved.settings)
     if as_json:
         emit_json({
+            "schema": 1,
             "schedule": saved.schedule.describe(),
             "notes": notes,
             "timezone": str(saved.schedule.zone),
@@ -174,7 +187,7 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         echo(f"Cron fires in the system zone {host}, not in your shell's TZ={shell_tz}: "
                    f"the crontab entry was planned for {host}.")
     if upcoming:
-        echo(f"Next run: {show_occurrence(upcoming[0]['account'], saved.schedule.zone, host)}.")
+        echo(f"Next run: {times.occurrence(upcoming[0]['account'], saved.schedule.zone, host)}.")
     if no_cron:
         echo("Crontab left unchanged (--no-cron); run 'psabill cron install' to install it.")
     else:
@@ -194,12 +207,9 @@ def show(app: App, as_json: bool) -> None:
     Example:
       psabill schedule show --json
     """
-    from psabill import clock
-    from psabill import status as status_mod
-
-    s = status_mod.build(app.paths, app.settings(), clock.now(), clock.host_zone()).schedule
+    s = status_mod.build(app.paths, app.settings(), clock.now(), clock.host_zone()).to_json()["schedule"]
     if as_json:
-        emit_json(s)
+        emit_json({"schema": 1, **s} if s is not None else s)  # every --json object carries "schema"
         return
     if s is None:
         click.echo(f"No schedule saved in {app.paths.config}.")
@@ -221,12 +231,7 @@ def next_(app: App, count: int, as_json: bool) -> None:
     Example:
       psabill schedule next --count 3 --json
     """
-    from psabill import clock
-    from psabill.schedule import save as scheduling
-    from psabill.errors import ConfigError
-    from psabill.status import next_occurrences
-
-    sched = scheduling.schedule_of(app.settings())
+    sched = app.settings().when
     if sched is None:
         raise ConfigError(f"no schedule saved in {app.paths.config}: run 'psabill schedule set' first")
     host = clock.host_zone()
@@ -236,23 +241,20 @@ def next_(app: App, count: int, as_json: bool) -> None:
         return
     click.echo(f"Next runs ({sched.zone}" + ("" if str(sched.zone) == str(host) else f"; host {host}") + "):")
     for row in rows:
-        click.echo(f"  {show_occurrence(row['account'], sched.zone, host)}")
+        click.echo(f"  {times.occurrence(row['account'], sched.zone, host)}")
 
 
 def _toggle(app: App, enabled: bool, as_json: bool, message: str) -> None:
-    from psabill import clock
-    from psabill.schedule import save as scheduling
 
-    from psabill.ledger.lock import config_lock
 
     app.settings(must_exist=True)  # a mistyped --config creates nothing, not even the lock
     with config_lock(app.paths.config):
         current = app.settings(must_exist=True)
         now = clock.now()
-        lines = scheduling.apply(app.paths, current, scheduling.with_enabled(current, enabled, now), now,
+        lines = save.apply(app.paths, current, save.with_enabled(current, enabled, now), now,
                                  clock.host_zone())
     if as_json:
-        emit_json({"enabled": enabled, "config": str(app.paths.config), "cron": {"lines": lines}})
+        emit_json({"schema": 1, "enabled": enabled, "config": str(app.paths.config), "cron": {"lines": lines}})
         return
     echo(message)
 
@@ -286,7 +288,8 @@ def disable(app: App, as_json: bool) -> None:
 @schedule.command("export")
 @click.option("--format", "fmt", type=click.Choice(["systemd", "kubernetes"]), required=True,
               help="systemd: psabill.service and psabill.timer; kubernetes: a batch/v1 CronJob manifest.")
-@click.option("--output", metavar="PATH", help="systemd: a directory for both units; kubernetes: a file. Default: print.")
+@click.option("--output", metavar="PATH", help="systemd: a directory for both units; kubernetes: a file (JSON, which "
+                                               "kubectl reads as YAML). Default: print.")
 @click.option("--image", metavar="IMAGE", help="Container image running psabill (required with --format kubernetes).")
 @pass_app
 def export_(app: App, fmt: str, output: Optional[str], image: Optional[str]) -> None:
@@ -298,26 +301,17 @@ def export_(app: App, fmt: str, output: Optional[str], image: Optional[str]) -> 
     \b
     Examples:
       psabill schedule export --format systemd --output ~/.config/systemd/user
-      psabill schedule export --format kubernetes --image registry.example/psabill:1 --output cronjob.yaml
+      psabill schedule export --format kubernetes --image registry.example/psabill:1 --output cronjob.json
     """
-    from pathlib import Path
-
-    from psabill.schedule import export
-
-    from psabill.text import files as fsutil
-
-    from psabill.schedule import save as scheduling
-    from psabill.errors import ConfigError
-
     settings = app.settings()
-    sched = scheduling.schedule_of(settings)
+    sched = settings.when
     if sched is None:
         raise ConfigError(f"no schedule saved in {app.paths.config}: run 'psabill schedule set' first")
     catch_up = int(settings.schedule.catch_up.total_seconds())
     if fmt == "kubernetes":
         if not image:
             raise UsageError("--format kubernetes needs --image (the container image that runs psabill)")
-        text = export.render_yaml(export.kubernetes_cronjob(sched, image=image, catch_up_seconds=catch_up))
+        text = export.render_manifest(export.kubernetes_cronjob(sched, image=image, catch_up_seconds=catch_up))
         if output is None:
             click.echo(text, nl=False)
             return
@@ -325,14 +319,18 @@ def export_(app: App, fmt: str, output: Optional[str], image: Optional[str]) -> 
         fsutil.atomic_write(target, text.encode("utf-8"), error=UsageError, what="manifest")
         click.echo(f"Wrote {target}")
         return
-    units = export.systemd_units(sched, argv=scheduling.command_prefix(app.paths),
-                                 state_dir=str(app.paths.state_dir), catch_up_seconds=catch_up)
+    writable = [str(p) for p in (settings.notify.file.dir, settings.history.site_dir) if p is not None]
+    units = export.systemd_units(sched, argv=command_prefix(app.paths), state_dir=str(app.paths.state_dir),
+                                 catch_up_seconds=catch_up, transport=settings.notify.transport or "sendmail",
+                                 writable=writable)
     if output is None:
         for name, text in units.items():
             click.echo(f"# {name}")
             click.echo(text)
         return
     directory = Path(output).expanduser().resolve()
+    # The service may write only its state dir, so it must exist when the unit starts.
+    fsutil.make_private_dir(app.paths.state_dir, UsageError, "state dir")
     for name, text in units.items():
         fsutil.atomic_write(directory / name, text.encode("utf-8"), error=UsageError, what="unit file")
         click.echo(f"Wrote {directory / name}")
