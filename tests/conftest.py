@@ -14,8 +14,10 @@ from support.pg import fresh_schema, start_cluster
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    return Env(tmp_path, monkeypatch)
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    sandboxed = Env(tmp_path, monkeypatch)
+    yield sandboxed
+    sandboxed.close()
 
 
 @pytest.fixture(autouse=True)

@@ -51,7 +51,10 @@ class TestTyposGetTheFix:
 
     def test_a_zone_typo_in_the_config_file_gets_the_fix_too(self, env: Env) -> None:
         env.config.parent.mkdir(parents=True)
+        # Intended change: a zone that differs only by case is accepted in the config; a misspelt one is not.
         env.config.write_text('[account]\ntimezone = "europe/london"\n')
+        assert env.run("status", now=NOW).exit_code == 0
+        env.config.write_text('[account]\ntimezone = "Europe/Londn"\n')
         line = one_error_line(env, "status", code=3)
         assert line.endswith("unknown time zone (did you mean Europe/London?)")
 
@@ -72,29 +75,34 @@ def _record_run(env: Env, *items: object) -> int:
     """A finished manual run in the state dir's history, holding ``items``."""
     from datetime import datetime, timezone
 
-    from psabill.ledger.history import History
-    from psabill.report import RunReport
+    from psabill.config.settings import load
+    from psabill.ledger.history import Ledger
+    from psabill.report import Run
+    from psabill.run.perform import status_of
 
     env.state_dir.mkdir(parents=True, exist_ok=True)
     started = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
-    report = RunReport(trigger="manual", started_at=started)
-    with History(env.state_dir / "state.db") as history:
-        run_id = history.start_run(report)
+    run = Run(trigger="manual", started_at=started)
+    account = load(env.config, check_addresses=False).account_id  # the config's identity, as the CLI reads it
+    with Ledger(env.state_dir / "state.db", account) as ledger:
+        run_id = ledger.start_run(run)
         for seq, item in enumerate(items, 1):
-            history.add_item(run_id, seq, item)  # type: ignore[arg-type]
-            report.items.append(item)  # type: ignore[arg-type]
-        report.finished_at = started
-        report.settle()
-        history.finish_run(report)
+            item.seq = seq  # type: ignore[attr-defined]
+            run.items.append(item)  # type: ignore[arg-type]
+        ledger.store_plan(run, started)
+        run.finished_at = started
+        run.status = status_of(run)
+        ledger.finish_run(run, retry=False)
     return run_id
 
 
 class TestOutput:
     def test_history_show_never_prints_none(self, env: Env) -> None:
-        from psabill.report import ItemResult
+        from psabill.report import Item
 
-        run_id = _record_run(env, ItemResult("CUST1", "LastPass", "failed", new=42, message="no agreement"),
-                             ItemResult("CUST2", "LastPass", "updated", old=3, new=5))
+        run_id = _record_run(env, Item(customer="CUST1", sku="LastPass", outcome="failed", new=42,
+                                       message="no agreement"),
+                             Item(customer="CUST2", sku="LastPass", outcome="updated", old=3, new=5))
         result = env.run("history", "show", str(run_id))
         assert result.exit_code == 0, result.output
         assert "None" not in result.output
@@ -109,19 +117,20 @@ class TestOutput:
         assert "nothing installed" not in env.run("cron", "show", now=NOW).output
 
     def test_a_dry_run_says_would_update(self, env: Env) -> None:
-        from psabill.cli.options import render_report
-        from psabill.report import ItemResult, RunReport
+        from psabill.cli.render import run_text
+        from psabill.report import Item, Run
+        from psabill.run.perform import status_of
         from datetime import datetime, timezone
         import click
         from click.testing import CliRunner
 
-        report = RunReport(trigger="dry-run", started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), run_id=3)
-        report.items.append(ItemResult("CUST1", "LastPass", "planned", old=3, new=5))
-        report.settle()
+        report = Run(trigger="dry-run", started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), id=3)
+        report.items.append(Item(customer="CUST1", sku="LastPass", outcome="planned", old=3, new=5))
+        report.status = status_of(report)
 
         @click.command()
         def show() -> None:
-            render_report(report)
+            run_text(report)
 
         output = CliRunner().invoke(show).output
         assert "would update CUST1 / LastPass: 3 -> 5" in output
@@ -176,7 +185,7 @@ class TestColour:
         assert "\x1b[" not in self._status(env)
 
     def test_run_states(self) -> None:
-        from psabill.cli.options import paint
+        from psabill.cli.render import paint
 
         assert paint("failed", True) == "\x1b[31mfailed\x1b[0m"
         assert paint("aborted", True) == "\x1b[31maborted\x1b[0m"
@@ -193,14 +202,14 @@ class TestJson:
     def test_schedule_enable_disable_and_cron_install(self, env: Env) -> None:
         env.run(*SET, "--daily", "--hour", "6", "--timezone", "UTC", now=NOW)
         off = json.loads(env.run("schedule", "disable", "--json", now=NOW).output)
-        assert off == {"enabled": False, "config": str(env.config), "cron": {"lines": []}}
+        assert off == {"schema": 1, "enabled": False, "config": str(env.config), "cron": {"lines": []}}
         on = json.loads(env.run("schedule", "enable", "--json", now=NOW).output)
         assert on["enabled"] is True and len(on["cron"]["lines"]) == 3
         installed = json.loads(env.run("cron", "install", "--json", now=NOW).output)
         assert installed["installed"] is True and installed["lines"] == on["cron"]["lines"]
 
     def test_email_test_and_resend(self, env: Env) -> None:
-        from psabill.report import ItemResult
+        from psabill.report import Item
 
         env.run(*SET, "--daily", "--hour", "6", "--timezone", "UTC", "--notify", "billing@msp.example", now=NOW)
         data = tomllib.loads(env.config.read_text())
@@ -208,13 +217,14 @@ class TestJson:
         env.config.write_text(tomli_w.dumps(data))
         sent = json.loads(env.run("email", "test", "--json", now=NOW).output)
         assert sent["sent"] is True and sent["to"] == ["billing@msp.example"]
-        run_id = _record_run(env, ItemResult("CUST2", "LastPass", "updated", old=3, new=5))
+        run_id = _record_run(env, Item(customer="CUST2", sku="LastPass", outcome="updated", old=3, new=5))
         resent = json.loads(env.run("email", "resend", str(run_id), "--json", now=NOW).output)
         assert resent["run"] == run_id and resent["email"]["status"] == "sent"
 
     def test_demo(self, env: Env) -> None:
         result = env.run("demo", "--dir", str(env.tmp / "demo"), "--json")
-        data = json.loads(result.output)
+        data = json.loads(result.stdout)  # the JSON is stdout; warnings go to stderr
+        assert data["schema"] == 1
         assert data["run"]["status"] in ("success", "partial")
         assert data["files"]["config"] == str(env.tmp / "demo" / "config.toml")
 

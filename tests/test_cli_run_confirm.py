@@ -10,15 +10,16 @@ from typing import Any, Dict
 import tomli_w
 
 from psabill.sandbox.connectwise import Sandbox
-from support.env import Env, free_port
+from support.env import Env, free_port, write_old
 
 DUE = "2026-11-27T06:00:00Z"
 
 
 def _config(env: Env, psa: Dict[str, Any], usage: str) -> None:
     env.config.parent.mkdir(parents=True, exist_ok=True)
-    (env.config.parent / "usage.csv").write_text(usage)
+    write_old(env.config.parent / "usage.csv", usage)
     (env.config.parent / "psa-key").write_text("sandbox-private\n")
+    os.chmod(env.config.parent / "psa-key", 0o600)
     env.config.write_text(tomli_w.dumps({
         "account": {"timezone": "UTC"},
         "schedule": {"mode": "daily", "hour": 6, "saved_at": datetime(2026, 11, 26, tzinfo=timezone.utc)},
@@ -41,19 +42,36 @@ def _runs(env: Env) -> Any:
 
 class TestAManualRunPreviewsBeforeItAsks:
     def test_it_shows_the_counts_and_the_first_ten_lines_then_runs_on_yes(self, env: Env, sandbox: Sandbox) -> None:
+        import click
+
+        from support.ledger import history_for
+
         _config(env, sandbox.config_section(), _usage())
         env.monkeypatch.setattr("psabill.cli.run.interactive", lambda: True)
+        at_prompt = []
+        real_confirm = click.confirm
+
+        def confirm(*args: Any, **kwargs: Any) -> Any:
+            # While the admin reads the plan it is stored (status "planned") and nothing is written.
+            with history_for(env.state_dir, None) as ledger:
+                at_prompt.extend((run.id, run.status, run.trigger) for run in ledger.runs())
+            at_prompt.append(len(sandbox.patches()))
+            return real_confirm(*args, **kwargs)
+
+        env.monkeypatch.setattr(click, "confirm", confirm)
         result = env.run("run", input="y\n")
         assert result.exit_code == 1, result.output  # GLOBEX fails: two agreements hold the product
         out = result.output
-        preview, _, after = out.partition("Continue?")
-        assert "Planned: 12 to update, 0 unchanged, 1 failed, 1 unmapped" in preview
+        preview, _, after = out.partition("Write exactly this plan?")
+        assert "Planned (run 1): 12 to update, 0 unchanged, 1 failed, 1 unmapped" in preview
         assert "nothing written" in preview
         assert "  would update CUST00001 / LastPass: " in preview and "-> 501" in preview
         assert sum(line.startswith("  would update ") for line in preview.splitlines()) == 10
-        assert "  ... and 4 more (psabill run --dry-run shows every line)" in preview
+        assert "  ... and 4 more (psabill history show 1 lists every line)" in preview
+        assert at_prompt == [(1, "planned", "manual"), 0]
         assert len(sandbox.patches()) == 12
-        assert [r["trigger"] for r in _runs(env)] == ["manual"]  # the preview is not recorded
+        # The "y" applies that same stored plan: one run, not a preview and then another.
+        assert [(r["id"], r["trigger"]) for r in _runs(env)] == [(1, "manual")]
         assert "Run 1: partial" in after
 
     def test_answering_no_after_the_preview_writes_and_records_nothing(self, env: Env, sandbox: Sandbox) -> None:
@@ -61,10 +79,10 @@ class TestAManualRunPreviewsBeforeItAsks:
         env.monkeypatch.setattr("psabill.cli.run.interactive", lambda: True)
         result = env.run("run", input="n\n")
         assert result.exit_code == 0, result.output
-        assert "Planned: 12 to update" in result.output
-        assert "cancelled: nothing was changed or recorded" in result.output
+        assert "Planned (run 1): 12 to update" in result.output
+        assert "cancelled: nothing was changed" in result.output
         assert sandbox.patches() == []
-        assert not env.state_dir.exists()
+        assert _runs(env) == []  # the planned run is discarded
 
     def test_an_unreachable_psa_ends_the_preview_without_asking(self, env: Env) -> None:
         _config(env, {"kind": "connectwise", "url": f"http://127.0.0.1:{free_port()}", "company": "msp",
@@ -72,9 +90,10 @@ class TestAManualRunPreviewsBeforeItAsks:
         env.monkeypatch.setattr("psabill.cli.run.interactive", lambda: True)
         result = env.run("run", input="y\n")
         assert result.exit_code == 4
-        assert "Continue?" not in result.output
+        assert "Write exactly this plan?" not in result.output
         assert result.output.splitlines()[-1].startswith("Error: ConnectWise at http://127.0.0.1:")
-        assert not env.state_dir.exists()
+        # The run is recorded before it plans: it ends aborted, having written nothing.
+        assert [(r["status"], r["trigger"]) for r in _runs(env)] == [("aborted", "manual")]
 
     def test_without_a_terminal_yes_is_still_required(self, env: Env, sandbox: Sandbox) -> None:
         _config(env, sandbox.config_section(), _usage())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -13,7 +14,7 @@ from typing import List
 import pytest
 import tomli_w
 
-from support.env import Env, tomllib
+from support.env import Env, tomllib, write_old
 
 
 def _start(env: Env, *args: str) -> "tuple[subprocess.Popen[str], List[str]]":
@@ -30,6 +31,14 @@ def _start(env: Env, *args: str) -> "tuple[subprocess.Popen[str], List[str]]":
         proc.kill()
         pytest.fail("the sandbox ended before printing its [psa] section: " + "\n".join(lines) + proc.stderr.read())
     return proc, lines
+
+
+def _seats(lines: List[str], customer: str, product: str) -> int:
+    """The quantity the sandbox printed for ``customer``'s ``product`` line."""
+    line = next(line for line in lines if line.startswith(f"#   {customer} "))
+    found = re.search(rf"{product}(?: \(service \d+\))? = (\d+)", line)
+    assert found, line
+    return int(found.group(1))
 
 
 def _stop(proc: "subprocess.Popen[str]") -> str:
@@ -55,8 +64,12 @@ def test_a_config_with_the_printed_section_runs_against_the_sandbox(env: Env, ki
         assert os.path.dirname(key) == str(env.config.parent)  # next to the config
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
         assert any(line.startswith("#   CUST00001 ") for line in lines)
-        (env.config.parent / "usage.csv").write_text(
-            "customer,sku,seats\nCUST00001,LastPass,7\nCustomer 00002 Ltd,LastPass+MFA,3\nNobody,LastPass,1\n")
+        # Seat counts a few away from what the printed sample holds, as a real month's usage is (the
+        # guard, on by default, would hold a source that looks broken).
+        standard = _seats(lines, "CUST00001", "SEATS-STD")
+        mfa = _seats(lines, "CUST00002", "SEATS-MFA")
+        write_old(env.config.parent / "usage.csv", "customer,sku,seats\n"
+                  f"CUST00001,LastPass,{standard + 2}\nCustomer 00002 Ltd,LastPass+MFA,{mfa + 1}\nNobody,LastPass,1\n")
         env.config.write_text(tomli_w.dumps({"source": {"kind": "csv", "path": "usage.csv"}, "products": products,
                                              "psa": {**section, "max_retries": 0}}))
         os.chmod(env.config, 0o600)

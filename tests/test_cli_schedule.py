@@ -213,6 +213,7 @@ class TestShowNextEnableDisable:
         assert data["mode"] == "monthly" and data["day"] == "last" and data["hour"] == 23
         assert data["start"] == "2027-01-01"
         assert data["enabled"] is True
+        assert data["schema"] == 1  # every --json object carries it
 
     def test_disable_removes_the_cron_entry_and_keeps_the_settings(self, env: Env) -> None:
         env.crontab.write_text("# mine\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from psabill.config import paths
+from psabill.config import edit, paths
 from psabill.config import settings as config
 from psabill.errors import ConfigError
 
@@ -84,13 +84,13 @@ class TestValidation:
         assert f"chmod 600 {path}" in info.value.message
         assert "s3cr3t-value" not in info.value.message
         os.chmod(path, 0o600)
-        assert config.load(path).psa.credential.literal == "s3cr3t-value"
+        assert config.load(path).psa.private_key.literal == "s3cr3t-value"
 
 
 class TestSave:
     def test_save_is_0600_has_a_version_and_round_trips(self, tmp_path: Path) -> None:
         path = tmp_path / "new" / "config.toml"
-        config.save(path, {"account": {"timezone": "UTC"}, "products": {"LastPass": "LP-STD"}})
+        edit.save(path, {"account": {"timezone": "UTC"}, "products": {"LastPass": "LP-STD"}})
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         loaded = config.load(path)
         assert loaded.document == {"version": 1, "account": {"timezone": "UTC"}, "products": {"LastPass": "LP-STD"}}

@@ -13,11 +13,13 @@ from typing import Any, List
 import pytest
 import tomli_w
 
-from support.env import Env
+from support.env import Env, write_old
+from support.ledger import history_for
 from psabill import clock
 from psabill.schedule import crontab as cron
-from psabill.ledger.history import History
-from psabill.report import RunReport
+from psabill.ledger.history import Ledger
+from psabill.report import Run
+from psabill.run.perform import Job
 
 UTC = timezone.utc
 SAVED = "2026-11-26T12:00:00Z"
@@ -47,6 +49,33 @@ def edit_config(env: Env, **sections: Any) -> None:
     os.chmod(env.config, 0o600)
 
 
+REAL_PLAN = Job.plan
+
+
+def before_the_plan(env: Env, action: Any) -> None:
+    """Each run calls ``action()`` where it would read the source and the PSA, then plans as usual.
+
+    ``action`` raising (a PSA that is down) or signalling (Ctrl-C, SIGTERM) stops the run there."""
+    def plan(self: Job, *, unattended: bool) -> Any:
+        action()
+        return REAL_PLAN(self, unattended=unattended)
+
+    env.monkeypatch.setattr(Job, "plan", plan)
+
+
+def planning_as_usual(env: Env) -> None:
+    env.monkeypatch.setattr(Job, "plan", REAL_PLAN)
+
+
+def lock_file(env: Env, config: Any = None) -> Path:
+    """The run lock of the config at ``config`` (default: the env's)."""
+    from psabill.config.paths import Paths
+    from psabill.config.settings import load
+
+    config = config or env.config
+    return Paths(config, env.state_dir, None).lock_for(load(config, check_addresses=False).account_id)
+
+
 def cron_to_sh(line: str) -> str:
     command = line.split(None, 5)[5] if not line.startswith("@") else line.split(None, 1)[1]
     return command.replace("\\%", "%")
@@ -55,28 +84,28 @@ def cron_to_sh(line: str) -> str:
 # -- 1. Pruning never erases what the guard needs ----------------------------------------
 
 
-def _record(history: History, started: datetime, occurrence: Any = None) -> None:
-    report = RunReport(trigger="scheduled" if occurrence else "manual", started_at=started, occurrence=occurrence,
-                       status="success")
+def _record(history: Ledger, started: datetime, occurrence: Any = None) -> None:
+    report = Run(trigger="scheduled" if occurrence else "manual", started_at=started, occurrence=occurrence,
+                 status="success")
     history.start_run(report)
     report.finished_at = started
-    history.finish_run(report)
+    history.finish_run(report, retry=False)
 
 
 def test_pruning_measures_the_retention_window_from_the_newest_record_never_from_an_earlier_now(tmp_path: Path) -> None:
     day = datetime(2026, 6, 1, 6, tzinfo=UTC)
-    with History(tmp_path / "state.db") as history:
+    with Ledger(tmp_path / "state.db") as history:
         for n in range(10):
             _record(history, day + timedelta(days=n), occurrence=day + timedelta(days=n))
         # Retention 3 days from the newest record (day 9): days 6..9 stay, whatever "now" is.
         assert history.prune(timedelta(days=3), timedelta(hours=27)) == 6
         kept = sorted(r.occurrence for r in history.runs())
-    assert kept == [(day + timedelta(days=n)).isoformat() for n in range(6, 10)]
+    assert kept == [day + timedelta(days=n) for n in range(6, 10)]
 
 
 def test_pruning_never_erases_a_run_the_guard_could_still_need(tmp_path: Path) -> None:
     newest = datetime(2026, 6, 10, 6, tzinfo=UTC)
-    with History(tmp_path / "state.db") as history:
+    with Ledger(tmp_path / "state.db") as history:
         _record(history, newest - timedelta(hours=20), occurrence=newest - timedelta(hours=20))
         _record(history, newest, occurrence=newest)
         # A retention of 1 h would drop the run from 20 h ago; the guard may need 24h + 3h.
@@ -132,8 +161,9 @@ def test_the_installed_command_under_crons_empty_environment_writes_the_history_
     env.monkeypatch.delenv("PSABILL_STATE_DIR")
     env.monkeypatch.setenv("XDG_STATE_HOME", str(env.tmp / "xdg-state"))  # the admin's shell only
     assert daily(env).exit_code == 0
-    env.config.parent.joinpath("usage.csv").write_text("customer,sku,seats,psa_company\nCUST00001,LastPass,21,\n")
+    write_old(env.config.parent / "usage.csv", "customer,sku,seats,psa_company\nCUST00001,LastPass,21,\n")
     env.config.parent.joinpath("cw-key").write_text(sandbox.private_key)
+    os.chmod(env.config.parent / "cw-key", 0o600)
     edit_config(env, source={"kind": "csv", "path": "usage.csv"}, products={"LastPass": "SEATS-STD"},
                 psa={**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0})
     line = next(x for x in env.crontab.read_text().splitlines() if not x.startswith("@"))
@@ -200,7 +230,7 @@ def test_cron_install_with_a_config_that_does_not_exist_is_refused_and_changes_n
     typo = env.tmp / "conf" / "confg.toml"
     result = env.run("--config", str(typo), "cron", "install", now=SAVED)
     assert result.exit_code == 3
-    assert result.output.strip() == f"Error: no config at {typo}: run 'psabill schedule set' first"
+    assert result.output.strip() == f"Error: no config at {typo}: run 'psabill config init' to write one"
     assert env.snapshot() == before and not typo.exists()
 
 
@@ -247,7 +277,7 @@ def test_a_run_without_psa_or_source_exits_3_names_what_to_configure_and_records
         result = env.run(*args, now=DUE)
         assert result.exit_code == 3, args
         assert result.output.strip() == (f"Error: not ready: no [psa] configured and no [source] configured: "
-                                         f"add [psa] and [source] to {env.config}")
+                                         f"add [psa] and [source] to {env.config} (psabill config init --help)")
     assert not (env.state_dir / "state.db").exists()
 
 
@@ -287,37 +317,39 @@ def test_a_fixed_offset_zone_name_is_refused_as_the_account_zone_with_the_iana_n
 # -- 18. Ctrl-C, SIGTERM and "no" ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 143)],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_sigint_or_sigterm_during_a_run_is_recorded_as_interrupted_and_exits_130_or_143(
         env: Env, signum: int, code: int) -> None:
     daily(env)
     env.make_ready()
 
-    def killed(settings: Any, report: Any, **kwargs: Any) -> None:
-        os.kill(os.getpid(), signum)
-
-    env.monkeypatch.setattr("psabill.run.perform._refresh", killed)
+    before_the_plan(env, lambda: os.kill(os.getpid(), signum))
     result = env.run("run", "--scheduled", now=DUE)
     assert result.exit_code == code
     name = signal.Signals(signum).name
     assert f"Error: interrupted by {name} before it finished" in result.output
     assert [(r["status"], r["occurrence"]) for r in runs(env)] == [("interrupted", "2026-11-27T06:00:00+00:00")]
-    env.monkeypatch.setattr("psabill.run.perform._refresh", lambda settings, report, **kwargs: None)
+    planning_as_usual(env)
     assert env.run("run", "--scheduled", now="2026-11-27T06:10:00Z").exit_code == 0  # it runs again
     assert [r["status"] for r in runs(env)] == ["success", "interrupted"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
 
 
 def test_answering_no_at_the_confirmation_prompt_writes_nothing_and_exits_0_with_cancelled(env: Env) -> None:
     daily(env)
-    env.make_ready()
+    sandbox = env.make_ready()
+    write_old(env.config.parent / "usage.csv", "customer,sku,seats\nCUST00001,LastPass,12\n")  # a change to ask about
     env.monkeypatch.setattr("psabill.cli.run.interactive", lambda: True)
     before = env.snapshot()
     result = env.run("run", input="n\n", now=DUE)
     assert result.exit_code == 0
-    assert "cancelled" in result.output
+    assert "would update CUST00001 / LastPass: 10 -> 12" in result.output
+    assert "cancelled: nothing was changed" in result.output
     assert env.snapshot() == before
-    assert not env.state_dir.exists()
+    assert sandbox.patches() == []
+    assert runs(env) == []  # the plan it showed is discarded
 
 
 # -- 19. A dry run is history, not the last run ----------------------------------------------------------------
@@ -384,10 +416,10 @@ def test_an_aborted_run_is_retried_at_later_firings_within_catch_up_and_then_lis
     assert len(lines) == 3 and lines[0].startswith("0 6 * * * ") and lines[1].startswith("@reboot ")
     assert lines[2].startswith("0 * * * * ") and "retry after an aborted run" in lines[2]
 
-    def down(settings: Any, report: Any, **kwargs: Any) -> None:
+    def down() -> None:
         raise AbortError("PSA https://psa.invalid is unreachable; nothing was written: connection refused")
 
-    env.monkeypatch.setattr("psabill.run.perform._refresh", down)
+    before_the_plan(env, down)
     first = env.run("run", "--scheduled", now=DUE)
     assert first.exit_code != 0 and "unreachable" in first.output
     status = json.loads(env.run("status", "--json", now="2026-11-27T06:05:00Z").output)
@@ -397,24 +429,27 @@ def test_an_aborted_run_is_retried_at_later_firings_within_catch_up_and_then_lis
     assert "unreachable" in status["retrying"]["last_reason"]
     assert status["missed"] == [] and status["missed_details"] == []
     text = env.run("status", now="2026-11-27T06:05:00Z").output
-    assert "retrying, next attempt at 2026-11-27T07:00:00+00:00" in text
+    assert "retrying: 0 item(s), next attempt at Fri 2026-11-27 07:00 UTC" in text
     # Not-due firings in between stay silent and cheap; the hourly firings retry.
     assert env.run("run", "--scheduled", now="2026-11-27T07:00:00Z").exit_code != 0
     assert env.run("run", "--scheduled", now="2026-11-27T08:00:00Z").exit_code != 0
     assert env.run("run", "--scheduled", now="2026-11-27T09:00:00Z").exit_code != 0
     assert env.run("run", "--scheduled", now="2026-11-27T10:00:00Z").exit_code == 0  # past catch_up: nothing
     assert [(r["status"], r["occurrence"]) for r in runs(env)] == [("aborted", "2026-11-27T06:00:00+00:00")] * 4
-    assert len(list((env.tmp / "outbox").glob("*.eml"))) == 4  # each attempt still sends its report
+    # One report per occurrence's story: the first failure, then quiet retries, then the last attempt within
+    # catch-up (nothing tries it after that) reports again.
+    assert len(list((env.tmp / "outbox").glob("*.eml"))) == 2
+    assert [r["email"]["status"] for r in runs(env)] == ["sent", "skipped", "skipped", "sent"]
     later = json.loads(env.run("status", "--json", now="2026-11-27T10:00:00Z").output)
     assert later["retrying"] is None
     assert later["missed"] == ["2026-11-27T06:00:00+00:00"]
     assert later["missed_details"] == [{"occurrence": "2026-11-27T06:00:00+00:00", "attempts": 4,
                                         "reason": status["retrying"]["last_reason"]}]
-    assert "Missed:     2026-11-27T06:00:00+00:00 (PSA https://psa.invalid is unreachable" in env.run(
+    assert "Missed:     Fri 2026-11-27 06:00 UTC (PSA https://psa.invalid is unreachable" in env.run(
         "status", now="2026-11-27T10:00:00Z").output
     # The next day the PSA is down for one firing only: the retry an hour later runs it, once.
     assert env.run("run", "--scheduled", now="2026-11-28T06:00:00Z").exit_code != 0
-    env.monkeypatch.setattr("psabill.run.perform._refresh", lambda settings, report, **kwargs: None)
+    planning_as_usual(env)
     assert env.run("run", "--scheduled", now="2026-11-28T07:00:00Z").exit_code == 0
     assert env.run("run", "--scheduled", now="2026-11-28T08:00:00Z").exit_code == 0
     assert [r["status"] for r in runs(env) if r["occurrence"].startswith("2026-11-28")] == ["success", "aborted"]
@@ -457,13 +492,13 @@ def test_the_results_email_has_an_overall_deadline_so_a_dribbling_smtp_server_ne
     edit_config(env, notify={"transport": "smtp", "smtp": {"host": "127.0.0.1", "port": port,
                                                             "security": "none", "timeout": 3}})
     recorded: List[str] = []
-    real_send = __import__("psabill.notify", fromlist=["send_report"]).send_report
+    real_report = __import__("psabill.notify", fromlist=["report_run"]).report_run
 
-    def send_report(notify: Any, report: Any, history: Any, **kwargs: Any) -> Any:
-        recorded.append(history.run(report.run_id).status)  # the run is finished in the ledger first
-        return real_send(notify, report, history, **kwargs)
+    def report_run(settings: Any, paths: Any, report: Any, history: Any, **kwargs: Any) -> Any:
+        recorded.append(history.run(report.id).status)  # the run is finished in the ledger first
+        return real_report(settings, paths, report, history, **kwargs)
 
-    env.monkeypatch.setattr("psabill.notify.send_report", send_report)
+    env.monkeypatch.setattr("psabill.notify.report_run", report_run)
     try:
         started = time.monotonic()
         result = env.run("run", "--scheduled", now=DUE)
@@ -475,7 +510,7 @@ def test_the_results_email_has_an_overall_deadline_so_a_dribbling_smtp_server_ne
     assert took < 3 + 2.5, took  # per-read timeouts alone would wait forever
     assert result.exit_code != 0
     assert "did not finish within 3s in all" in result.output
-    with run_lock(env.state_dir / "run.lock", 0):  # free at once
+    with run_lock(lock_file(env), 0):  # free at once
         pass
     assert [(r["status"], r["email"]["status"]) for r in runs(env)] == [("success", "failed")]
 
@@ -556,7 +591,6 @@ def test_schedule_set_writes_through_a_symlinked_config_to_its_target(env: Env) 
 def test_two_concurrent_schedule_sets_leave_config_and_crontab_in_agreement(env: Env) -> None:
     import sys
 
-    from psabill.schedule import save as scheduling
     from psabill.config.paths import Paths
     from psabill.config.settings import load
 
@@ -573,7 +607,7 @@ def test_two_concurrent_schedule_sets_leave_config_and_crontab_in_agreement(env:
         assert [p.returncode for p in procs] == [0, 0], outputs
         settings = load(env.config)
         installed = cron.Crontab(env.crontab, env.config).lines()
-        expected = scheduling.desired_lines(paths, settings, datetime(2026, 11, 26, 12, tzinfo=UTC), UTC)
+        expected = cron.desired_lines(paths, settings, datetime(2026, 11, 26, 12, tzinfo=UTC), UTC)
         assert installed == expected, (round_, settings.schedule.weekday, installed)
 
 
@@ -592,9 +626,9 @@ def test_three_guards_started_together_on_a_fresh_state_dir_give_exactly_one_run
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
         outputs = [p.communicate(timeout=120)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0], outputs
-        with History(state / "state.db") as history:
+        with history_for(state, None, env.config) as history:
             assert [(r.status, r.occurrence) for r in history.runs()] == [
-                ("success", "2026-11-27T06:00:00+00:00")], round_
+                ("success", datetime(2026, 11, 27, 6, tzinfo=UTC))], round_
 
 
 def test_a_full_disk_at_the_first_run_then_freed_gives_a_working_history(env: Env) -> None:
@@ -654,7 +688,6 @@ def test_a_simulated_year_of_firings_runs_every_occurrence_exactly_once(
 
     from psabill.schedule import cronplan
 
-    from psabill.schedule import save as scheduling
     from psabill.errors import AbortError
     from psabill.config.paths import Paths
     from psabill.run.guard import run_scheduled
@@ -665,11 +698,11 @@ def test_a_simulated_year_of_firings_runs_every_occurrence_exactly_once(
     end = datetime(2027, 1, 1, tzinfo=UTC)
     outage = {"on": False}
 
-    def refresh(settings: Any, report: Any, **kwargs: Any) -> None:
+    def refresh() -> None:
         if outage["on"]:
             raise AbortError("PSA https://psa.invalid is unreachable; nothing was written")
 
-    env.monkeypatch.setattr("psabill.run.perform._refresh", refresh)
+    before_the_plan(env, refresh)
     for mode in YEAR_MODES:
         config = env.tmp / mode[0].strip("-") / "config.toml"
         paths = Paths.resolve(str(config), str(config.parent / "state"))
@@ -679,7 +712,7 @@ def test_a_simulated_year_of_firings_runs_every_occurrence_exactly_once(
         env.config = config
         env.make_ready()
         settings = load(config)
-        schedule = scheduling.schedule_of(settings)
+        schedule = settings.when
         assert schedule is not None
         plan = cronplan.plan(schedule, ZoneInfo(host), start)
         late = {x.occurrence: x.fires_at for x in plan.late}
@@ -709,11 +742,11 @@ def test_a_simulated_year_of_firings_runs_every_occurrence_exactly_once(
                 env.run(*args[:4], "schedule", "enable", now=(occurrence + timedelta(minutes=30)).isoformat())
             for hours in (1, 2):  # the hourly retry line at the occurrence's minute
                 fire(first + timedelta(hours=hours))
-        with History(paths.db) as history:
+        with history_for(paths.state_dir, None, config) as history:
             rows = [r for r in history.runs() if r.trigger == "scheduled"]
-        done = [r.occurrence for r in rows if r.status == "success"]
+        done = [r.occurrence.isoformat() for r in rows if r.status == "success" and r.occurrence]
         in_year = sorted(o for o in done if o < end.isoformat())
         expected = sorted(o.isoformat() for i, o in enumerate(occurrences) if i != off)
         assert len(done) == len(set(done)), f"{mode}: an occurrence ran twice"
         assert in_year == expected, (mode, sorted(set(expected) - set(in_year)), sorted(set(in_year) - set(expected)))
-        assert [r.occurrence for r in rows if r.status == "aborted"] == [occurrences[down].isoformat()]
+        assert [r.occurrence for r in rows if r.status == "aborted"] == [occurrences[down]]

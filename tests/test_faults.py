@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psabill.sandbox.autotask import AutotaskStandin
-from support.env import SCHEDULED_NOW, Env, configure, free_port, last_line, tomllib
-from psabill.config import settings as config
+from support.env import SCHEDULED_NOW, Env, configure, free_port, last_line, tomllib, write_old
+from support.ledger import history_for
+from psabill.config import edit, settings as config
 from psabill.errors import PsabillError
 from psabill.sandbox.connectwise import Sandbox
-from psabill.ledger.history import History
 from psabill.ledger.lock import run_lock
 
 PSABILL = [sys.executable, "-m", "psabill"]
@@ -59,6 +59,13 @@ def history(env: Env) -> List[dict]:
     return json.loads(env.run("history", "--days", "100000", "--json").output)
 
 
+def lock_file(env: Env) -> Path:
+    """The env config's run lock (each config has its own)."""
+    from psabill.config.paths import Paths
+
+    return Paths(env.config, env.state_dir, None).lock_for(config.load(env.config, check_addresses=False).account_id)
+
+
 def file_outbox(env: Env) -> Dict[str, object]:
     return {"transport": "file", "file": {"dir": str(env.tmp / "outbox")}}
 
@@ -85,7 +92,7 @@ class TestConcurrency:
         for proc in procs:
             proc.wait(60)
         events = [line.split(" run ", 1)[1].split(":")[0].split(" (")[0]
-                  for line in (env.state_dir / "psabill.text.log").read_text().splitlines() if " run " in line]
+                  for line in (env.state_dir / "psabill.log").read_text().splitlines() if " run " in line]
         # "1 started", "1 finished", "2 started", "2 finished": never interleaved.
         assert [e.split()[1] for e in events] == ["started", "finished", "started", "finished"]
         assert events[0].split()[0] == events[1].split()[0] and events[2].split()[0] == events[3].split()[0]
@@ -94,11 +101,11 @@ class TestConcurrency:
         configure(env, sandbox, free_port())
         edit_config(env, run={"lock_timeout": "1s"})
         before = env.snapshot()
-        with run_lock(env.state_dir / "run.lock", timeout=1):
+        with run_lock(lock_file(env), timeout=1):
             result = run(["run", "--yes"])
         assert result.returncode == 7
         assert result.stderr.strip() == (
-            f"Error: another psabill run still holds {env.state_dir / 'run.lock'} after 1s; "
+            f"Error: another psabill run still holds {lock_file(env)} after 1s; "
             "nothing was run (raise [run] lock_timeout to wait longer)")
         assert sandbox.patches() == [] and history(env) == [] and env.snapshot() == before
 
@@ -127,14 +134,14 @@ class TestConcurrency:
 SAVER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from psabill.config import settings as config
+    from psabill.config import edit
     path = Path(sys.argv[1])
     versions = [{"account": {"name": "old " * 500, "timezone": "UTC"}},
                 {"account": {"name": "new " * 2000, "timezone": "UTC"}, "products": {"LastPass": "LP"}}]
     print("ready", flush=True)
     i = 0
     while True:
-        config.save(path, versions[i % 2])
+        edit.save(path, versions[i % 2])
         i += 1
 """)
 
@@ -154,8 +161,9 @@ class TestCrashSafety:
                 assert config.load(path).account.name in names
         assert path.exists()
 
+    @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
     def test_kill_9_mid_run_leaves_an_interrupted_record_and_the_next_run_finishes(
-            self, env: Env, sandbox: Sandbox) -> None:
+            self, env: Env, sandbox: Sandbox, signum: int) -> None:
         sandbox.latency_ms = 40
         configure(env, sandbox, free_port(), concurrency=1)
         edit_config(env, notify=file_outbox(env))
@@ -163,8 +171,8 @@ class TestCrashSafety:
         deadline = time.monotonic() + 30
         while len(sandbox.patches()) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
+        victim.send_signal(signum)
+        assert victim.wait() == (-signal.SIGKILL if signum == signal.SIGKILL else 143)
         time.sleep(0.3)  # a PATCH already on the wire still lands (after the 40 ms latency)
         written_before = len(sandbox.patches())
         assert written_before >= 2
@@ -176,7 +184,14 @@ class TestCrashSafety:
                    json.loads(env.run("history", "show", str(runs[0]["id"]), "--json").output)["items"]
                    if r["outcome"] == "updated"}
         assert len(sandbox.patches()) == written_before + len(updated)
-        assert json.loads(env.run("history", "show", str(runs[1]["id"]), "--json").output)["items"]
+        # The killed run's open writes were read back by the next run: each line it wrote before the kill
+        # is "updated" in its own items, never assumed and never counted again by the second run.
+        killed = json.loads(env.run("history", "show", str(runs[1]["id"]), "--json").output)["items"]
+        assert killed
+        written = {(i["customer"], i["sku"]) for i in killed if i["outcome"] == "updated"}
+        assert len(written) == written_before
+        assert not written & updated
+        assert all(i["outcome"] != "unknown" for i in killed)
 
     def test_kill_9_mid_autotask_run_never_double_counts(self, env: Env) -> None:
         today = datetime.now(timezone.utc).date()
@@ -190,8 +205,8 @@ class TestCrashSafety:
                 initial[csid], targets[csid] = 10, 10 + n + 1
                 rows.append(f"C{n:03d},LastPass,{targets[csid]}")
             env.config.parent.mkdir(parents=True, exist_ok=True)
-            (env.config.parent / "usage.csv").write_text("\n".join(rows) + "\n")
-            config.save(env.config, {
+            write_old(env.config.parent / "usage.csv", "\n".join(rows) + "\n")
+            edit.save(env.config, {
                 "account": {"timezone": "UTC"},
                 "source": {"kind": "csv", "path": "usage.csv"},
                 "products": {"LastPass": "301"},
@@ -204,14 +219,24 @@ class TestCrashSafety:
                 time.sleep(0.01)
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            assert 3 <= len(at.adjustments) < 12
+            time.sleep(0.3)  # a post already on the wire still lands (after the 40 ms latency)
+            posted_before = len(at.adjustments)
+            assert 3 <= posted_before < 12
             assert run(["run", "--yes"], AT_SECRET=at.secret).returncode == 0
             for csid, target in targets.items():
                 assert at.units(csid) == target
                 posted = sum(a["unitChange"] for a in at.adjustments
                              if a["contractID"] == at.tables["ContractServices"][csid]["contractID"])
                 assert posted == target - initial[csid]
-        assert [r["status"] for r in history(env)] == ["success", "interrupted"]
+        runs = history(env)
+        assert [r["status"] for r in runs] == ["success", "interrupted"]
+        # What the killed run posted was read back into its own items; the second run wrote only the rest.
+        killed = json.loads(env.run("history", "show", str(runs[1]["id"]), "--json").output)["items"]
+        finished = json.loads(env.run("history", "show", str(runs[0]["id"]), "--json").output)["items"]
+        written = {i["customer"] for i in killed if i["outcome"] == "updated"}
+        assert len(written) == posted_before
+        assert written.isdisjoint(i["customer"] for i in finished if i["outcome"] == "updated")
+        assert len([i for i in finished if i["outcome"] == "updated"]) == 12 - posted_before
 
     def test_a_corrupt_history_database_is_an_error_and_is_left_as_found(self, env: Env) -> None:
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now="2026-11-26T12:00:00Z")
@@ -229,7 +254,7 @@ class TestCrashSafety:
 
     def test_a_locked_history_database_is_a_one_line_error_and_nothing_runs(self, env: Env, sandbox: Sandbox) -> None:
         configure(env, sandbox, free_port())
-        History(env.state_dir / "state.db").conn.close()  # create it
+        history_for(env.state_dir, None).conn.close()  # create it
         blocker = sqlite3.connect(str(env.state_dir / "state.db"))
         blocker.execute("BEGIN EXCLUSIVE")
         try:
@@ -279,7 +304,7 @@ class TestSecrets:
         record(["email", "test"])
         written = _everything_written(env)
         names = {p.name for p in written}
-        assert {"config.toml", "crontab", "state.db", "psabill.text.log"} <= names
+        assert {"config.toml", "crontab", "state.db", "psabill.log"} <= names
         assert any(name.endswith(".eml") for name in names)
         haystacks = outputs + [p.read_bytes().decode("utf-8", "replace") for p in written]
         for secret in (SECRET_KEY, basic, SMTP_PASSWORD, WRONG_KEY):
@@ -320,7 +345,7 @@ class TestHostileInput:
     def test_customer_names_stay_inert_in_the_csv_export(self, env: Env, sandbox: Sandbox) -> None:
         configure(env, sandbox, free_port())
         usage = env.config.parent / "usage.csv"
-        usage.write_text(usage.read_text() + '=HYPERLINK("http://evil.example"),LastPass,3,\n'
+        write_old(usage, usage.read_text() + '=HYPERLINK("http://evil.example"),LastPass,3,\n'
                                               "+cmd,LastPass,2,\n@SUM(A1),LastPass,1,\n")
         env.run("run", "--dry-run", now=SCHEDULED_NOW)
         out = env.run("history", "show", "1", "--csv").output
@@ -372,10 +397,8 @@ def _load_or_clean_error(tmp_path: Path, data: bytes) -> None:
     except PsabillError as exc:
         assert "\n" not in exc.message and str(path) in exc.message
         return
-    from psabill.schedule.save import schedule_of as schedule_from
-
     try:  # a config that loads must also give a schedule or a clean error
-        schedule_from(loaded)
+        loaded.when
     except PsabillError as exc:
         assert "\n" not in exc.message
 
@@ -384,20 +407,20 @@ class TestLogging:
     def test_the_log_rotates_by_size_and_verbose_echoes_it(self, env: Env, sandbox: Sandbox) -> None:
         configure(env, sandbox, free_port())
         edit_config(env, log={"max_bytes": 300, "backups": 2})
-        for _ in range(3):
+        for _ in range(6):  # about 200 bytes a run: enough to rotate past both backups
             proc = run(["--verbose", "run", "--dry-run"])
             assert "psabill: run " in proc.stderr
-        logs = sorted(p.name for p in env.state_dir.glob("psabill.text.log*"))
-        assert logs == ["psabill.text.log", "psabill.text.log.1", "psabill.text.log.2"]
+        logs = sorted(p.name for p in env.state_dir.glob("psabill.log*"))
+        assert logs == ["psabill.log", "psabill.log.1", "psabill.log.2"]
 
     def test_under_cron_a_clean_run_prints_nothing_and_a_failing_one_speaks(self, env: Env, sandbox: Sandbox) -> None:
         configure(env, sandbox, free_port())
         edit_config(env, notify=file_outbox(env))
         usage = env.config.parent / "usage.csv"
-        usage.write_text("customer,sku,seats,psa_company\nCUST00001,LastPass,5,\n")
+        write_old(usage, "customer,sku,seats,psa_company\nCUST00001,LastPass,5,\n")
         clean = run(["run", "--scheduled"], PSABILL_NOW=SCHEDULED_NOW)
         assert (clean.returncode, clean.stdout, clean.stderr) == (0, "", "")
-        usage.write_text("customer,sku,seats,psa_company\nGLOBEX,LastPass,5,\n")
+        write_old(usage, "customer,sku,seats,psa_company\nGLOBEX,LastPass,5,\n")
         failing = run(["run", "--scheduled"], PSABILL_NOW="2026-12-08T14:00:00Z")
         assert failing.returncode == 1
         assert "FAILED GLOBEX / LastPass" in failing.stdout

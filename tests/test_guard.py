@@ -93,10 +93,10 @@ class TestGuard:
     def test_a_missing_config_under_cron_is_a_one_line_config_error(self, env: Env) -> None:
         result = env.run("run", "--scheduled", now=SAVED)
         assert result.exit_code == 3
-        assert result.output.strip() == f"Error: no config at {env.config}: run 'psabill schedule set' first"
+        assert result.output.strip() == f"Error: no config at {env.config}: run 'psabill config init' to write one"
 
     def test_an_interrupted_run_is_marked_and_its_occurrence_runs_again(self, env: Env) -> None:
-        from psabill.report import RunReport
+        from psabill.report import Run
         from support.ledger import history_for
 
         env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
@@ -104,7 +104,7 @@ class TestGuard:
         occurrence = datetime(2026, 11, 27, 6, tzinfo=UTC)
         # What a run killed with SIGKILL leaves behind: a row still marked running.
         state = history_for(env.state_dir, self.ledger_url)
-        state.start_run(RunReport(trigger="scheduled", started_at=occurrence, occurrence=occurrence))
+        state.start_run(Run(trigger="scheduled", started_at=occurrence, occurrence=occurrence))
         state.close()
         env.run("run", "--scheduled", now="2026-11-27T06:05:00Z")
         runs = history(env)

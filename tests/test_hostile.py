@@ -29,7 +29,7 @@ from support.env import SCHEDULED_NOW, Env
 
 PSABILL = [sys.executable, "-m", "psabill"]
 NOBODY = 65534
-DOCUMENTED = {0, 1, 2, 3, 4, 5, 6, 7, 130, 143}
+DOCUMENTED = {0, 1, 2, 3, 4, 5, 6, 7, 8, 130, 143}
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 
@@ -60,6 +60,15 @@ def ready(env: Env) -> None:
     result = env.run("schedule", "set", "--daily", "--hour", "14", "--timezone", "UTC", now="2026-11-26T12:00:00Z")
     assert result.exit_code == 0, result.output
     env.make_ready()
+
+
+def lock_name(env: Env) -> str:
+    """The file name of the env config's run lock (each config has its own, named after its identity)."""
+    from psabill.config.paths import Paths
+    from psabill.config.settings import load
+
+    account = load(env.config, check_addresses=False).account_id
+    return Paths(env.config, env.state_dir, None).lock_for(account).name
 
 
 def mode(path: Path) -> int:
@@ -125,7 +134,7 @@ class TestRule2LooseFilesAreRefused:
         text = env.config.read_text() + '\n[notify.smtp]\nhost = "127.0.0.1"\npassword_file = "smtp-pw"\n'
         env.config.write_text(text)
         settings = load(env.config)
-        ref = settings.psa.credential if secret.startswith("psa") else settings.notify.smtp.password
+        ref = settings.psa.private_key if secret.startswith("psa") else settings.notify.smtp.password
         _loosen(ref.file, how)
         with pytest.raises(ConfigError) as caught:
             secrets.resolve(ref)
@@ -169,9 +178,11 @@ class TestRule2LooseFilesAreRefused:
             text = text.replace('kind = "csv"', 'kind = "command"\ncommand = ["sh", "-e", "export.sh"]')
         env.config.write_text(text)
         from psabill.config.settings import load
+        from psabill.sources.rows import UsageRow
 
         settings = load(env.config)
-        assert read_source(settings) == []  # fine while tight
+        # Fine while tight: the script prints only a header; the usage file holds make_ready()'s one row.
+        assert read_source(settings) == ([UsageRow("CUST00001", "LastPass", 10)] if what == "usage-file" else [])
         marker.unlink(missing_ok=True)
         target = env.config.parent / "usage.csv" if what == "usage-file" else script
         _loosen(target, how)
@@ -185,9 +196,14 @@ class TestRule2LooseFilesAreRefused:
 
     def test_rule2_files_of_this_user_or_root_with_private_modes_are_accepted(self, env: Env) -> None:
         ready(env)
-        for path in (env.config, env.config.parent / "psa-key", env.config.parent / "usage.csv"):
+        for path in (env.config, env.config.parent / "usage.csv"):
             os.chmod(path, 0o644)  # readable by others is not writable by others
+        # A secret's file is private to its reader: readable by others is too loose (0600, as ssh's keys).
+        os.chmod(env.config.parent / "psa-key", 0o644)
         proc = run(["run", "--scheduled"], PSABILL_NOW=SCHEDULED_NOW)
+        assert proc.returncode == 3 and "is readable by group or others (mode 0644)" in one_error_line(proc)
+        os.chmod(env.config.parent / "psa-key", 0o600)
+        proc = run(["run", "--scheduled"], PSABILL_NOW="2026-12-02T14:00:00Z")
         assert proc.returncode == 0, proc.stderr
 
 
@@ -216,7 +232,7 @@ class TestRule3ModesDoNotDependOnTheUmask:
             assert mode(directory) == 0o700, directory
         files = [config, *state.iterdir()]
         names = {p.name for p in files}
-        assert {"state.db", "run.lock", "psabill.text.log", "psabill.text.log.1"} <= names, names
+        assert {"state.db", lock_name(env), "psabill.log", "psabill.log.1"} <= names, names
         for path in files:
             assert mode(path) == 0o600, path
 
@@ -243,7 +259,7 @@ class TestRule3ModesDoNotDependOnTheUmask:
 
 # -- 4. no symlinks in the state dir ----------------------------------------------------------------------------
 
-STATE_FILES = ["state.db", "state.db-wal", "state.db-shm", "state.db-journal", "psabill.text.log", "run.lock"]
+STATE_FILES = ["state.db", "state.db-wal", "state.db-shm", "state.db-journal", "psabill.log", "run.lock"]
 
 
 class TestRule4NoSymlinksInTheStateDir:
@@ -252,6 +268,8 @@ class TestRule4NoSymlinksInTheStateDir:
     def test_rule4_a_symlink_in_the_state_dir_is_refused_and_its_target_untouched(
             self, env: Env, name: str, dangling: bool) -> None:
         ready(env)
+        if name == "run.lock":
+            name = lock_name(env)  # this config's run lock
         if name != "state.db" and not name.startswith("state.db-"):
             assert run(["run", "--scheduled"], PSABILL_NOW=SCHEDULED_NOW).returncode == 0
         else:
@@ -353,27 +371,27 @@ def loopback() -> Iterator[str]:
 class TestRule6BoundedResponses:
     @pytest.mark.parametrize("behaviour", ["huge-chunked", "huge-declared"])
     def test_rule6_a_response_over_50_mb_is_refused_by_name(self, loopback: str, behaviour: str) -> None:
-        from psabill.psa.base import PsaError
+        from psabill.net.errors import RemoteError
         from psabill.net.http import HttpClient
 
         client = HttpClient(headers={}, timeout=10, max_retries=2)
         assert client.get_json(f"{loopback}/ok") == {"ok": True}
         started = time.monotonic()
-        with pytest.raises(PsaError) as caught:
+        with pytest.raises(RemoteError) as caught:
             client.get_json(f"{loopback}/{behaviour}")
         assert f"GET {loopback}/{behaviour}: the response is over the 50 MB limit" in str(caught.value)
-        assert type(caught.value) is PsaError and client.request_count == 2  # refused, never retried
+        assert type(caught.value) is RemoteError and client.request_count == 2  # refused, never retried
         assert time.monotonic() - started < 4
         client.close()
 
     @pytest.mark.parametrize("behaviour", ["dribble-body", "dribble-headers"])
     def test_rule6_a_server_that_dribbles_bytes_meets_the_overall_deadline(self, loopback: str, behaviour: str) -> None:
-        from psabill.psa.base import PsaUnreachable
+        from psabill.net.errors import Unreachable
         from psabill.net.http import HttpClient
 
         client = HttpClient(headers={}, timeout=0.5, max_retries=1, backoff=0.01)  # deadline: 4 x 0.5 s
         started = time.monotonic()
-        with pytest.raises(PsaUnreachable) as caught:
+        with pytest.raises(Unreachable) as caught:
             client.get_json(f"{loopback}/{behaviour}")
         elapsed = time.monotonic() - started
         assert "within the 2s deadline" in str(caught.value) and "after 2 attempt(s)" in str(caught.value)
@@ -413,10 +431,10 @@ def _one_line_or_fine(proc: "subprocess.CompletedProcess[str]") -> None:
 class TestRule9EveryFilesystemFailureIsOneLine:
     def test_rule9_a_run_lock_that_is_a_directory(self, env: Env) -> None:
         ready(env)
-        (env.state_dir / "run.lock").mkdir(parents=True)
+        (env.state_dir / lock_name(env)).mkdir(parents=True)
         proc = run(["run", "--scheduled"], PSABILL_NOW=SCHEDULED_NOW)
         line = one_error_line(proc)
-        assert proc.returncode == 7 and "run.lock" in line and "retry" in line
+        assert proc.returncode == 7 and lock_name(env) in line and "retry" in line
         for args in COMMANDS:
             _one_line_or_fine(run(args, PSABILL_NOW=SCHEDULED_NOW))
 
@@ -511,7 +529,7 @@ class TestRule10CrontabBytesAreData:
 class TestRule11LoggingNeverSpeaksToCron:
     def test_rule11_a_log_that_cannot_be_opened_is_one_line_and_the_run_carries_on(self, env: Env) -> None:
         ready(env)
-        (env.state_dir / "psabill.text.log").mkdir(parents=True)  # not writable, even by root
+        (env.state_dir / "psabill.log").mkdir(parents=True)  # not writable, even by root
         proc = run(["run", "--scheduled"], PSABILL_NOW=SCHEDULED_NOW)
         assert proc.returncode == 0 and proc.stdout == ""
         lines = proc.stderr.splitlines()
@@ -525,7 +543,7 @@ class TestRule11LoggingNeverSpeaksToCron:
     def test_rule11_a_log_write_that_fails_is_reported_once_without_a_traceback(self, tmp_path: Path) -> None:
         from psabill.text import log
 
-        logger = log.setup(tmp_path / "state" / "psabill.text.log")
+        logger = log.setup(tmp_path / "state" / "psabill.log")
         handler = logger.handlers[0]
 
         class Broken(io.StringIO):
@@ -555,22 +573,25 @@ class TestHistoryWritesAreScrubbed:
         from datetime import datetime, timezone
 
         from psabill.text import redact
-        from psabill.ledger.history import History
-        from psabill.report import ItemResult, RunReport
+        from psabill.ledger.history import Ledger
+        from psabill.report import Item, Run
 
         secret = "hist-secret-4c1d9e-do-not-store"
         redact.register(secret)
         try:
             db = tmp_path / "state" / "state.db"
-            with History(db) as history:
-                report = RunReport(trigger="manual", started_at=datetime.now(timezone.utc))
+            with Ledger(db) as history:
+                report = Run(trigger="manual", started_at=datetime.now(timezone.utc))
                 run_id = history.start_run(report)
-                history.add_item(run_id, 1, ItemResult(
-                    customer="Acme", sku="LastPass", outcome="failed", psa_company="ACME", agreement=None,
-                    line=None, old=1, new=2, message=f"PSA said: bad key {secret}", hint=f"check {secret}"))
+                item = Item(customer="Acme", sku="LastPass", outcome="planned", seq=1, psa_company="ACME",
+                            agreement=None, line=None, old=1, new=2, message=f"planned with key {secret}")
+                report.items = [item]
+                history.store_plan(report, datetime.now(timezone.utc))
+                item.outcome, item.message, item.hint = "failed", f"PSA said: bad key {secret}", f"check {secret}"
+                history.settle(run_id, [item])
                 report.status, report.message = "failed", f"aborted: token {secret}"
                 report.finished_at = datetime.now(timezone.utc)
-                history.finish_run(report)
+                history.finish_run(report, retry=False)
                 history.set_email(run_id, "failed", f"SMTP said AUTH {secret}")
             conn = sqlite3.connect(str(db))
             dump = "\n".join(conn.iterdump())
@@ -600,12 +621,12 @@ class TestRule2TrustFilesBeyondTheListed:
     def test_rule2_a_loose_psa_ca_file_is_refused(self, tmp_path: Path, how: str) -> None:
         import certifi
 
-        from psabill.psa.base import PsaError
+        from psabill.net.errors import RemoteError
         from psabill.net.http import HttpClient
 
         ca = tmp_path / "ca.pem"
         ca.write_bytes(Path(certifi.where()).read_bytes())
         HttpClient(headers={}, ca_file=str(ca)).close()
         _loosen(ca, how)
-        with pytest.raises(PsaError, match="ca_file"):
+        with pytest.raises(RemoteError, match="ca_file"):
             HttpClient(headers={}, ca_file=str(ca))

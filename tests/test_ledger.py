@@ -23,10 +23,10 @@ from typing import List, Optional
 import pytest
 
 from psabill.errors import StateError
-from psabill.ledger.history import SCHEMA_VERSION, History
-from psabill.outcomes import INTERRUPTED, PARTIAL, SUCCESS, UPDATED
-from psabill.report import ItemResult, RunReport
-from support.env import Env
+from psabill.ledger.history import SCHEMA_VERSION, Ledger
+from psabill.outcomes import FAILED, INTERRUPTED, PARTIAL, PLANNED, SUCCESS, UPDATED
+from psabill.report import Item, Run
+from support.env import Env, write_old
 from support.ledger import history_for, store_for
 
 UTC = timezone.utc
@@ -34,15 +34,23 @@ SAVED = "2026-11-26T12:00:00+00:00"
 OCC = datetime(2026, 11, 27, 6, tzinfo=UTC)
 
 
-def scheduled(occurrence: datetime = OCC, started: Optional[datetime] = None) -> RunReport:
-    return RunReport(trigger="scheduled", started_at=started or occurrence + timedelta(seconds=5),
+def scheduled(occurrence: datetime = OCC, started: Optional[datetime] = None) -> Run:
+    return Run(trigger="scheduled", started_at=started or occurrence + timedelta(seconds=5),
                      occurrence=occurrence)
 
 
-def finish(history: History, report: RunReport, status: str = SUCCESS) -> None:
+def finish(history: Ledger, report: Run, status: str = SUCCESS) -> None:
     report.status = status
     report.finished_at = report.started_at + timedelta(seconds=30)
-    history.finish_run(report)
+    history.finish_run(report, retry=False)
+
+
+def store_items(history: Ledger, report: Run, *items: Item) -> None:
+    """Store ``items`` as ``report``'s plan (numbered from 1 unless they carry a seq)."""
+    for n, item in enumerate(items, start=1):
+        item.seq = item.seq or n
+    report.items = list(items)
+    history.store_plan(report, report.started_at)
 
 
 class TestHistory:
@@ -50,23 +58,29 @@ class TestHistory:
         with history_for(tmp_path / "state", ledger_url) as history:
             report = scheduled()
             run_id = history.start_run(report)
-            history.add_item(run_id, 1, ItemResult("Acme", "LastPass", "failed", message="first try"))
-            history.add_item(run_id, 1, ItemResult("Acme", "LastPass", UPDATED, old=3, new=5))  # replaces seq 1
-            history.add_item(run_id, 2, ItemResult("Globex", "MFA", UPDATED, old=1, new=2, psa_company="G"))
+            acme, globex = Item("Acme", "LastPass", old=3, new=5), Item("Globex", "MFA", old=1, new=2, psa_company="G")
+            store_items(history, report, acme, globex)  # the plan, before any write
+            assert [i.outcome for i in history.items(run_id)] == [PLANNED, PLANNED]
+            acme.outcome, acme.message = FAILED, "first try"
+            history.settle(run_id, [acme])
+            acme.outcome, acme.message, globex.outcome = UPDATED, "", UPDATED
+            history.settle(run_id, [acme, globex])  # replaces seq 1's outcome
             report.items = history.items(run_id)
             report.api_requests = 9
             finish(history, report, PARTIAL)
             history.set_email(run_id, "sent", "to 2 addresses")
             row = history.run(run_id)
-            assert row is not None and history.last_run() == row
-            assert (row.status, row.api_requests, row.updated, row.email_status) == (PARTIAL, 9, 2, "sent")
+            latest = history.last_run()
+            assert row is not None and latest is not None and latest.to_json(items=False) == row.to_json(items=False)
+            assert (row.status, row.api_requests, row.count(UPDATED), row.email.status) == (PARTIAL, 9, 2, "sent")
+            assert latest.counts == {UPDATED: 2}  # a run read without its items: counted from them
             assert row.host == socket.gethostname() and row.to_json()["host"] == socket.gethostname()
-            assert [(i.customer, i.outcome, i.old, i.new) for i in history.items(run_id)] == [
-                ("Acme", UPDATED, 3, 5), ("Globex", UPDATED, 1, 2)]
-            rebuilt = history.report(run_id)
+            assert [(i.customer, i.outcome, i.old, i.new, i.message) for i in history.items(run_id)] == [
+                ("Acme", UPDATED, 3, 5, ""), ("Globex", UPDATED, 1, 2, "")]
+            rebuilt = history.run(run_id)
             assert rebuilt is not None and rebuilt.occurrence == OCC and len(rebuilt.items) == 2
             assert [r.id for r in history.runs(OCC - timedelta(days=1))] == [run_id]
-            assert history.run(run_id + 100) is None and history.report(run_id + 100) is None
+            assert history.run(run_id + 100) is None and history.items(run_id + 100) == []
             assert history.hosts() == [socket.gethostname()]
 
     def test_an_occurrence_is_done_only_once_a_run_for_it_ends_other_than_interrupted(
@@ -77,7 +91,7 @@ class TestHistory:
             history.start_run(report)
             assert not history.occurrence_done(OCC) and not history.occurrence_done_readonly(OCC)
             assert history.mark_interrupted() == 1
-            assert history.run(report.run_id or 0).status == INTERRUPTED  # type: ignore[union-attr]
+            assert history.run(report.id or 0).status == INTERRUPTED  # type: ignore[union-attr]
             assert not history.occurrence_done(OCC)
             again = scheduled()
             history.start_run(again)
@@ -95,8 +109,8 @@ class TestHistory:
             with pytest.raises(StateError, match="already ran"):
                 history.start_run(scheduled())
             assert len(history.runs()) == 1
-            manual = RunReport(trigger="manual", started_at=OCC)
-            assert history.start_run(manual) > (first.run_id or 0)  # manual runs claim nothing
+            manual = Run(trigger="manual", started_at=OCC)
+            assert history.start_run(manual) > (first.id or 0)  # manual runs claim nothing
 
     def test_retention_deletes_old_runs_with_their_items_and_keeps_the_newest(
             self, tmp_path: Path, ledger_url: Optional[str]) -> None:
@@ -105,7 +119,7 @@ class TestHistory:
             for day in range(3):
                 report = scheduled(OCC + timedelta(days=day))
                 ids.append(history.start_run(report))
-                history.add_item(ids[-1], 1, ItemResult("Acme", "LastPass", UPDATED, old=day, new=day + 1))
+                store_items(history, report, Item("Acme", "LastPass", UPDATED, old=day, new=day + 1))
                 finish(history, report)
             # The window runs back from the newest record (OCC + 2 days), never from a "now".
             assert history.prune(timedelta(days=1), keep=timedelta(hours=27)) == 1
@@ -133,7 +147,7 @@ class TestHistory:
                 try:
                     barrier.wait()
                     with history_for(state, ledger_url) as history:
-                        history.start_run(RunReport(trigger="manual", started_at=OCC))
+                        history.start_run(Run(trigger="manual", started_at=OCC))
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     errors.append(exc)
 
@@ -171,12 +185,12 @@ class TestRunLock:
             from datetime import datetime, timezone
             sys.path.insert(0, {str(Path(__file__).parent)!r})
             from support.ledger import store_for
-            from psabill.report import RunReport
+            from psabill.report import Run
             from pathlib import Path
             store = store_for(Path({str(env.state_dir)!r}), {ledger_url!r})
-            with store.lock(5), store.history as history:
+            with store.lock(5), store.ledger as history:
                 occ = datetime(2026, 11, 27, 6, tzinfo=timezone.utc)
-                history.start_run(RunReport(trigger="scheduled", started_at=occ, occurrence=occ))
+                history.start_run(Run(trigger="scheduled", started_at=occ, occurrence=occ))
                 print("holding", flush=True)
                 time.sleep(60)
         """)], stdout=subprocess.PIPE, text=True)
@@ -225,43 +239,59 @@ class TestHostsAndStatus:
             assert "Warning:" in env.run("status", now="2026-11-28T07:00:00Z").output
 
 
-def test_a_version_1_sqlite_history_migrates_to_record_the_host(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_version_1_sqlite_history_migrates_to_record_the_host(tmp_path: Path, version: int) -> None:
+    # Version 1 had no host; version 2 added it. Both stored counts on the run; version 3 counts the items.
     db = tmp_path / "state" / "state.db"
     db.parent.mkdir()
     conn = sqlite3.connect(str(db))
-    conn.executescript("""
+    conn.executescript(f"""
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, trigger TEXT NOT NULL, occurrence TEXT,
             started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, late_seconds INTEGER,
             message TEXT NOT NULL DEFAULT '', psa_kind TEXT, api_requests INTEGER NOT NULL DEFAULT 0,
             updated INTEGER NOT NULL DEFAULT 0, unchanged INTEGER NOT NULL DEFAULT 0,
             failed INTEGER NOT NULL DEFAULT 0, unmapped INTEGER NOT NULL DEFAULT 0, email_status TEXT,
-            email_message TEXT NOT NULL DEFAULT '', pid INTEGER);
+            email_message TEXT NOT NULL DEFAULT '', pid INTEGER{", host TEXT" if version >= 2 else ""});
         CREATE TABLE items (run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, seq INTEGER NOT NULL,
             customer TEXT NOT NULL, sku TEXT NOT NULL, psa_company TEXT, agreement TEXT, line TEXT, old INTEGER,
             new INTEGER, outcome TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', hint TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (run_id, seq));
-        INSERT INTO meta VALUES ('schema_version', '1');
-        INSERT INTO runs (trigger, occurrence, started_at, status) VALUES
-            ('scheduled', '2026-11-27T06:00:00+00:00', '2026-11-27T06:00:05+00:00', 'success');
+        INSERT INTO meta VALUES ('schema_version', '{version}');
+        INSERT INTO runs (trigger, occurrence, started_at, finished_at, status, updated, unchanged, email_status)
+            VALUES ('scheduled', '2026-11-27T06:00:00+00:00', '2026-11-27T06:00:05+00:00',
+                    '2026-11-27T06:00:35+00:00', 'success', 2, 1, 'sent');
+        INSERT INTO items (run_id, seq, customer, sku, psa_company, old, new, outcome) VALUES
+            (1, 1, 'Acme', 'LastPass', 'ACME', 3, 5, 'updated'),
+            (1, 2, 'Globex', 'LastPass', 'GLOBEX', 7, 9, 'updated'),
+            (1, 3, 'Initech', 'LastPass', 'INITECH', 4, 4, 'unchanged');
     """)
     conn.commit()
     conn.close()
-    history = History(db)
+    history = Ledger(db)
     assert history.occurrence_done_readonly(OCC)  # an old schema is readable before any writer migrates it
     with history:
-        assert history.runs()[0].host is None
+        old = history.runs()[0]
+        assert old.host is None
+        # The run keeps its history: its status, email and items; its counts now come from those items.
+        assert (old.id, old.status, old.occurrence, old.email.status) == (1, SUCCESS, OCC, "sent")
+        assert old.counts == {UPDATED: 2, "unchanged": 1}
+        kept = history.run(1)
+        assert kept is not None and [(i.customer, i.outcome, i.old, i.new) for i in kept.items] == [
+            ("Acme", UPDATED, 3, 5), ("Globex", UPDATED, 7, 9), ("Initech", "unchanged", 4, 4)]
+        assert history.occurrence_done(OCC)  # still done: the migrated run is not run again
         report = scheduled(OCC + timedelta(days=1))
         history.start_run(report)
-        assert history.run(report.run_id or 0).host == socket.gethostname()  # type: ignore[union-attr]
+        assert history.run(report.id or 0).host == socket.gethostname()  # type: ignore[union-attr]
         assert history._query("SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert SCHEMA_VERSION == 3
 
 
 def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
-    with History(tmp_path / "state" / "state.db") as history:
+    with Ledger(tmp_path / "state" / "state.db") as history:
         history._execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StateError, match="schema version 99"):
-        History(tmp_path / "state" / "state.db").conn
+        Ledger(tmp_path / "state" / "state.db").conn
 
 
 class TestPostgresErrors:
@@ -272,7 +302,7 @@ class TestPostgresErrors:
             result = env.run(*args, now=now, env={"PSABILL_STATE_URL": url})
             assert result.exit_code == 7, result.output
             line = result.output.strip()
-            assert "\n" not in line and line.startswith("Error: cannot reach the history database postgresql://billing@/")
+            assert "\n" not in line and line.startswith("Error: cannot reach the history database postgresql://billing:***@/")
             assert "s3cr" not in line and "also-s3cret" not in line
 
     def test_a_bad_state_url_in_the_config_never_shows_its_password(self, env: Env) -> None:
@@ -281,7 +311,7 @@ class TestPostgresErrors:
             fh.write('\n[state]\nurl = "mysql://root:hunter2@db/psabill"\n')
         result = env.run("status")
         assert result.exit_code == 3
-        assert "hunter2" not in result.output and "mysql://root@db/psabill" in result.output
+        assert "hunter2" not in result.output and "mysql://root:***@db/psabill" in result.output  # masked, not dropped
 
     def test_the_lock_message_names_the_database_without_the_password(self, pg_url: str) -> None:
         from psabill.ledger.dialect import PostgresDialect
@@ -292,7 +322,8 @@ class TestPostgresErrors:
             with pytest.raises(StateError) as caught:
                 with second.lock(0.1):
                     pass
-        assert "pw-not-shown" not in caught.value.message and "postgresql://psabill@/postgres" in caught.value.message
+        assert "pw-not-shown" not in caught.value.message
+        assert "postgresql://psabill:***@/postgres" in caught.value.message  # masked, not dropped
 
     def test_ledgers_in_different_schemas_do_not_share_a_lock(self, pg_server: str) -> None:
         from support.pg import fresh_schema
@@ -335,6 +366,7 @@ class TestTwoHosts:
                 services[f"C{n:03d}"] = at.add_service(at.add_contract(at.add_company(f"Customer {n}", f"C{n:03d}")),
                                                        301, 10)
             data = tomllib.loads(env.config.read_text())
+            data["account"]["id"] = "msp-autotask"  # one config on two hosts: one identity in the shared ledger
             data.update({
                 "source": {"kind": "csv", "path": "usage.csv"},
                 "products": {"LastPass": "301"},
@@ -355,7 +387,7 @@ class TestTwoHosts:
                 seats = {customer: 10 + round_no + i for i, customer in enumerate(services)}
                 usage = "customer,sku,seats\n" + "".join(f"{c},LastPass,{n}\n" for c, n in seats.items())
                 for root in installs:
-                    (root / "conf" / "usage.csv").write_text(usage)
+                    write_old(root / "conf" / "usage.csv", usage)
                 now = f"2026-12-{round_no:02d}T06:00:{round_no:02d}Z"
                 before = len(at.adjustments)
                 procs = [subprocess.Popen(
@@ -366,8 +398,8 @@ class TestTwoHosts:
                          "PSABILL_NOW": now, "AT_SECRET": at.secret}) for root in installs]
                 outputs = [proc.communicate(timeout=120) for proc in procs]
                 assert [proc.returncode for proc in procs] == [0, 0], outputs
-                runs = json.loads(env.run("history", "--days", "100000", "--json",
-                                          env={"PSABILL_STATE_URL": pg_url}).output)
+                runs = json.loads(env.run("history", "--days", "100000", "--json", env={
+                    "PSABILL_STATE_URL": pg_url, "PSABILL_CONFIG": str(installs[0] / "conf" / "config.toml")}).output)
                 assert len(runs) == round_no, (round_no, outputs)
                 assert runs[0]["occurrence"] == f"2026-12-{round_no:02d}T06:00:00+00:00"
                 assert runs[0]["status"] == SUCCESS and runs[0]["counts"]["updated"] == len(services)
@@ -375,8 +407,8 @@ class TestTwoHosts:
                 for customer, csid in services.items():
                     assert at.units(csid) == seats[customer]
             # Each install logged locally; between them, exactly one run per round.
-            started = sum((root / "state" / "psabill.text.log").read_text().count(" started (scheduled")
-                          for root in installs if (root / "state" / "psabill.text.log").exists())
+            started = sum((root / "state" / "psabill.log").read_text().count(" started (scheduled")
+                          for root in installs if (root / "state" / "psabill.log").exists())
             assert started == 8
             for customer, csid in services.items():
                 contract = at.tables["ContractServices"][csid]["contractID"]

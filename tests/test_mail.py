@@ -23,12 +23,13 @@ import pytest
 from support.env import ADDRESSES, Sink, free_port, settings_for
 
 from psabill import notify
-from psabill.notify import facts, message, templates, transports
+from psabill.config.paths import Paths
 from psabill.config.settings import Settings as Config
 from psabill.errors import EmailError
-from psabill.report import ItemResult, RunReport
+from psabill.ledger.history import Ledger
+from psabill.notify import facts, message, templates, transports
 from psabill.outcomes import FAILED, PARTIAL, SUCCESS, UNCHANGED, UNMAPPED, UPDATED
-from psabill.ledger.history import History
+from psabill.report import Item, Run
 
 GOLDEN = Path(__file__).parent / "golden"
 PASSWORD = "s3cr3t-Pa55word!"
@@ -41,26 +42,33 @@ SNEAKY = "=HYPERLINK(\"x\")\nFAKE: all good"
 # -- fixtures ------------------------------------------------------------------------
 
 
-def fixed_report() -> RunReport:
+def numbered(items: List[Item]) -> List[Item]:
+    """Items in plan order (the ledger keys them by ``seq``)."""
+    for seq, item in enumerate(items, start=1):
+        item.seq = seq
+    return items
+
+
+def fixed_report() -> Run:
     """One of everything, at fixed instants, with names chosen to break things."""
-    return RunReport(
+    return Run(
         trigger="scheduled",
-        run_id=7,
+        id=7,
         started_at=datetime(2026, 3, 10, 15, 7, 30, tzinfo=UTC),
         finished_at=datetime(2026, 3, 10, 15, 8, 2, tzinfo=UTC),
         occurrence=datetime(2026, 3, 10, 13, 0, tzinfo=UTC),
         late_seconds=7650,
         status=PARTIAL,
-        psa_kind="connectwise",
+        psa="connectwise",
         account_name="Zürich Managed IT",
-        account_zone="America/New_York",
+        zone="America/New_York",
         schedule_text="Every Tuesday at 09:00 (America/New_York)",
         next_run=datetime(2026, 3, 17, 13, 0, tzinfo=UTC),
-        items=[
-            ItemResult(ACME, "LastPass", UPDATED, old=10, new=12),
-            ItemResult("Globex Corporation", "LastPass+MFA", UPDATED, old=30, new=25),
-            ItemResult("Initech", "LastPass", UNCHANGED, old=5, new=5),
-            ItemResult(
+        items=numbered([
+            Item(ACME, "LastPass", UPDATED, old=10, new=12),
+            Item("Globex Corporation", "LastPass+MFA", UPDATED, old=30, new=25),
+            Item("Initech", "LastPass", UNCHANGED, old=5, new=5),
+            Item(
                 "Contoso",
                 "LastPass",
                 FAILED,
@@ -69,18 +77,21 @@ def fixed_report() -> RunReport:
                 message="agreement 'Managed Services' is cancelled",
                 hint="reactivate the agreement in ConnectWise or map another one",
             ),
-            ItemResult(SNEAKY, "LastPass", UNMAPPED, message="no PSA company mapped"),
-            ItemResult(SNEAKY, "LastPass+MFA", UNMAPPED, message="no PSA company mapped"),
-        ],
+            Item(SNEAKY, "LastPass", UNMAPPED, message="no PSA company mapped"),
+            Item(SNEAKY, "LastPass+MFA", UNMAPPED, message="no PSA company mapped"),
+        ]),
     )
 
 
-def aborted_report() -> RunReport:
-    """A scheduled run that stopped before it looked at any item."""
+#: When the aborted run's occurrence is tried again (the hourly retry within catch-up).
+RETRY = datetime(2026, 3, 10, 16, 7, tzinfo=UTC)
+
+
+def aborted_report() -> Run:
+    """A scheduled run that stopped before it looked at any item; it is retried at RETRY."""
     report = fixed_report()
     report.status, report.items = "aborted", []
     report.message = "PSA login failed: 401 Unauthorized (check [psa] public_key and private_key)"
-    report.next_run = datetime(2026, 3, 10, 16, 7, tzinfo=UTC)  # the retry
     return report
 
 
@@ -94,21 +105,35 @@ def make_config(tmp_path: Path, notify: Optional[dict] = None, **extra: Any) -> 
     return settings_for(tmp_path / "config.toml", data)
 
 
+class State(Ledger):
+    """The ledger in ``tmp_path/state``, with the paths a report's delivery needs."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path / "state"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.paths = Paths(tmp_path / "config.toml", self.dir, None)
+        super().__init__(self.paths.db)
+
+
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[History]:
-    st = History(tmp_path / "state" / "state.db")
+def state(tmp_path: Path) -> Iterator[State]:
+    st = State(tmp_path)
     yield st
     st.close()
 
 
-def recorded(state: History, report: RunReport) -> RunReport:
-    """Store the report as the runner would, so set_email has a row to update."""
+def recorded(state: Ledger, report: Run) -> Run:
+    """Store the report as the runner would (started, planned, finished), so set_email has a row to update."""
     state.start_run(report)
-    for seq, item in enumerate(report.items):
-        assert report.run_id is not None
-        state.add_item(report.run_id, seq, item)
-    state.finish_run(report)
+    assert report.id is not None
+    state.store_plan(report, report.started_at)
+    state.finish_run(report, retry=False)
     return report
+
+
+def send_report(cfg: Config, report: Run, state: State, *, force: bool = False) -> None:
+    """Decide, render, deliver and record the report the way a finished run does."""
+    notify.report_run(cfg, state.paths, report, state, retrying=False, force=force)
 
 
 @pytest.fixture
@@ -170,7 +195,7 @@ class TestSmtp:
     def test_every_address_receives_a_proper_multipart_message(self, tmp_path, state, smtp_server):
         server = smtp_server()
         report = recorded(state, fixed_report())
-        notify.send_report(smtp_config(tmp_path, server.port, security="none").notify, report, state, outbox=state.dir / "outbox")
+        send_report(smtp_config(tmp_path, server.port, security="none"), report, state)
 
         assert len(server.sink.envelopes) == 1
         envelope = server.sink.envelopes[0]
@@ -184,36 +209,37 @@ class TestSmtp:
         assert report_part.get_content_type() == "multipart/alternative"
         assert [p.get_content_type() for p in report_part.iter_parts()] == ["text/plain", "text/html"]
         assert csv_part.get_content_type() == "text/csv"
-        assert csv_part.get_filename() == f"psabill-run-{report.run_id:06d}.csv"
+        assert csv_part.get_filename() == f"psabill-run-{report.id:06d}.csv"
         assert msg["Date"] and msg["Message-ID"].startswith("<") and msg["Message-ID"].endswith(">")
         assert [a.addr_spec for a in msg["To"].addresses] == ADDRESSES
         # The non-ASCII account name is RFC 2047-encoded on the wire and decodes intact.
         assert b"=?utf-8?" in raw.split(b"\r\n\r\n", 1)[0].lower()
         assert "Zürich Managed IT" in msg["Subject"]
-        assert msg["Subject"] == "psabill: Zürich Managed IT billing update: 2 changed, 1 failed, 2 unmapped (2026-03-10)"
+        assert msg["Subject"] == ("psabill: partial: Zürich Managed IT billing update: 2 changed, 1 failed, 2 unmapped "
+                                  "(2026-03-10)")  # the state first
         text, html = parts(msg)
         assert ACME in text
         assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in html and ACME not in html
-        row = state.run(report.run_id)
-        assert row.email_status == "sent"
-        assert ", ".join(ADDRESSES) in row.email_message
+        row = state.run(report.id)
+        assert row.email.status == "sent"
+        assert ", ".join(ADDRESSES) in row.email.message
 
     def test_starttls_trusts_a_self_signed_cert_through_ca_file(self, tmp_path, state, smtp_server, tls):
         server_ctx, ca_file = tls
         server = smtp_server(tls_context=server_ctx, require_starttls=True)
         report = recorded(state, fixed_report())
         cfg = smtp_config(tmp_path, server.port, security="starttls", ca_file=str(ca_file))
-        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
+        send_report(cfg, report, state)
         assert server.sink.envelopes[0].rcpt_tos == ADDRESSES
-        assert "STARTTLS" in state.run(report.run_id).email_message
+        assert "STARTTLS" in state.run(report.id).email.message
 
     def test_starttls_without_ca_file_fails_with_a_hint(self, tmp_path, state, smtp_server, tls):
         server_ctx, _ = tls
         server = smtp_server(tls_context=server_ctx, require_starttls=True)
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError, match="ca_file"):
-            notify.send_report(smtp_config(tmp_path, server.port, security="starttls").notify, report, state, outbox=state.dir / "outbox")
-        assert state.run(report.run_id).email_status == "failed"
+            send_report(smtp_config(tmp_path, server.port, security="starttls"), report, state)
+        assert state.run(report.id).email.status == "failed"
 
     def test_ssl_mode_with_login_reads_the_password_file(self, tmp_path, state, smtp_server, tls):
         from aiosmtpd.smtp import AuthResult
@@ -228,15 +254,16 @@ class TestSmtp:
         server = smtp_server(ssl_context=server_ctx, authenticator=authenticator, auth_require_tls=False)
         secret = tmp_path / "smtp-password"
         secret.write_text(PASSWORD + "\n")
+        secret.chmod(0o600)  # a password file readable by group or others is refused
         cfg = smtp_config(
             tmp_path, server.port, security="ssl", ca_file=str(ca_file),
             username="billing", password_file=str(secret),
         )
         report = recorded(state, fixed_report())
-        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
+        send_report(cfg, report, state)
         assert seen == [(b"billing", PASSWORD.encode())]
         assert server.sink.envelopes[0].rcpt_tos == ADDRESSES
-        assert "(SSL)" in state.run(report.run_id).email_message
+        assert "(SSL)" in state.run(report.id).email.message
 
     def test_rejected_login_raises_records_and_never_shows_the_password(
         self, tmp_path, state, smtp_server, monkeypatch
@@ -253,13 +280,13 @@ class TestSmtp:
         )
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError) as caught:
-            notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
+            send_report(cfg, report, state)
         message = caught.value.message
         assert "rejected the login for 'billing'" in message
         assert "\n" not in message
         assert PASSWORD not in message and PASSWORD not in repr(caught.value)
-        row = state.run(report.run_id)
-        assert row.email_status == "failed" and row.email_message == message
+        row = state.run(report.id)
+        assert row.email.status == "failed" and row.email.message == message
         assert row.status == PARTIAL  # the run itself is untouched
         assert server.sink.envelopes == []
 
@@ -267,10 +294,10 @@ class TestSmtp:
         cfg = smtp_config(tmp_path, free_port(), security="none", username="u", password=PASSWORD)
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError, match=r"cannot connect to SMTP server 127\.0\.0\.1:\d+") as caught:
-            notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
+            send_report(cfg, report, state)
         assert PASSWORD not in caught.value.message
-        row = state.run(report.run_id)
-        assert row.email_status == "failed" and "cannot connect" in row.email_message
+        row = state.run(report.id)
+        assert row.email.status == "failed" and "cannot connect" in row.email.message
         assert EmailError.exit_code == 5
 
     def test_unset_password_env_is_named(self, tmp_path, monkeypatch):
@@ -279,11 +306,16 @@ class TestSmtp:
         with pytest.raises(EmailError, match="PSABILL_NO_SUCH_VAR"):
             transports.smtp_password(cfg.notify.smtp)
 
-    def test_redact_removes_plain_and_base64_forms(self):
+    def test_redact_removes_plain_and_base64_forms(self, tmp_path):
         import base64
 
+        from psabill.text import redact
+
+        # Resolving the password registers it with the redactor every message passes through.
+        cfg = smtp_config(tmp_path, 25, username="u", password=PASSWORD)
+        assert transports.smtp_password(cfg.notify.smtp) == PASSWORD
         b64 = base64.b64encode(PASSWORD.encode()).decode()
-        assert transports.redact(f"x {PASSWORD} y {b64}", PASSWORD) == "x *** y ***"
+        assert redact.scrub(f"x {PASSWORD} y {b64}") == "x [redacted] y [redacted]"
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -292,7 +324,8 @@ class TestSmtp:
 class TestRender:
     @pytest.mark.parametrize("name", ["report.txt", "report-aborted.txt", "report.csv"])
     def test_text_body_and_csv_match_the_golden_files(self, name):
-        rendered = templates.render(aborted_report() if "aborted" in name else fixed_report())
+        rendered = (templates.render(aborted_report(), next_attempt=RETRY) if "aborted" in name
+                    else templates.render(fixed_report()))
         text = rendered.attachment if name.endswith(".csv") else rendered.text
         golden = GOLDEN / name
         if os.environ.get("PSABILL_UPDATE_GOLDEN"):
@@ -315,7 +348,7 @@ class TestRender:
             "Globex Corporation", "30 → 25", "-5", "+2",
             "agreement 'Managed Services' is cancelled",
             "reactivate the agreement in ConnectWise or map another one",
-            "updated 2, unchanged 1, failed 1, unmapped 2",
+            "failed 1, unmapped 2, updated 2, unchanged 1",  # what needs action first (outcomes.ITEM_ORDER)
             "psabill-run-000007.csv",
         ]
         for fact in facts:
@@ -363,8 +396,8 @@ class TestRender:
             (SUCCESS, [], "complete"),
             ("failed", [], "failed"),
             ("aborted", [], "failed"),
-            (PARTIAL, [ItemResult("A", "x", FAILED), ItemResult("A", "y", FAILED),
-                       ItemResult("B", "x", FAILED)], "2 companies not updated"),
+            (PARTIAL, [Item("A", "x", FAILED), Item("A", "y", FAILED),
+                       Item("B", "x", FAILED)], "2 companies not updated"),
         ],
         ids=["complete", "failed", "aborted", "partial-counts-companies"],
     )
@@ -376,7 +409,7 @@ class TestRender:
 
     def test_history_url_takes_the_run_id_else_the_command_is_shown(self):
         report = fixed_report()
-        report.run_id = 42
+        report.id = 42
         with_url = templates.render(report, history_url="https://billing.example.com/runs/{run_id}")
         assert "Details: https://billing.example.com/runs/42" in with_url.text
         assert 'href="https://billing.example.com/runs/42"' in with_url.html
@@ -396,23 +429,24 @@ class TestRender:
 
         report = fixed_report()
         report.trigger, report.status, report.account_name = "dry-run", "aborted", ""
-        report.message = "PSA login failed: 401\nUnauthorized"
+        report.message = "PSA login failed: 401\nUnauthorized"  # a message's line break folds to a space
         rendered = templates.render(report)
-        assert rendered.subject == "psabill: billing update: failed, 2 to change, 1 failed, 2 unmapped (2026-03-10, dry run)"
-        for fact in ["DRY RUN: nothing was written", "Action needed:", "PSA login failed: 401\\nUnauthorized"]:
+        assert rendered.subject == "psabill: FAILED: billing update: 2 to change, 1 failed, 2 unmapped (2026-03-10, dry run)"
+        for fact in ["DRY RUN: nothing was written", "Action needed: PSA login failed: 401 Unauthorized"]:
             assert fact in rendered.text, fact
-        assert str(escape("PSA login failed: 401\\nUnauthorized")) in rendered.html
+        assert "\nUnauthorized" not in rendered.text  # shown on its line, never obeyed as a new one
+        assert str(escape("PSA login failed: 401 Unauthorized")) in rendered.html
         assert "DRY RUN:" in rendered.html
 
     def test_template_dir_overrides_per_file(self, tmp_path, state):
         custom = tmp_path / "tpl"
         custom.mkdir()
         (custom / "subject.txt").write_text("Billing {{ outcome }} for {{ account }}\n")
-        (custom / "body.html").write_text("<p>{{ account }}: {{ changes|length }} changes</p>")
+        (custom / "body.html").write_text("<p>{{ account }}: {{ changes.total }} changes</p>")
         cfg = make_config(tmp_path, {"template_dir": "tpl"})  # relative to the config file
         report = fixed_report()
         report.account_name = "A & B"
-        rendered = templates.render_for(cfg.notify, report)
+        rendered = notify.render_for(cfg, report)
         assert rendered.subject == "Billing 1 company not updated for A & B"
         assert rendered.attachment_name == "psabill-run-000007.csv"  # the CSV does not depend on templates
         assert rendered.html == "<p>A &amp; B: 2 changes</p>"  # custom HTML is autoescaped too
@@ -449,21 +483,21 @@ class TestTransports:
         first = recorded(state, fixed_report())
         # The next week's occurrence: the ledger records each occurrence's run once.
         second = recorded(state, replace(fixed_report(), occurrence=datetime(2026, 3, 17, 13, 0, tzinfo=UTC)))
-        notify.send_report(cfg.notify, first, state, outbox=state.dir / 'outbox')
-        notify.send_report(cfg.notify, second, state, outbox=state.dir / 'outbox')
-        notify.send_report(cfg.notify, first, state, outbox=state.dir / 'outbox', force=True)  # a resend replaces, never duplicates
+        send_report(cfg, first, state)
+        send_report(cfg, second, state)
+        send_report(cfg, first, state, force=True)  # a resend replaces, never duplicates
         names = sorted(p.name for p in outbox.iterdir())
-        assert names == [f"run-{first.run_id:06d}.eml", f"run-{second.run_id:06d}.eml"]
+        assert names == [f"run-{first.id:06d}.eml", f"run-{second.id:06d}.eml"]
         msg = parse((outbox / names[0]).read_bytes())
-        assert msg["X-Psabill-Run"] == str(first.run_id)
+        assert msg["X-Psabill-Run"] == str(first.id)
         assert msg.get_content_type() == "multipart/mixed"
-        assert state.run(first.run_id).email_status == "sent"
+        assert state.run(first.id).email.status == "sent"
 
     def test_file_transport_defaults_to_the_state_outbox(self, tmp_path, state):
         cfg = make_config(tmp_path, {"transport": "file"})
         report = recorded(state, fixed_report())
-        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
-        assert (state.dir / "outbox" / f"run-{report.run_id:06d}.eml").exists()
+        send_report(cfg, report, state)
+        assert (state.dir / "outbox" / f"run-{report.id:06d}.eml").exists()
 
     def test_sendmail_transport_pipes_the_message_to_the_command(self, tmp_path, state):
         captured = tmp_path / "captured.eml"
@@ -472,11 +506,11 @@ class TestTransports:
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script), "-t", "-oi"]}})
         report = recorded(state, fixed_report())
-        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
+        send_report(cfg, report, state)
         msg = parse(captured.read_bytes())
         assert [a.addr_spec for a in msg["To"].addresses] == ADDRESSES
         assert (tmp_path / "args").read_text().strip() == "-t -oi"
-        assert state.run(report.run_id).email_status == "sent"
+        assert state.run(report.id).email.status == "sent"
 
     def test_a_failing_sendmail_reports_its_first_error_line(self, tmp_path, state):
         script = tmp_path / "bad-sendmail"
@@ -485,20 +519,21 @@ class TestTransports:
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script)]}})
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError, match="exited with status 75: queue dir not writable$"):
-            notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
-        assert state.run(report.run_id).email_status == "failed"
+            send_report(cfg, report, state)
+        assert state.run(report.id).email.status == "failed"
 
     def test_a_missing_sendmail_is_named(self, tmp_path):
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(tmp_path / "nope")]}})
         with pytest.raises(EmailError, match="not found"):
-            transports.deliver(cfg.notify, message.build_message(templates.Rendered("s", "t", "h"), ADDRESSES, sender=SENDER), ADDRESSES)
+            transports.deliver(cfg, message.build_message(templates.Rendered("s", "t", "h"), ADDRESSES, sender=SENDER),
+                               ADDRESSES)
 
     def test_no_addresses_is_skipped_and_says_no_report_is_sent(self, tmp_path, state):
         cfg = make_config(tmp_path, {"emails": [], "transport": "file"})
         report = recorded(state, fixed_report())
-        notify.send_report(cfg.notify, report, state, outbox=state.dir / 'outbox')
-        row = state.run(report.run_id)
-        assert row.email_status == "skipped" and "no report is sent" in row.email_message
+        send_report(cfg, report, state)
+        row = state.run(report.id)
+        assert row.email.status == "skipped" and "no report is sent" in row.email.message
 
     def test_manual_runs_are_emailed_only_with_on_manual(self, tmp_path, state):
         outbox = tmp_path / "out"
@@ -506,18 +541,18 @@ class TestTransports:
         report.trigger = "manual"
         recorded(state, report)
         off = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
-        notify.send_report(off.notify, report, state, outbox=state.dir / 'outbox')
-        assert state.run(report.run_id).email_status == "skipped" and not outbox.exists()
+        send_report(off, report, state)
+        assert state.run(report.id).email.status == "skipped" and not outbox.exists()
         on = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}, "on_manual": True})
-        notify.send_report(on.notify, report, state, outbox=state.dir / 'outbox')
-        assert state.run(report.run_id).email_status == "sent"
+        send_report(on, report, state)
+        assert state.run(report.id).email.status == "sent"
 
 
 # -- the commands -------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, state: History) -> Any:
+def cli_env(tmp_path: Path, state: State) -> Any:
     import tomli_w
 
     from psabill.cli.options import App
@@ -532,8 +567,11 @@ def cli_env(tmp_path: Path, state: History) -> Any:
         "notify": {"emails": ADDRESSES, "transport": "file", "file": {"dir": str(outbox)}},
     }))
     config_path.chmod(0o600)
+    from psabill.config.settings import load
+
+    state.account = load(config_path, check_addresses=False).account_id  # the config's runs, as it sees them
     report = fixed_report()
-    report.account_name, report.schedule_text, report.next_run = "", None, None  # as History.report() rebuilds it
+    # The run records how it looked when it ran (account, schedule, next run): a report rendered later says the same.
     recorded(state, report)
     ctx = App(Paths(config=config_path, state_dir=state.dir, crontab_file=None))
     return ctx, report, outbox
@@ -548,11 +586,12 @@ def invoke(ctx: Any, *args: str) -> Any:
 
 
 class TestCommands:
-    def test_preview_prints_the_latest_run_with_the_current_schedule(self, cli_env):
+    def test_preview_prints_the_latest_run_with_the_schedule_it_ran_with(self, cli_env):
         ctx, report, outbox = cli_env
         result = invoke(ctx, "preview")
         assert result.exit_code == 0, result.output
-        assert "Subject: psabill: Zürich Managed IT billing update: 2 changed, 1 failed, 2 unmapped (2026-03-10)" in result.output
+        assert ("Subject: psabill: partial: Zürich Managed IT billing update: 2 changed, 1 failed, 2 unmapped "
+                "(2026-03-10)") in result.output
         assert "Every Tuesday at 09:00 (America/New_York)" in result.output
         assert "Next run:  Tue 2026-03-17 09:00 EDT" in result.output
         assert ACME in result.output
@@ -560,7 +599,7 @@ class TestCommands:
 
     def test_preview_html(self, cli_env):
         ctx, report, _ = cli_env
-        result = invoke(ctx, "preview", str(report.run_id), "--html")
+        result = invoke(ctx, "preview", str(report.id), "--html")
         assert result.exit_code == 0, result.output
         assert result.output.startswith("<!DOCTYPE html>")
         assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in result.output
@@ -575,10 +614,10 @@ class TestCommands:
 
     def test_resend_delivers_and_records(self, cli_env, state):
         ctx, report, outbox = cli_env
-        result = invoke(ctx, "resend", str(report.run_id))
+        result = invoke(ctx, "resend", str(report.id))
         assert result.exit_code == 0, result.output
-        assert (outbox / f"run-{report.run_id:06d}.eml").exists()
-        assert state.run(report.run_id).email_status == "sent"
+        assert (outbox / f"run-{report.id:06d}.eml").exists()
+        assert state.run(report.id).email.status == "sent"
 
     def test_test_sends_a_test_message(self, cli_env):
         ctx, _, outbox = cli_env
@@ -618,8 +657,8 @@ class TestLayout:
     def test_an_aborted_run_says_what_to_do_and_when_it_retries_without_zero_counts(self):
         from markupsafe import escape
 
-        rendered = templates.render(aborted_report())
-        assert rendered.subject == "psabill: Zürich Managed IT billing update: failed (2026-03-10)"
+        rendered = templates.render(aborted_report(), next_attempt=RETRY)
+        assert rendered.subject == "psabill: FAILED: Zürich Managed IT billing update: nothing was written (2026-03-10)"
         reason = "PSA login failed: 401 Unauthorized (check [psa] public_key and private_key)"
         assert f"Action needed: {reason}" in rendered.text
         assert "Next attempt:  Tue 2026-03-10 12:07 EDT" in rendered.text
@@ -631,9 +670,8 @@ class TestLayout:
         assert msg.get_content_type() == "multipart/alternative"
 
     def test_an_aborted_run_without_a_retry_says_how_to_run_again(self):
-        report = aborted_report()
-        report.next_run = None
-        assert "Next attempt:  none scheduled: fix the problem, then run 'psabill run --yes'" in templates.render(report).text
+        report = aborted_report()  # rendered without a retry: no firing within catch-up is left
+        assert "Next attempt:  none left: fix the problem, then run 'psabill run --yes'" in templates.render(report).text
 
     def test_a_run_with_an_unmapped_customer_is_not_complete(self):
         report = fixed_report()
@@ -642,9 +680,9 @@ class TestLayout:
         rendered = templates.render(report)
         assert facts.outcome_text(report) == "1 customer unmapped"
         assert "complete" not in rendered.subject and "complete" not in rendered.text
-        assert rendered.subject == "psabill: Zürich Managed IT billing update: 2 changed, 2 unmapped (2026-03-10)"
+        assert rendered.subject == "psabill: unmapped: Zürich Managed IT billing update: 2 changed, 2 unmapped (2026-03-10)"
         report.items = [i for i in report.items if i.outcome != UNMAPPED]
-        assert templates.render(report).subject == "psabill: Zürich Managed IT billing update: complete, 2 changed (2026-03-10)"
+        assert templates.render(report).subject == "psabill: complete: Zürich Managed IT billing update: 2 changed (2026-03-10)"
 
     def test_the_subject_date_is_in_the_account_zone(self):
         report = fixed_report()
@@ -678,7 +716,7 @@ def large() -> Any:
 
     report = large_report()
     rendered = templates.render(report)
-    raw = message.build_message(rendered, ADDRESSES, sender=SENDER, run_id=report.run_id).as_bytes()
+    raw = message.build_message(rendered, ADDRESSES, sender=SENDER, run_id=report.id).as_bytes()
     return report, rendered, raw
 
 
@@ -686,7 +724,7 @@ class TestLargeRun:
 
     def test_subject_carries_the_counts(self, large):
         _, rendered, _ = large
-        assert rendered.subject == "psabill: Example MSP billing update: 2998 changed, 2 failed, 1 unmapped (2026-12-01)"
+        assert rendered.subject == "psabill: partial: Example MSP billing update: 2998 changed, 2 failed, 1 unmapped (2026-12-01)"
 
     def test_the_readable_message_stays_under_gmails_clipping_size(self, large):
         _, rendered, raw = large
@@ -729,7 +767,7 @@ class TestLargeRun:
         rows = list(csv.DictReader(io.StringIO(content.lstrip("\ufeff"))))
         assert len(rows) == len(report.items) == 3001
         assert list(rows[0]) == ["customer", "sku", "psa_company", "agreement", "line", "old", "new",
-                                 "delta", "outcome", "message", "hint"]
+                                 "delta", "outcome", "rule", "message", "hint"]  # rule: what held an item
         assert {r["outcome"] for r in rows} == {"updated", "failed", "unmapped"}
         fabrikam = next(r for r in rows if r["customer"] == "Fabrikam")
         assert fabrikam["message"] == "'=cmd|' /C calc'!A0 answered 403"
@@ -738,8 +776,9 @@ class TestLargeRun:
 class TestCsv:
     @pytest.mark.parametrize("value, shown", [
         ("=1+2", "'=1+2"), ("+SUM(A1)", "'+SUM(A1)"), ("-2+3", "'-2+3"), ("@cmd", "'@cmd"),
-        ("\tx", "'\\tx"), ("\rx", "'\\rx"), ("Acme", "Acme"), ("a=b", "a=b"),
-        (-5, "-5"), (3, "3"), ("+2", "+2"), (None, ""), ("two\nlines", "two\\nlines"),
+        # A leading tab or CR is shown as \t / \r (the one cleaner's escapes): inert text, no formula.
+        ("\tx", "\\tx"), ("\rx", "\\rx"), ("Acme", "Acme"), ("a=b", "a=b"),
+        (-5, -5), (3, 3), ("+2", "+2"), (None, ""), ("two\nlines", "two\\nlines"),
     ])
     def test_cells_are_never_formulas_and_numbers_stay_numbers(self, value, shown):
         from psabill.notify.attachment import cell
@@ -750,7 +789,7 @@ class TestCsv:
         rendered = templates.render(fixed_report())
         assert rendered.attachment_name == "psabill-run-000007.csv"
         lines = rendered.attachment.split("\r\n")
-        assert lines[0] == "customer,sku,psa_company,agreement,line,old,new,delta,outcome,message,hint"
+        assert lines[0] == "customer,sku,psa_company,agreement,line,old,new,delta,outcome,rule,message,hint"
         assert len([l for l in lines[1:] if l]) == len(fixed_report().items)
         assert '"\'=HYPERLINK(""x"")\\nFAKE: all good",LastPass,' in rendered.attachment
 
@@ -777,12 +816,12 @@ class TestSender:
         script.write_text(f"#!/bin/sh\ncat > '{captured}'\n")
         script.chmod(0o755)
         cfg = make_config(tmp_path, {"transport": "sendmail", "sendmail": {"command": [str(script)]}})
-        notify_settings = cfg.notify._replace(sender=None)
+        no_sender = cfg._replace(notify=cfg.notify._replace(sender=None))
         report = recorded(state, fixed_report())
         with pytest.raises(EmailError, match=r"set \[notify\] from"):
-            notify.send_report(notify_settings, report, state, outbox=state.dir / "outbox")
+            send_report(no_sender, report, state)
         assert not captured.exists()
-        assert state.run(report.run_id).email_status == "failed"
+        assert state.run(report.id).email.status == "failed"
 
     def test_the_file_transport_writes_even_on_a_host_without_a_domain(self, tmp_path, state, monkeypatch):
         import socket
@@ -790,7 +829,7 @@ class TestSender:
         monkeypatch.setattr(socket, "getfqdn", lambda *a: "vm")
         outbox = tmp_path / "outbox"
         cfg = make_config(tmp_path, {"transport": "file", "file": {"dir": str(outbox)}})
-        notify_settings = cfg.notify._replace(sender=None)
+        no_sender = cfg._replace(notify=cfg.notify._replace(sender=None))
         report = recorded(state, fixed_report())
-        notify.send_report(notify_settings, report, state, outbox=state.dir / "outbox")
-        assert parse((outbox / f"run-{report.run_id:06d}.eml").read_bytes())["From"] == "psabill@vm"
+        send_report(no_sender, report, state)
+        assert parse((outbox / f"run-{report.id:06d}.eml").read_bytes())["From"] == "psabill@vm"

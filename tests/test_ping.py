@@ -61,7 +61,7 @@ def write_config(env: Env, ping_url: str, *, psa: bool) -> None:
     env.config.write_text(tomli_w.dumps(data))
     os.chmod(env.config, 0o600)
     if not psa:
-        env.make_ready()  # an empty usage source: a run that succeeds without a PSA request
+        env.make_ready()  # a one-line sandbox PSA that already holds the source's seats: a run that succeeds
 
 
 def test_a_successful_run_pings_start_then_the_url(env: Env, monitor: Monitor) -> None:
@@ -73,6 +73,7 @@ def test_a_successful_run_pings_start_then_the_url(env: Env, monitor: Monitor) -
 
 def test_an_aborted_run_pings_fail(env: Env, monitor: Monitor) -> None:
     write_config(env, monitor.url, psa=True)
+    env.monkeypatch.setenv("NOPE", "private")  # the client resolves its key first; then the source is missing
     result = env.run("run", "--yes")
     assert result.exit_code == 4, result.output
     assert monitor.paths == ["/ping/abc-123/start", "/ping/abc-123/fail"]

@@ -11,26 +11,30 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from psabill.psa.base import Agreement, PsaError
+from psabill.net.errors import RemoteError
+from psabill.outcomes import FAILED, UNCHANGED, UNKNOWN, UPDATED
+from psabill.psa.base import Agreement, Lines, Target, open_client
 from psabill.psa.connectwise import ConnectWiseClient, api_base, api_host
-from psabill.psa.factory import make_client
-from psabill.outcomes import FAILED, UNCHANGED, UPDATED
-from psabill.report import ItemResult, RunReport
-from psabill.run import engine
+from psabill.report import Item, Run
 from psabill.run.perform import billing_date
 from psabill.sandbox.connectwise import FUTURE_CANCELLED, FUTURE_EFFECTIVE, Sandbox
-from psabill.sources import UsageRow
+from psabill.sources.rows import UsageRow
+from support import runs
 from support.env import Env, configure, connectwise_log_problems, free_port, psa_settings, settings_for
+from support.smtp import smtp_sink
 
 KEY = "cw-rules-key"
 DAY = date(2026, 12, 1)
 
 
 def client(sb: Sandbox, billing: date = DAY, **overrides: Any) -> ConnectWiseClient:
-    section: Dict[str, Any] = dict(sb.config_section(), max_retries=1, timeout=5)
+    section: Dict[str, Any] = dict(sb.config_section(), private_key=sb.private_key, max_retries=1, timeout=5)
     section.update(overrides)
-    return ConnectWiseClient(psa_settings(section), sb.private_key, billing_date=billing, backoff=0.001,
-                             max_wait=0.01)
+    return ConnectWiseClient(psa_settings(section), billing_date=billing, backoff=0.001, max_wait=0.01)
+
+
+def lines_of(psa: ConnectWiseClient, agreement_id: int) -> Lines:
+    return psa.lines([Agreement(str(agreement_id), "1", "x")], ["SEATS-STD"])
 
 
 @pytest.fixture
@@ -43,23 +47,21 @@ def book(sb: Sandbox, identifier: str = "ACME") -> int:
     return sb.add_agreement(sb.add_company(identifier, f"{identifier} Ltd"))
 
 
-def refresh(sb: Sandbox, tmp_path: Path, rows: List[UsageRow], billing: date = DAY) -> RunReport:
+def refresh(sb: Sandbox, tmp_path: Path, rows: List[UsageRow], billing: date = DAY) -> Run:
     (tmp_path / "conf").mkdir(exist_ok=True)
     (tmp_path / "conf" / "cw.key").write_text(sb.private_key)
+    (tmp_path / "conf" / "cw.key").chmod(0o600)
     cfg = settings_for(tmp_path / "conf" / "config.toml", {
         "products": {"LastPass": "SEATS-STD"},
         "psa": {**sb.config_section(), "private_key_file": "cw.key", "max_retries": 0, "timeout": 5}})
-    report = RunReport(trigger="manual", started_at=datetime.now(timezone.utc))
-    psa = make_client(cfg.psa, cfg.path, billing_date=billing, backoff=0.001, max_wait=0.01)
+    psa = open_client(cfg.psa, billing_date=billing, backoff=0.001, max_wait=0.01)
     try:
-        engine.refresh(psa, rows, report, products=cfg.product_map, pins={}, dry_run=False,
-                       record=lambda item: None, url=cfg.psa.url)
+        return runs.refresh(psa, rows, products=cfg.product_map)
     finally:
         psa.close()
-    return report
 
 
-def only(report: RunReport) -> ItemResult:
+def only(report: Run) -> Item:
     assert len(report.items) == 1
     return report.items[0]
 
@@ -81,7 +83,7 @@ class TestRule10ApiUrl:
         assert client(sb, url=sb.api_url).check().endswith(f"at {sb.api_url} (company {sb.company})")
         assert [r.endpoint for r in sb.requests] == ["GET system/info"]  # no discovery
         other = sb.url + "/v2023_2/apis/3.0"  # not what the sandbox runs: used as given, so it fails
-        with pytest.raises(PsaError, match="v2023_2/apis/3.0/system/info: HTTP 404"):
+        with pytest.raises(RemoteError, match="v2023_2/apis/3.0/system/info: HTTP 404"):
             client(sb, url=other).check()
         assert connectwise_log_problems(sb) == []
         assert api_base("https://api-na.myconnectwise.net/v2025_1/apis/3.0", "v4_6_release/") == \
@@ -97,12 +99,12 @@ class TestRule10ApiUrl:
             "https://api-au.myconnectwise.net/v2025_1/apis/3.0"
 
     def test_rule10_an_unknown_company_at_companyinfo_names_the_company(self, sb: Sandbox) -> None:
-        with pytest.raises(PsaError, match="companyinfo/nobody"):
+        with pytest.raises(RemoteError, match="companyinfo/nobody"):
             client(sb, company="nobody").check()
 
     def test_rule10_psabill_check_prints_the_resolved_api_base(self, env: Env) -> None:
-        with Sandbox.sample(customers=3, codebase="v2025_1/") as sandbox:
-            configure(env, sandbox, free_port())
+        with Sandbox.sample(customers=3, codebase="v2025_1/") as sandbox, smtp_sink() as (port, _):
+            configure(env, sandbox, port)  # check tries the email path too (without sending)
             result = env.run("check")
             assert result.exit_code == 0, result.output
             assert f"at {sandbox.api_url} " in result.output
@@ -152,7 +154,7 @@ class TestRule11BillingAddition:
 
     def test_rule11_the_billing_date_is_the_run_start_on_the_account_calendar(self, tmp_path: Path) -> None:
         cfg = settings_for(tmp_path / "config.toml", {"account": {"timezone": "Australia/Sydney"}})
-        report = RunReport(trigger="manual", started_at=datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc))
+        report = Run(trigger="manual", started_at=datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc))
         assert billing_date(cfg, report) == date(2026, 12, 1)  # 09:00 in Sydney; still 30 November in UTC
         utc = settings_for(tmp_path / "config.toml", {})
         assert billing_date(utc, report) == date(2026, 11, 30)
@@ -195,7 +197,7 @@ class TestRule12DecimalQuantities:
         aid = book(sb)
         for quantity in (2.5, 0.1, 3.0, 1e-3):
             sb.add_addition(aid, "SEATS-STD", quantity)
-        lines = client(sb).lines(Agreement(str(aid), "1", "x"))
+        lines = lines_of(client(sb), aid).by_agreement[str(aid)]
         assert [line.quantity for line in lines] == [Decimal("2.5"), Decimal("0.1"), 3, Decimal("0.001")]
 
     def test_rule12_the_report_and_history_show_2_5_to_2(self, env: Env) -> None:
@@ -217,18 +219,21 @@ class TestRule12DecimalQuantities:
 
 
 class TestRule13VerifiedWrites:
-    @pytest.mark.parametrize("answer,expected", [
-        ({"code": "InvalidObject", "message": "Addition is locked by billing"}, "InvalidObject: Addition is locked"),
-        ({"id": 0}, "does not carry the addition's quantity"),
-        ([], "does not carry the addition's quantity"),
+    # An error object is a refusal: failed. An answer that is not the addition with its quantity cannot say
+    # whether the PATCH landed: unknown (never assumed either way), for the next run to read back.
+    @pytest.mark.parametrize("answer,outcome,expected", [
+        ({"code": "InvalidObject", "message": "Addition is locked by billing"}, FAILED,
+         "HTTP 200 but ConnectWise answered an error: InvalidObject: Addition is locked"),
+        ({"id": 0}, UNKNOWN, "is not this addition with its quantity; the write is unconfirmed"),
+        ([], UNKNOWN, "is not this addition with its quantity; the write is unconfirmed"),
     ])
-    def test_rule13_a_patch_that_does_not_answer_the_new_quantity_fails_the_item(
-            self, sb: Sandbox, tmp_path: Path, answer: Any, expected: str) -> None:
+    def test_rule13_a_patch_that_does_not_answer_the_new_quantity_is_never_counted_as_written(
+            self, sb: Sandbox, tmp_path: Path, answer: Any, outcome: str, expected: str) -> None:
         aid = book(sb)
         xid = sb.add_addition(aid, "SEATS-STD", 4)
         sb.fail(200, body=answer, method="PATCH")
         item = only(refresh(sb, tmp_path, [UsageRow("ACME", "LastPass", 6)]))
-        assert item.outcome == FAILED and expected in item.message, item.message
+        assert item.outcome == outcome and expected in item.message, item.message
         assert sb.quantity(aid, xid) == 4
         assert connectwise_log_problems(sb) == []
 
@@ -237,15 +242,16 @@ class TestRule13VerifiedWrites:
         xid = sb.add_addition(aid, "SEATS-STD", 4)
         sb.fail(200, body={"id": xid, "quantity": 4.0}, method="PATCH")
         psa = client(sb)
-        line = psa.lines(Agreement(str(aid), "1", "x"))[0]
-        with pytest.raises(PsaError, match="answered quantity 4.0, not 6"):
-            psa.set_quantity(line, 6)
+        line = lines_of(psa, aid).by_agreement[str(aid)][0]
+        [written] = psa.write([Target(1, line, 4, 6)], halt=lambda: False, sending=lambda batch: None)
+        assert written.outcome == FAILED and "ConnectWise answered quantity 4, not 6" in written.message
 
     def test_rule13_the_sandbox_answers_an_error_object_with_200(self, sb: Sandbox) -> None:
         book(sb)
         sb.answer_error(endpoint="additions")
-        with pytest.raises(PsaError, match="expected a JSON list, got an error: InvalidObject"):
-            client(sb).lines(Agreement(str(max(sb.agreements)), "1", "x"))
+        found = lines_of(client(sb), max(sb.agreements))  # that agreement unreadable; the others would be read
+        assert found.by_agreement == {}
+        assert "expected a JSON list, got an error: InvalidObject" in found.unreadable[str(max(sb.agreements))]
 
     def test_rule13_check_fails_on_a_200_error_body_from_system_info(self, env: Env) -> None:
         with Sandbox.sample(customers=3) as sandbox:

@@ -1,7 +1,8 @@
-"""One contract, both PSAs: what every PsaClient must do, whichever PSA is behind it.
+"""One contract, every PSA: what every PsaClient must do, whichever PSA is behind it.
 
-Each test body runs against the ConnectWise sandbox and the Autotask sandbox
-through the same engine, and every request either client sent is checked
+Each test body runs against the ConnectWise sandbox, the Autotask sandbox and
+"absolute", a third PSA that exists only in the tests (tests/support/absolute_psa.py,
+registered from there: nothing under src/ knows it), through the same engine, and every request the two real PSAs' clients sent is checked
 against the PSA's published schema (tests/support/psa_schema.py), so the
 sandboxes cannot agree with a wrong client. What differs between the PSAs
 (how a book is set up, how a quantity is read back) is in the ``Book``
@@ -10,23 +11,24 @@ adapters below; the bodies say only what both must do.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 from urllib.parse import urlencode
 
 import pytest
 
+from psabill.config.settings import Settings
 from psabill.errors import AbortError
-from psabill.psa.factory import make_client
 from psabill.outcomes import PLANNED, UNCHANGED, UNMAPPED, UPDATED
-from psabill.report import ItemResult, RunReport
-from psabill.run.engine import refresh
+from psabill.psa.base import open_client
+from psabill.report import Run
 from psabill.sandbox.autotask import AutotaskStandin
 from psabill.sandbox.connectwise import Sandbox
-from psabill.config.settings import Settings
-from psabill.sources import UsageRow
+from psabill.sources.rows import UsageRow
+from support import absolute_psa
 from support.env import connectwise_log_problems, settings_for
+from support.runs import refresh
 from support.psa_schema import autotask_problems
 
 TODAY = date(2026, 12, 1)
@@ -94,25 +96,65 @@ def _autotask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, customers: Dict[s
         yield book
 
 
-CUSTOMERS = {f"C{n:04d}": 10 for n in range(12)}
-
-
-@pytest.fixture(params=["connectwise", "autotask"])
-def book(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Book]:
-    build = _connectwise if request.param == "connectwise" else _autotask
-    yield from build(tmp_path, monkeypatch, CUSTOMERS)
-
-
-def run(book: Book, rows: List[UsageRow], *, dry_run: bool = False) -> RunReport:
-    client = make_client(book.settings.psa, book.settings.path, billing_date=TODAY, **FAST)
-    report = RunReport(trigger="dry-run" if dry_run else "manual", started_at=datetime.now(timezone.utc))
-    recorded: List[ItemResult] = []
+def _absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, customers: Dict[str, int]) -> Iterator[Book]:
+    absolute_psa.register()
+    server = absolute_psa.AbsoluteServer()
+    server.start()
     try:
-        refresh(client, rows, report, products=book.settings.product_map, pins={}, dry_run=dry_run,
-                record=recorded.append, url=book.settings.psa.url)
+        lines = {(customer, sku): line for customer, quantity in customers.items()
+                 for sku, line in server.add(customer, {product: quantity for product in SKUS.values()}).items()}
+        by_sku = {(customer, sku): lines[(customer, product)] for (customer, product) in lines
+                  for sku, p in SKUS.items() if p == product}
+        monkeypatch.setenv("ABS_TOKEN", server.token)
+        book = Book()
+        book.kind = absolute_psa.KIND
+        book.settings = settings_for(tmp_path / "config.toml", {
+            "products": SKUS, "psa": {"kind": "absolute", "url": server.url, "secret_env": "ABS_TOKEN",
+                                      "max_retries": 0}})
+        book.quantity = lambda customer, sku: server.lines[by_sku[(customer, sku)]]["count"]
+
+        def problems() -> List[str]:  # no published schema: the server refused nothing but a stale token
+            return [f"{r.method} {r.path} -> {r.status}" for r in server.requests if r.status >= 400 and r.status != 401]
+
+        book.problems = problems
+        book.writes = server.writes
+        book.break_credentials = lambda: setattr(server, "token", "rotated-elsewhere")
+        book.secret = server.token
+        yield book
+    finally:
+        server.stop()
+
+
+CUSTOMERS = {f"C{n:04d}": 10 for n in range(12)}
+BOOKS = {"connectwise": _connectwise, "autotask": _autotask, "absolute": _absolute}
+
+
+@pytest.fixture(params=list(BOOKS))
+def book(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Book]:
+    yield from BOOKS[request.param](tmp_path, monkeypatch, CUSTOMERS)
+
+
+def run(book: Book, rows: List[UsageRow], *, dry_run: bool = False) -> Run:
+    client = open_client(book.settings.psa, billing_date=TODAY, **FAST)
+    announced: List[Tuple[List[int], int]] = []  # (keys of the batch, writes the PSA had received by then)
+
+    def sending(batch: Any) -> None:
+        announced.append(([target.key for target in batch], book.writes()))
+
+    try:
+        report = refresh(client, rows, products=book.settings.product_map, dry_run=dry_run, sending=sending)
     finally:
         client.close()
-    assert [id(i) for i in sorted(recorded, key=report.items.index)] == [id(i) for i in report.items]
+    # Every item in the plan, in source order; every write announced (its intent recorded) once, before
+    # anything of its batch was sent.
+    assert [(i.customer, i.sku) for i in report.items] == [(r.customer, r.sku) for r in rows]
+    keys = [key for batch, _ in announced for key in batch]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {i.seq for i in report.items if i.outcome == UPDATED}
+    before = 0
+    for batch, writes in announced:
+        assert writes <= before, "a write was sent before its batch was announced"
+        before += len(batch)
     return report
 
 

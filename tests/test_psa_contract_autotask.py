@@ -13,13 +13,13 @@ from datetime import date, datetime, timezone
 from typing import Dict, List
 from urllib.parse import urlencode
 
-from psabill.psa.factory import make_client
 from psabill.outcomes import FAILED, UNCHANGED, UPDATED
-from psabill.report import ItemResult, RunReport
-from psabill.run.engine import refresh
+from psabill.psa.base import open_client
+from psabill.report import Run
 from psabill.sandbox.autotask import AutotaskStandin
-from psabill.sources import UsageRow
+from psabill.sources.rows import UsageRow
 from support.env import settings_for
+from support.runs import refresh
 from support.psa_schema import autotask_problems
 
 TODAY = date(2026, 12, 1)
@@ -50,11 +50,9 @@ def test_a_full_refresh_makes_only_requests_the_published_schema_allows(tmp_path
             "psa": {"kind": "autotask", "url": at.url + "/ATServicesRest/", "username": at.username,
                     "integration_code": at.integration_code, "secret_env": "AT_SECRET"}})
         assert cfg.product_map == {"LastPass": "501", "LastPass+MFA": "LastPass MFA"}
-        client = make_client(cfg.psa, cfg.path, billing_date=TODAY)
-        report = RunReport(trigger="manual", started_at=datetime.now(timezone.utc))
-        items: List[ItemResult] = []
+        client = open_client(cfg.psa, billing_date=TODAY)
         try:
-            refresh(client, rows, report, products=cfg.product_map, pins={}, dry_run=False, record=items.append)
+            report = refresh(client, rows, products=cfg.product_map)
         finally:
             client.close()
 
@@ -70,7 +68,7 @@ def test_a_full_refresh_makes_only_requests_the_published_schema_allows(tmp_path
         assert report.count(UPDATED) == len(changed) and report.count(UNCHANGED) == len(rows) - 1 - len(changed)
         posted = next(i for i in report.items if i.customer == "C0000" and i.sku == "LastPass")
         assert posted.outcome == UPDATED
-        assert posted.message == "December is posted; 12 seats take effect 2027-01-01"
+        assert posted.message == "December is posted; the seats take effect 2027-01-01"
         bundle = next(i for i in report.items if i.customer == "B0001")
         assert bundle.outcome == FAILED and "service bundle #77" in bundle.message
         for row in rows[1:-1]:
@@ -85,11 +83,10 @@ def test_a_full_refresh_makes_only_requests_the_published_schema_allows(tmp_path
 def test_billing_date_is_the_date_on_the_account_calendar() -> None:
     from pathlib import Path
 
-    from psabill.report import RunReport
     from psabill.run.perform import billing_date
     from support.env import settings_for
 
-    report = RunReport(trigger="manual", started_at=datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc))  # 09:00 1 Dec, Sydney
+    report = Run(trigger="manual", started_at=datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc))  # 09:00 1 Dec, Sydney
     sydney = settings_for(Path("/x/config.toml"), {"account": {"timezone": "Australia/Sydney"}})
     assert billing_date(sydney, report) == date(2026, 12, 1)
     assert billing_date(settings_for(Path("/x/config.toml"), {}), report) == date(2026, 11, 30)

@@ -9,20 +9,19 @@ without a book of thousands.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Dict, List, Set
 
 import pytest
 
-from psabill.psa import connectwise
-from psabill.psa.factory import make_client
 from psabill.outcomes import UNCHANGED, UPDATED
-from psabill.report import RunReport
-from psabill.run import engine
+from psabill.psa import connectwise
+from psabill.psa.base import open_client
 from psabill.sandbox.connectwise import FUTURE_EFFECTIVE, Sandbox
-from psabill.sources import UsageRow
+from psabill.sources.rows import UsageRow
 from support.env import connectwise_log_problems, settings_for
+from support.runs import refresh
 
 PAGE = 10
 CUSTOMERS = 45  # > 4 pages of companies and of agreements
@@ -38,6 +37,7 @@ def test_a_full_refresh_sends_only_requests_the_published_schema_allows(tmp_path
             sb.add_addition(big, f"EXTRA-{n:02d}", 1)
             sb.add_addition(big, f"EXTRA-{n:02d}", 1, effective_date=FUTURE_EFFECTIVE)  # not billing yet
         (tmp_path / "cw.key").write_text(sb.private_key)
+        (tmp_path / "cw.key").chmod(0o600)
         cfg = settings_for(tmp_path / "config.toml", {
             "products": {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA", "Extra": "EXTRA-07"},
             "psa": {**sb.config_section(), "private_key_file": "cw.key", "max_retries": 0, "timeout": 10}})
@@ -48,11 +48,9 @@ def test_a_full_refresh_sends_only_requests_the_published_schema_allows(tmp_path
             rows.append(UsageRow(customer, "LastPass", n))
             rows.append(UsageRow(customer, "LastPass+MFA", n + 1))
         rows.append(UsageRow("CUST00001", "Extra", 3))
-        report = RunReport(trigger="manual", started_at=datetime.now(timezone.utc))
-        psa = make_client(cfg.psa, cfg.path, billing_date=date(2026, 12, 1), backoff=0.001, max_wait=0.01)
+        psa = open_client(cfg.psa, billing_date=date(2026, 12, 1), backoff=0.001, max_wait=0.01)
         try:
-            engine.refresh(psa, rows, report, products=cfg.product_map, pins={}, dry_run=False,
-                           record=lambda item: None, url=cfg.psa.url)
+            report = refresh(psa, rows, products=cfg.product_map)
         finally:
             psa.close()
 

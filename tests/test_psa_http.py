@@ -9,7 +9,7 @@ from typing import List
 
 import pytest
 
-from psabill.psa.base import Halted, PsaAuthError, PsaError, PsaUnreachable
+from psabill.net.errors import AuthRefused, Halted, RemoteError, Unreachable
 from psabill.net.http import HttpClient, check_url, rebase
 from psabill.sandbox.connectwise import Sandbox
 
@@ -46,7 +46,7 @@ class TestUrlPolicy:
     @pytest.mark.parametrize("url", ["http://psa.example.com/v4_6_release", "http://10.0.0.5/x",
                                      "http://localhost.example.com/x", "ftp://psa.example.com/x"])
     def test_it_refuses_plain_http_off_loopback_naming_the_url(self, url: str) -> None:
-        with pytest.raises(PsaError) as caught:
+        with pytest.raises(RemoteError) as caught:
             check_url(url + "?user=someone")
         assert url in str(caught.value)
         assert "user=someone" not in str(caught.value)
@@ -58,7 +58,7 @@ class TestUrlPolicy:
 
     def test_it_refuses_before_opening_a_socket(self) -> None:
         http = HttpClient(headers={})
-        with pytest.raises(PsaError, match="plain-HTTP"):
+        with pytest.raises(RemoteError, match="plain-HTTP"):
             http.request("GET", "http://psa.example.com/x")
         assert http.request_count == 0
 
@@ -89,23 +89,23 @@ class TestRetries:
     def test_500s_are_retried_then_raised_with_status_and_excerpt(self, sb: Sandbox) -> None:
         waits: List[float] = []
         sb.fail(500, 10, body={"message": "database on fire"})
-        with pytest.raises(PsaError) as caught:
+        with pytest.raises(RemoteError) as caught:
             client(sb, waits, max_retries=2).get_json(info_url(sb))
-        assert type(caught.value) is PsaError
+        assert type(caught.value) is RemoteError
         assert "HTTP 500" in str(caught.value) and "database on fire" in str(caught.value)
         assert sb.total == 3
 
     def test_a_400_is_not_retried(self, sb: Sandbox) -> None:
         waits: List[float] = []
         sb.fail(400, 1, body={"message": "bad conditions"})
-        with pytest.raises(PsaError, match="HTTP 400.*bad conditions"):
+        with pytest.raises(RemoteError, match="HTTP 400.*bad conditions"):
             client(sb, waits).get_json(info_url(sb))
         assert sb.total == 1 and waits == []
 
     def test_a_write_that_may_have_landed_is_not_retried(self, sb: Sandbox) -> None:
         waits: List[float] = []
         sb.fail(500, 1)
-        with pytest.raises(PsaError, match="HTTP 500"):
+        with pytest.raises(RemoteError, match="HTTP 500"):
             client(sb, waits).request("GET", info_url(sb), idempotent=False)
         sb.fail(429, 1, retry_after="0")
         client(sb, waits).request("GET", info_url(sb), idempotent=False)  # 429: certainly not applied
@@ -116,7 +116,7 @@ class TestRetries:
         sb.delay(0.5, 1)
         assert client(sb, waits, timeout=0.1).get_json(info_url(sb))
         sb.delay(0.5, 2)
-        with pytest.raises(PsaUnreachable, match="timed out"):
+        with pytest.raises(Unreachable, match="timed out"):
             client(sb, waits, timeout=0.1, max_retries=1).get_json(info_url(sb))
 
 
@@ -125,7 +125,7 @@ class TestFailures:
         with Sandbox(private_key="the-right-key") as server:
             waits: List[float] = []
             http = client(server, waits)  # sends SECRET, which is wrong here
-            with pytest.raises(PsaAuthError) as caught:
+            with pytest.raises(AuthRefused) as caught:
                 http.get_json(info_url(server))
             assert "401" in str(caught.value)
             for text in (str(caught.value), repr(caught.value)):
@@ -136,7 +136,7 @@ class TestFailures:
         waits: List[float] = []
         token = _auth(sb).split(" ")[1]
         sb.fail(400, 1, body={"message": f"bad key {SECRET} in {token}"})
-        with pytest.raises(PsaError) as caught:
+        with pytest.raises(RemoteError) as caught:
             client(sb, waits).get_json(info_url(sb))
         for text in (str(caught.value), repr(caught.value)):
             assert SECRET not in text and token not in text
@@ -148,7 +148,7 @@ class TestFailures:
         sb.die_after(2)
         http.get_json(info_url(sb))
         http.get_json(info_url(sb))
-        with pytest.raises(PsaUnreachable):
+        with pytest.raises(Unreachable):
             http.get_json(info_url(sb))
         assert len(waits) == 3
 
@@ -157,7 +157,7 @@ class TestFailures:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         http = HttpClient(headers={"Authorization": "Basic " + SECRET}, max_retries=1, backoff=0.001)
-        with pytest.raises(PsaUnreachable) as caught:
+        with pytest.raises(Unreachable) as caught:
             http.get_json(f"http://127.0.0.1:{port}/x")
         assert SECRET not in str(caught.value) and http.request_count == 2
 
@@ -190,6 +190,6 @@ class TestLimits:
         http = client(sb, waits, max_requests=2)
         http.get_json(info_url(sb))
         http.get_json(info_url(sb))
-        with pytest.raises(PsaError, match="budget of 2"):
+        with pytest.raises(RemoteError, match="budget of 2"):
             http.get_json(info_url(sb))
         assert sb.total == 2

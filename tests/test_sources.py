@@ -11,17 +11,23 @@ import os
 import sys
 import time
 from pathlib import Path
+import threading
 from typing import Any, Dict, List, Optional
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psabill import sources
+from psabill.config import readiness
 from psabill.config.settings import Settings as Config
-from support.env import read_source, settings_for
 from psabill.errors import AbortError, ConfigError
-from psabill.sources import UsageRow
+from psabill.sources import command as source_command
+from psabill.sources import files as source_files
+from psabill.sources import rows as sources
+from psabill.sources.rows import UsageRow
+from psabill.sources import reader
+from psabill.sources.rows import Usage
+from support.env import read_source, settings_for
 
 PRODUCTS = {"LastPass": "LP-STD", "LastPass+MFA": "LP-MFA"}
 
@@ -33,10 +39,22 @@ def make_cfg(tmp_path: Path, source: Dict[str, Any], products: Optional[Dict[str
     return settings_for(path, data)
 
 
+def write_old_bytes(path: Path, content: bytes) -> None:
+    """Write a source as an exporter that finished a while ago left it (no 2 s settle wait)."""
+    path.write_bytes(content)
+    os.chmod(path, 0o600)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+
+
 def csv_cfg(tmp_path: Path, content: bytes, name: str = "usage.csv") -> Config:
     cfg = make_cfg(tmp_path, {"kind": "csv", "path": name})
-    (cfg.path.parent / name).write_bytes(content)
+    write_old_bytes(cfg.path.parent / name, content)
     return cfg
+
+
+def reader_of(settings: Config) -> Usage:
+    """The whole Usage a run reads (rows and what is known about the bytes)."""
+    return reader(settings.source.kind)(settings.source, set(settings.product_map), settings.path)
 
 
 def abort_message(tmp_path: Path, content: bytes) -> str:
@@ -72,10 +90,6 @@ class TestCsv:
         assert read_source(csv_cfg(tmp_path, b"customer,sku,seats\n")) == []
 
     @pytest.mark.parametrize("content, expected", [
-        pytest.param(b"\xef\xbb\xbfcustomer,sku,seats\nAcme,LastPass,1\n",
-                     "usage source FILE has a UTF-8 byte-order mark; save without BOM", id="bom"),
-        pytest.param(b"customer,sku,seats\r\nAcme,LastPass,1\r\n",
-                     "usage source FILE line 1 ends in CRLF; save with LF (Unix) line endings", id="crlf"),
         pytest.param(b"customer,sku,seats\nAcme,LastPass,1\nGlobex\rX,LastPass,2\n",
                      "usage source FILE line 3 holds a carriage return; save with LF (Unix) line endings",
                      id="bare-cr"),
@@ -94,7 +108,8 @@ class TestCsv:
         pytest.param(b"customer,sku,seats\nAcme,LastPass,99999999999\n",
                      "usage source FILE line 2: seats '99999999999' is too large", id="huge"),
         pytest.param(b"customer,sku,seats\nAcme,LastPass,1\nB,LastPass,2\nacme,LastPass,3\n",
-                     "usage source FILE line 4: duplicate customer 'acme' with SKU 'LastPass' (first at line 2)",
+                     "usage source FILE line 4: duplicate customer 'acme' with SKU 'LastPass' (first at line 2; "
+                     "names are compared ignoring case and accents' encoding)",
                      id="duplicate"),
         pytest.param(b"customer,sku,seats\nAcme,Dashlane,1\n",
                      "usage source FILE line 2: unknown SKU 'Dashlane' (not a key of [products]: "
@@ -118,6 +133,109 @@ class TestCsv:
                                                             expected: str) -> None:
         assert abort_message(tmp_path, content) == expected
 
+    @pytest.mark.parametrize("content", [
+        pytest.param(b"\xef\xbb\xbfcustomer,sku,seats\nAcme,LastPass,1\n", id="bom"),
+        pytest.param(b"customer,sku,seats\r\nAcme,LastPass,1\r\n", id="crlf"),
+        pytest.param(b"\xef\xbb\xbfcustomer,sku,seats\r\nAcme,LastPass,1\r\n", id="excel"),
+    ])
+    def test_a_byte_order_mark_and_crlf_line_endings_are_accepted(self, tmp_path: Path, content: bytes) -> None:
+        # What Excel's "CSV UTF-8" writes: read as if it were plain LF UTF-8, nothing of the BOM in a name.
+        assert read_source(csv_cfg(tmp_path, content)) == [UsageRow("Acme", "LastPass", 1)]
+
+    def test_names_are_nfc_normalized(self, tmp_path: Path) -> None:
+        decomposed = "Zu\u0308rich AG"  # as a Mac exports it
+        cfg = csv_cfg(tmp_path, f"customer,sku,seats,psa_company\n{decomposed},LastPass,2,Mu\u0308ller\n".encode())
+        assert read_source(cfg) == [UsageRow("Z\u00fcrich AG", "LastPass", 2, "M\u00fcller")]
+
+    def test_duplicates_are_found_after_normalization(self, tmp_path: Path) -> None:
+        content = "customer,sku,seats\nZ\u00fcrich AG,LastPass,2\nZU\u0308RICH AG,LastPass,3\n".encode()
+        assert abort_message(tmp_path, content) == (
+            "usage source FILE line 3: duplicate customer 'Z\u00dcRICH AG' with SKU 'LastPass' (first at line 2; "
+            "names are compared ignoring case and accents' encoding)")
+
+    def test_a_last_row_without_a_line_end_is_read_but_flagged(self, tmp_path: Path) -> None:
+        cfg = csv_cfg(tmp_path, b"customer,sku,seats\nAcme,LastPass,25\nGlobex,LastPass,2")
+        usage = reader_of(cfg)
+        assert usage.rows[-1] == UsageRow("Globex", "LastPass", 2) and usage.unterminated
+        assert not reader_of(csv_cfg(tmp_path, b"customer,sku,seats\nAcme,LastPass,25\r\n")).unterminated
+
+    def test_a_fifo_is_refused_at_once(self, tmp_path: Path) -> None:
+        cfg = make_cfg(tmp_path, {"kind": "csv", "path": "usage.csv"})
+        os.mkfifo(cfg.path.parent / "usage.csv", 0o600)  # fresh: no writer, and modified just now
+        outcome: List[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                read_source(cfg)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+
+        started = time.monotonic()
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(5)
+        assert not worker.is_alive(), "reading a FIFO source blocked"
+        assert time.monotonic() - started < 1.0  # neither opened for a writer nor waited on to settle
+        assert len(outcome) == 1 and isinstance(outcome[0], AbortError)
+        assert outcome[0].message == (f"usage source {cfg.path.parent / 'usage.csv'} is a FIFO (named pipe), "
+                                      "not a regular file: point it at a file")
+
+    def test_a_file_still_being_written_is_waited_for(self, tmp_path: Path) -> None:
+        path = tmp_path / "usage.csv"
+        path.write_bytes(b"customer,sku,seats\nAcme,LastPass,2")  # modified just now: the exporter is at it
+        slept: List[float] = []
+
+        def exporter_finishes(seconds: float) -> None:
+            slept.append(seconds)
+            with open(path, "ab") as handle:
+                handle.write(b"5\nGlobex,LastPass,3\n")
+
+        data = source_files.read_settled(path, "usage source", sleep=exporter_finishes)
+        assert data == b"customer,sku,seats\nAcme,LastPass,25\nGlobex,LastPass,3\n"  # never the cut "2"
+        assert len(slept) == 1 and 0 < slept[0] <= source_files.SETTLE
+
+    def test_a_file_whose_size_changes_while_it_is_read_is_read_again(self, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        path = tmp_path / "usage.csv"
+        write_old_bytes(path, b"customer,sku,seats\nAcme,LastPass,2")
+        reads: List[bytes] = []
+        real_read = source_files.read_regular
+
+        def exporter_writes_during_the_read(*args: Any, **kwargs: Any) -> Any:
+            data = real_read(*args, **kwargs)
+            reads.append(data)
+            if len(reads) == 1:
+                with open(path, "ab") as handle:
+                    handle.write(b"5\nGlobex,LastPass,3\n")
+            return data
+
+        monkeypatch.setattr(source_files, "read_regular", exporter_writes_during_the_read)
+        slept: List[float] = []
+        data = source_files.read_settled(path, "usage source", sleep=slept.append)
+        assert data == b"customer,sku,seats\nAcme,LastPass,25\nGlobex,LastPass,3\n"
+        assert reads[0] == b"customer,sku,seats\nAcme,LastPass,2" and len(reads) == 2
+        assert slept and slept[0] == source_files.SETTLE and all(0 < s <= source_files.SETTLE for s in slept)
+
+    def test_a_file_that_keeps_changing_is_refused(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        path = tmp_path / "usage.csv"
+        write_old_bytes(path, b"customer,sku,seats\n")
+        real_read = source_files.read_regular
+        reads: List[bytes] = []
+
+        def exporter_never_stops(*args: Any, **kwargs: Any) -> Any:
+            reads.append(real_read(*args, **kwargs))
+            with open(path, "ab") as handle:
+                handle.write(b"Acme,LastPass,1\n" if len(reads) == 1 else b"x")
+            return reads[-1]
+
+        monkeypatch.setattr(source_files, "read_regular", exporter_never_stops)
+        slept: List[float] = []
+        with pytest.raises(AbortError) as info:
+            source_files.read_settled(path, "usage source", sleep=slept.append, attempts=3)
+        assert info.value.message == (f"usage source {path} kept changing while it was read (3 tries): it is still "
+                                      "being written; a later firing within catch-up tries again")
+        assert len(reads) == 3
+
     def test_a_missing_file_is_named(self, tmp_path: Path) -> None:
         cfg = make_cfg(tmp_path, {"kind": "csv", "path": "nope.csv"})
         with pytest.raises(AbortError, match=r"^usage source .*/conf/nope.csv not found$"):
@@ -127,6 +245,7 @@ class TestCsv:
         cfg = make_cfg(tmp_path, {"kind": "csv", "path": "big.csv"})
         with open(cfg.path.parent / "big.csv", "wb") as handle:
             handle.truncate(sources.MAX_BYTES + 1)  # sparse: costs no disk
+        os.utime(cfg.path.parent / "big.csv", (1_000_000_000, 1_000_000_000))
         with pytest.raises(AbortError, match=r"big.csv is over the 50 MB limit$"):
             read_source(cfg)
 
@@ -141,10 +260,11 @@ class TestCsv:
         assert rows[-1] == UsageRow("Customer 199999", "LastPass", 199_999 % 500)
 
     def test_config_gaps_are_config_errors(self, tmp_path: Path) -> None:
-        with pytest.raises(ConfigError, match=r"\[source\] kind is not set"):
-            read_source(make_cfg(tmp_path, {}))
-        with pytest.raises(ConfigError, match=r"\[products\] is empty"):
-            read_source(make_cfg(tmp_path, {"kind": "csv", "path": "x.csv"}, products={}))
+        # A config without a source or products is refused before anything is read (readiness.require).
+        with pytest.raises(ConfigError, match=r"no \[source\] configured"):
+            readiness.require(make_cfg(tmp_path, {}))
+        with pytest.raises(ConfigError, match=r"no \[products\] configured"):
+            readiness.require(make_cfg(tmp_path, {"kind": "csv", "path": "x.csv"}, products={}))
         with pytest.raises(ConfigError, match=r"needs path"):
             read_source(make_cfg(tmp_path, {"kind": "csv"}))
 
@@ -153,7 +273,7 @@ class TestJson:
     def json_cfg(self, tmp_path: Path, document: Any) -> Config:
         cfg = make_cfg(tmp_path, {"kind": "json", "path": "usage.json"})
         raw = document if isinstance(document, bytes) else json.dumps(document).encode()
-        (cfg.path.parent / "usage.json").write_bytes(raw)
+        write_old_bytes(cfg.path.parent / "usage.json", raw)
         return cfg
 
     def test_it_reads_a_list_of_objects(self, tmp_path: Path) -> None:
@@ -180,12 +300,35 @@ class TestJson:
         pytest.param(b'[{"customer": "A",', "line 1: malformed JSON (Expecting property name enclosed in double "
                                              "quotes)", id="truncated"),
         pytest.param(b"[" * 100_000, "malformed JSON", id="deep"),
-        pytest.param(b"\xef\xbb\xbf[]", "has a UTF-8 byte-order mark; save without BOM", id="bom"),
+        pytest.param(b'[{"customer": "A", "sku": "LastPass", "seats": 1, "seats": 100}]',
+                     "key 'seats' is given twice in one object; give it once", id="duplicate-key"),
+        pytest.param(b'[{"customer": "A", "sku": "LastPass", "seats": 1, "x": {"n": 1, "n": 2}}]',
+                     "key 'n' is given twice in one object; give it once", id="duplicate-nested-key"),
     ])
     def test_it_refuses_bad_json_naming_the_item(self, tmp_path: Path, document: Any, expected: str) -> None:
         with pytest.raises(AbortError) as info:
             read_source(self.json_cfg(tmp_path, document))
         assert expected in info.value.message
+
+    def test_a_byte_order_mark_is_accepted(self, tmp_path: Path) -> None:
+        cfg = self.json_cfg(tmp_path, b'\xef\xbb\xbf[{"customer": "Acme", "sku": "LastPass", "seats": 1}]')
+        assert read_source(cfg) == [UsageRow("Acme", "LastPass", 1)]
+
+    def test_a_duplicate_key_is_refused_naming_the_key(self, tmp_path: Path) -> None:
+        cfg = self.json_cfg(tmp_path, b'[{"customer": "Acme", "sku": "LastPass", "seats": 10, "seats": 1}]')
+        with pytest.raises(AbortError) as info:
+            read_source(cfg)
+        assert info.value.message == (f"usage source {cfg.path.parent / 'usage.json'}: key 'seats' is given twice "
+                                      "in one object; give it once")
+
+    def test_json_names_are_nfc_normalized_and_deduplicated(self, tmp_path: Path) -> None:
+        cfg = self.json_cfg(tmp_path, [{"customer": "Cafe\u0301", "sku": "LastPass", "seats": 1}])
+        assert read_source(cfg) == [UsageRow("Caf\u00e9", "LastPass", 1)]
+        cfg = self.json_cfg(tmp_path, [{"customer": "Caf\u00e9", "sku": "LastPass", "seats": 1},
+                                       {"customer": "CAFE\u0301", "sku": "LastPass", "seats": 2}])
+        with pytest.raises(AbortError, match=r"item 2: duplicate customer 'CAF\u00c9' with SKU 'LastPass' "
+                                             r"\(first at item 1;"):
+            read_source(cfg)
 
 
 def py(code: str) -> List[str]:
@@ -240,12 +383,15 @@ class TestCommand:
 
     def test_a_missing_command_is_named(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, ["/nonexistent/export-seats", "--all"])
-        with pytest.raises(AbortError, match=r"^source command '/nonexistent/export-seats --all' not found$"):
+        # The program is checked (owner and mode) before it runs, so a missing one is named by its path.
+        with pytest.raises(AbortError, match=r"^source command '/nonexistent/export-seats' not found"):
             read_source(cfg)
 
     def test_runaway_output_is_capped(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(sources, "MAX_BYTES", 1024 * 1024)
-        cfg = self.cmd_cfg(tmp_path, py("import sys\nwhile True: sys.stdout.write('x' * 65536)"), timeout=20)
+        monkeypatch.setattr(source_command, "MAX_BYTES", 1024 * 1024)
+        # One line: config strings refuse line breaks.
+        cfg = self.cmd_cfg(tmp_path, py("import sys; [sys.stdout.write('x' * 65536) for _ in iter(int, 1)]"),
+                           timeout=20)
         started = time.monotonic()
         with pytest.raises(AbortError, match=r"wrote over the 1 MB limit$"):
             read_source(cfg)
@@ -254,6 +400,34 @@ class TestCommand:
     def test_bad_output_is_reported_like_a_bad_file(self, tmp_path: Path) -> None:
         cfg = self.cmd_cfg(tmp_path, py("print('customer,sku,seats'); print('Acme,LastPass,-1')"))
         with pytest.raises(AbortError, match=r"^output of source command .* line 2: seats '-1' is negative$"):
+            read_source(cfg)
+
+
+    def test_a_right_trailer_is_accepted_and_not_a_row(self, tmp_path: Path) -> None:
+        cfg = self.cmd_cfg(tmp_path, py("print('customer,sku,seats'); print('Acme,LastPass,3'); "
+                                        "print('Globex,LastPass,4'); print('# rows: 2')"), trailer=True)
+        assert read_source(cfg) == [UsageRow("Acme", "LastPass", 3), UsageRow("Globex", "LastPass", 4)]
+        cfg = self.cmd_cfg(tmp_path, py("import json; print(json.dumps([dict(customer='A', sku='LastPass', "
+                                        "seats=2)])); print('# rows: 1')"), trailer=True)
+        assert read_source(cfg) == [UsageRow("A", "LastPass", 2)]
+
+    def test_a_missing_trailer_is_refused(self, tmp_path: Path) -> None:
+        cfg = self.cmd_cfg(tmp_path, py("print('customer,sku,seats'); print('Acme,LastPass,3')"), trailer=True)
+        with pytest.raises(AbortError, match=r"^output of source command .* does not end with its '# rows: N' "
+                                             r"trailer \(\[source\] trailer = true\): the export looks cut; "
+                                             r"nothing was written$"):
+            read_source(cfg)
+
+    def test_a_wrong_trailer_is_refused(self, tmp_path: Path) -> None:
+        cfg = self.cmd_cfg(tmp_path, py("print('customer,sku,seats'); print('Acme,LastPass,3'); print('# rows: 2')"),
+                           trailer=True)
+        with pytest.raises(AbortError, match=r"^output of source command .* has 1 rows but its trailer says 2: "
+                                             r"the export looks cut; nothing was written$"):
+            read_source(cfg)
+
+    def test_without_trailer_set_a_trailer_line_is_just_bad_data(self, tmp_path: Path) -> None:
+        cfg = self.cmd_cfg(tmp_path, py("print('customer,sku,seats'); print('Acme,LastPass,3'); print('# rows: 1')"))
+        with pytest.raises(AbortError, match=r"line 3: 1 field\(s\), but the header has 3$"):
             read_source(cfg)
 
 
@@ -275,7 +449,7 @@ class TestFuzz:
     @staticmethod
     def check(data: bytes) -> None:
         try:
-            rows = sources.parse(data, fmt=None, origin="fuzz", skus=PRODUCTS)
+            rows = sources.parse(data, fmt=None, origin="fuzz", skus=PRODUCTS).rows
         except AbortError as exc:
             assert exc.message and "\n" not in exc.message and "\r" not in exc.message
             return

@@ -26,6 +26,7 @@ class Env:
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.tmp = tmp_path
+        self._servers: List[Any] = []
         self.config = tmp_path / "conf" / "config.toml"
         self.state_dir = tmp_path / "state"
         self.crontab = tmp_path / "crontab"
@@ -48,25 +49,42 @@ class Env:
             extra["PSABILL_NOW"] = now
         return CliRunner().invoke(cli, list(args), env=extra, input=input, catch_exceptions=False)
 
-    def make_ready(self) -> None:
+    def make_ready(self) -> Sandbox:
         """Add the [source], [products] and [psa] a run needs (a run without them is refused),
         and deliver any report to a file.
 
-        The usage source is empty, so a run reads it, builds the real PSA client and
-        finishes without a single request: tests that use this are about the guard
-        and the ledger, not the PSA."""
+        The PSA is a one-customer ConnectWise sandbox on loopback (alive until the test
+        ends) whose line already holds the source's seats: a run reads the source and the
+        PSA, writes nothing and succeeds. Tests that use this are about the guard and the
+        ledger, not the PSA."""
+        sandbox = self.sandbox()
         data = tomllib.loads(self.config.read_text()) if self.config.exists() else {}
         self.config.parent.mkdir(parents=True, exist_ok=True)
-        (self.config.parent / "usage.csv").write_text("customer,sku,seats\n")
-        (self.config.parent / "psa-key").write_text("not-a-real-key\n")
+        write_old(self.config.parent / "usage.csv", "customer,sku,seats\nCUST00001,LastPass,10\n")
+        (self.config.parent / "psa-key").write_text(sandbox.private_key + "\n")
+        os.chmod(self.config.parent / "psa-key", 0o600)
         data["source"] = {"kind": "csv", "path": "usage.csv"}
         data["products"] = {"LastPass": "SEATS-STD"}
         data.setdefault("notify", {}).update({"transport": "file", "file": {"dir": str(self.tmp / "outbox")},
                                              "from": "psabill@msp.example"})
-        data["psa"] = {"kind": "connectwise", "url": "https://psa.invalid", "company": "msp",
-                       "public_key": "pub", "private_key_file": "psa-key", "client_id": "client"}
+        data["psa"] = {**sandbox.config_section(), "private_key_file": "psa-key", "max_retries": 0}
         self.config.write_text(tomli_w.dumps(data))
         os.chmod(self.config, 0o600)
+        return sandbox
+
+    def sandbox(self) -> Sandbox:
+        """A one-customer ConnectWise sandbox (CUST00001, SEATS-STD = 10), stopped when the test ends."""
+        if not self._servers:
+            sandbox = Sandbox()
+            agreement = sandbox.add_agreement(sandbox.add_company("CUST00001", "Customer 00001 Ltd"))
+            sandbox.add_addition(agreement, "SEATS-STD", 10)
+            self._servers.append(sandbox.start())
+        return self._servers[0]
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.stop()
+        self._servers.clear()
 
     def snapshot(self) -> Dict[str, Any]:
         """Bytes of the config and crontab, to prove a failure changed nothing."""
@@ -102,17 +120,32 @@ ADDRESSES = ["billing@msp.example", "ops@msp.example"]
 SCHEDULED_NOW = "2026-12-01T14:00:00Z"
 
 
-def configure(env: Env, sandbox: Sandbox, smtp_port: int, **psa: Any) -> None:
+def write_old(path: Path, text: str) -> None:
+    """Write a source file as an exporter that finished a while ago would have left it.
+
+    psabill waits for a file modified in the last seconds to settle (a file still being
+    written must not be read); tests write their sources and run at once, so the file's
+    time is set back."""
+    path.write_text(text)
+    os.chmod(path, 0o600)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+
+
+def configure(env: Env, sandbox: Sandbox, smtp_port: int, *, guard: bool = False, **psa: Any) -> None:
     """A config for the sandbox PSA (plus ``psa`` overrides), a usage CSV with every kind
-    of outcome, a weekly schedule and an SMTP server on ``smtp_port``."""
+    of outcome, a weekly schedule and an SMTP server on ``smtp_port``.
+
+    The guard is off unless ``guard``: the sandbox's sample quantities are random, and
+    tests that use this are about other things than the safety net."""
     usage = env.config.parent / "usage.csv"
     env.config.parent.mkdir(parents=True, exist_ok=True)
     rows = ["customer,sku,seats,psa_company"]
     rows += [f"CUST{n:05d},LastPass,{20 + n}," for n in range(1, 7)]
     rows += ["CUST00001,LastPass+MFA,1,", "GLOBEX,LastPass,41,", "<b>Acme & Co</b>,LastPass,9,ACME", "Nobody Inc,LastPass,4,"]
-    usage.write_text("\n".join(rows) + "\n")
+    write_old(usage, "\n".join(rows) + "\n")
     key = env.config.parent / "cw-key"
     key.write_text(sandbox.private_key)
+    os.chmod(key, 0o600)
     env.run("schedule", "set", "--weekly", "tue", "--hour", "9", "--timezone", "America/New_York",
             "--notify", ", ".join(ADDRESSES), now="2026-11-26T12:00:00Z")
     data = tomllib.loads(env.config.read_text())
@@ -120,6 +153,8 @@ def configure(env: Env, sandbox: Sandbox, smtp_port: int, **psa: Any) -> None:
     data["source"] = {"kind": "csv", "path": "usage.csv"}
     data["products"] = {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"}
     data["psa"] = {**sandbox.config_section(), "private_key_file": "cw-key", "max_retries": 0, **psa}
+    if not guard:
+        data["guard"] = {"enabled": False}
     # A real From: test hosts often have no domain name, and then psabill refuses to guess one.
     data["notify"].update({"transport": "smtp", "from": "psabill@msp.example.com",
                            "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout": 5}})
@@ -137,9 +172,9 @@ def settings_for(path: Path, data: Dict[str, Any]) -> Any:
 
 def read_source(settings: Any) -> Any:
     """The usage rows of ``settings``' source, as a run reads them."""
-    from psabill import sources
+    from psabill.sources import reader
 
-    return sources.read(settings.source, set(settings.product_map), settings.path)
+    return reader(settings.source.kind)(settings.source, set(settings.product_map), settings.path).rows
 
 
 def psa_settings(section: Dict[str, Any]) -> Any:
