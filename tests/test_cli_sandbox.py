@@ -33,12 +33,15 @@ def _start(env: Env, *args: str) -> "tuple[subprocess.Popen[str], List[str]]":
     return proc, lines
 
 
-def _seats(lines: List[str], customer: str, product: str) -> int:
-    """The quantity the sandbox printed for ``customer``'s ``product`` line."""
-    line = next(line for line in lines if line.startswith(f"#   {customer} "))
-    found = re.search(rf"{product}(?: \(service \d+\))? = (\d+)", line)
+def _customer(line: str) -> "tuple[tuple[str, str, int], str]":
+    """(identifier, name, quantity) and the product of a printed sample customer line."""
+    found = re.match(r"#   (\S+) +'(.+?)': .*: (SEATS-\w+)(?: \(service \d+\))? = (\d+)$", line)
     assert found, line
-    return int(found.group(1))
+    return (found.group(1), found.group(2), int(found.group(4))), found.group(3)
+
+
+def _sku(product: str) -> str:
+    return {"SEATS-STD": "LastPass", "SEATS-MFA": "LastPass+MFA"}[product]
 
 
 def _stop(proc: "subprocess.Popen[str]") -> str:
@@ -63,20 +66,21 @@ def test_a_config_with_the_printed_section_runs_against_the_sandbox(env: Env, ki
         key = section.get("private_key_file") or section["secret_file"]
         assert os.path.dirname(key) == str(env.config.parent)  # next to the config
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
-        assert any(line.startswith("#   CUST00001 ") for line in lines)
+        first, second = [_customer(line) for line in lines if re.match(r"#   [A-Z0-9]+ ", line)][:2]
         # Seat counts a few away from what the printed sample holds, as a real month's usage is (the
         # guard, on by default, would hold a source that looks broken).
-        standard = _seats(lines, "CUST00001", "SEATS-STD")
-        mfa = _seats(lines, "CUST00002", "SEATS-MFA")
+        one, one_product = first
+        two, two_product = second
         write_old(env.config.parent / "usage.csv", "customer,sku,seats\n"
-                  f"CUST00001,LastPass,{standard + 2}\nCustomer 00002 Ltd,LastPass+MFA,{mfa + 1}\nNobody,LastPass,1\n")
+                  f"{one[0]},{_sku(one_product)},{one[2] + 2}\n\"{two[1]}\",{_sku(two_product)},{two[2] + 1}\n"
+                  "Nobody,LastPass,1\n")
         env.config.write_text(tomli_w.dumps({"source": {"kind": "csv", "path": "usage.csv"}, "products": products,
                                              "psa": {**section, "max_retries": 0}}))
         os.chmod(env.config, 0o600)
         result = env.run("run", "--yes", "--json")
         assert result.exit_code == 0, result.output
         items = {(i["customer"], i["outcome"]) for i in json.loads(result.output)["items"]}
-        assert items == {("CUST00001", "updated"), ("Customer 00002 Ltd", "updated"), ("Nobody", "unmapped")}
+        assert items == {(one[0], "updated"), (two[1], "updated"), ("Nobody", "unmapped")}
         again = json.loads(env.run("run", "--yes", "--json").output)
         assert [i["outcome"] for i in again["items"]] == ["unchanged", "unchanged", "unmapped"]
     finally:
@@ -103,3 +107,29 @@ def test_a_busy_port_is_one_error_line(env: Env) -> None:
         result = env.run("sandbox", "--port", str(busy.getsockname()[1]))
     assert result.exit_code == 2
     assert result.output.startswith("Error: cannot listen on 127.0.0.1:") and len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["connectwise", "autotask"])
+def test_with_source_lastpass_the_printed_sections_run_lastpass_to_the_psa_and_show_every_case(
+        env: Env, kind: str) -> None:
+    proc, lines = _start(env, "--psa", kind, "--source", "lastpass")
+    try:
+        start = lines.index("[psa]")
+        end = next(i for i, line in enumerate(lines) if line.startswith("# Sample customers"))
+        sections = tomllib.loads("\n".join(lines[start:end]))
+        assert sections["source"]["kind"] == "lastpass"
+        key_dir = os.path.dirname(sections["source"]["api_key_file"])
+        assert stat.S_IMODE(os.stat(sections["source"]["api_key_file"]).st_mode) == 0o600
+        env.config.parent.mkdir(parents=True)
+        env.config.write_text(tomli_w.dumps({**sections, "psa": {**sections["psa"], "max_retries": 0}}))
+        os.chmod(env.config, 0o600)
+        result = env.run("run", "--yes", "--json")
+        assert result.exit_code == 1, result.output  # partial: the book's failures are on purpose
+        out = result.output
+        outcomes = {i["outcome"] for i in json.loads(out[out.index("{"):out.rindex("}") + 1])["items"]}
+        assert outcomes >= {"updated", "unchanged", "failed", "unmapped"}
+        shown = [line for line in lines[lines.index("# What a run against them shows:") + 1:] if line.startswith("#   ")]
+        assert len(shown) == 4
+    finally:
+        _stop(proc)
+    assert not os.path.exists(key_dir), "the sandbox left its temp key dir behind"

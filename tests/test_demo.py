@@ -1,14 +1,17 @@
-"""`psabill demo` runs the whole job end to end as a new user would."""
+"""`psabill demo` runs the whole job end to end as a new user would: LastPass to the PSA."""
 
 from __future__ import annotations
 
 import email
+import html
 import json
 import os
 import subprocess
 import sys
 from email import policy
 from pathlib import Path
+
+from psabill.sandbox import book
 
 
 def test_demo_runs_end_to_end_and_writes_the_results_email(tmp_path: Path) -> None:
@@ -20,7 +23,8 @@ def test_demo_runs_end_to_end_and_writes_the_results_email(tmp_path: Path) -> No
     # The demo's two failures are on purpose: the run ends partial (exit 1) at worst, never held or aborted.
     assert proc.returncode in (0, 1), proc.stderr
     assert "== 4. Where everything is" in proc.stdout
-    assert "failed    GLOBEX / LastPass" in proc.stdout
+    assert "LastPass stand-in at http://127.0.0.1:" in proc.stdout
+    cases = book.build("connectwise", companies=12).cases  # the same deterministic book the demo served
 
     # The run it recorded: quantities written, and each failure and unmapped customer explained.
     shown = subprocess.run([sys.executable, "-m", "psabill", "--config", str(demo / "config.toml"), "--state-dir",
@@ -34,7 +38,10 @@ def test_demo_runs_end_to_end_and_writes_the_results_email(tmp_path: Path) -> No
     assert all(i["old"] != i["new"] for i in updated)
     assert f"{len(updated)} quantities written" in proc.stdout
     problems = [i for i in run["items"] if i["outcome"] in ("failed", "unmapped")]
-    assert {(i["customer"], i["outcome"]) for i in problems} == {("GLOBEX", "failed"), ("<b>Acme & Co</b>", "unmapped")}
+    assert {(i["customer"], i["outcome"]) for i in problems} == {
+        (case.customer, case.what.split(":")[0]) for case in cases if not case.what.startswith("updated")}
+    suspended = next(c.customer for c in cases if c.what.startswith("updated to 0"))
+    assert [i["new"] for i in run["items"] if i["customer"] == suspended] == [0]
     for item in problems:
         assert item["message"] and item["hint"], item
         assert (f"  {item['outcome']:<9} {item['customer']} / {item['sku']}: {item['message']}. "
@@ -48,13 +55,22 @@ def test_demo_runs_end_to_end_and_writes_the_results_email(tmp_path: Path) -> No
     assert message.get_content_type() == "multipart/mixed"
     (attachment,) = list(message.iter_attachments())
     assert attachment.get_filename() == "psabill-run-000001.csv"
-    assert "CUST00001,LastPass" in attachment.get_content()
+    assert all(case.customer in attachment.get_content() for case in cases)
     text = message.get_body(("plain",)).get_content()
-    assert "CUST00001" in text and "GLOBEX" in text and "<b>Acme & Co</b>" in text
     for item in problems:
         assert f"{item['customer']} " in text and item["message"] in " ".join(text.split()), item
-    html = message.get_body(("html",)).get_content()
-    assert "&lt;b&gt;Acme &amp; Co&lt;/b&gt;" in html
+    body = message.get_body(("html",)).get_content()
+    assert all(html.escape(item["customer"], quote=False) in body for item in problems)
     # The user's real crontab and home were not touched.
     assert not (tmp_path / "home").exists()
     assert (demo / "crontab").read_text().count("# psabill[") == 3
+
+
+def test_a_demo_that_fails_leaves_no_temp_dir_behind(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSABILL_")}
+    env.update(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), PSABILL_NOW="not a time")
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "psabill", "demo"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2 and "PSABILL_NOW" in proc.stderr + proc.stdout
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -24,14 +24,19 @@ class Session(NamedTuple):
     output: str
 
 
-def interactive(env: Env, args: List[str], *, answer: str, at_prompt: Optional[Callable[[], None]] = None,
-                timeout: float = 60.0, extra_env: Optional[dict] = None) -> Session:
-    """``psabill ARGS`` on a pty; when the prompt shows, call ``at_prompt`` then type ``answer``."""
-    environment = {**os.environ, **(extra_env or {})}
+def interactive(env: Optional[Env], args: List[str], *, answer: str, at_prompt: Optional[Callable[[], None]] = None,
+                timeout: float = 60.0, extra_env: Optional[dict] = None, program: Optional[List[str]] = None,
+                environ: Optional[dict] = None) -> Session:
+    """``psabill ARGS`` on a pty; when the prompt shows, call ``at_prompt`` then type ``answer``.
+
+    ``program`` runs another psabill (e.g. one installed from a fresh clone) instead of this
+    interpreter's, and ``environ`` replaces the whole environment."""
+    environment = dict(environ) if environ is not None else {**os.environ, **(extra_env or {})}
+    argv = [*(program or [sys.executable, "-m", "psabill"]), *args]
     pid, fd = pty.fork()
     if pid == 0:  # the child: psabill, on the terminal
         try:
-            os.execvpe(sys.executable, [sys.executable, "-m", "psabill", *args], environment)
+            os.execvpe(argv[0], argv, environment)
         finally:
             os._exit(127)
     output = b""

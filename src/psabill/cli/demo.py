@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import click
 
@@ -19,11 +19,11 @@ from psabill.config import settings as settings_mod
 from psabill.config.paths import Paths
 from psabill.errors import ExitCode, StateError
 from psabill.run import guard
-from psabill.sandbox.connectwise import FUTURE_CANCELLED, Sandbox
+from psabill.sandbox import book as sample_book
 from psabill.schedule import save as scheduling
 from psabill.text.files import make_private_dir
 
-DEMO_CUSTOMERS = 12
+DEMO_COMPANIES = 12  # enough for every case the book shows (psabill.sandbox.book)
 
 
 @click.command()
@@ -33,31 +33,36 @@ DEMO_CUSTOMERS = 12
 def demo(app: App, directory: Optional[str], as_json: bool) -> None:
     """Run the whole job against a sandbox PSA on loopback; touches nothing of yours.
 
-    It writes a sample config and usage CSV, saves a weekly schedule into a
-    throwaway crontab file, shows the status, runs the billing update against
-    a ConnectWise-compatible sandbox on 127.0.0.1, writes the results email to
-    a file, and prints where everything is.
+    It serves a LastPass stand-in and a ConnectWise sandbox on 127.0.0.1,
+    writes a sample config reading seats from LastPass, saves a weekly schedule
+    into a throwaway crontab file, shows the status, runs the billing update,
+    writes the results email to a file, and prints where everything is.
 
     \b
     Example:
       psabill demo
     """
+    made = directory is None
     base = Path(directory).resolve() if directory else Path(tempfile.mkdtemp(prefix="psabill-demo-"))
+    try:
+        _demo(app, base, as_json)
+    except BaseException:
+        if made:  # a demo that failed leaves nothing behind; rerun with --dir to keep its files
+            shutil.rmtree(base, ignore_errors=True)
+        raise
 
+
+def _demo(app: App, base: Path, as_json: bool) -> None:
     make_private_dir(base, StateError, "demo directory")  # 0700 whatever the umask
     paths = Paths(config=base / "config.toml", state_dir=base / "state", crontab_file=base / "crontab")
-    with Sandbox.sample(customers=DEMO_CUSTOMERS, seed=7) as sandbox:
-        # One customer billed on two active agreements: psabill must not guess.
-        twice = sandbox.add_company("GLOBEX", "Globex Corporation")
-        for name in ("Managed Services", "Managed Services 2026"):
-            sandbox.add_addition(sandbox.add_agreement(twice, name), "SEATS-STD", 40)
+    with sample_book.build("connectwise", companies=DEMO_COMPANIES) as book:
+        sandbox, lastpass = book.psa, book.lastpass
         key_file = base / "cw-private-key"
-        key_file.write_text(sandbox.private_key + "\n")
-        os.chmod(key_file, 0o600)
-        usage = base / "usage.csv"
-        _write_usage(usage, sandbox)
-        os.chmod(usage, 0o600)  # a loose source is refused, and the umask may be 000
-        os.utime(usage, (1, 1))  # written and finished: a source still being written would be waited for
+        api_key_file = base / "lastpass-api-key"
+        for path, secret in ((key_file, sandbox.private_key), (api_key_file, lastpass.api_key)):
+            fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(secret + "\n")
         edit.save(paths.config, {
             "account": {"name": "Demo MSP", "timezone": "America/New_York"},
             "notify": {
@@ -67,8 +72,8 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
                 "transport": "file",
                 "file": {"dir": str(base / "outbox")},
             },
-            "source": {"kind": "csv", "path": usage.name},
-            "products": {"LastPass": "SEATS-STD", "LastPass+MFA": "SEATS-MFA"},
+            "source": {**lastpass.config_section(), "api_key_file": api_key_file.name},
+            "products": book.products,
             "psa": {**sandbox.config_section(), "private_key_file": key_file.name},
         })
         now = clock.now()
@@ -87,7 +92,8 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
         say("\n== 2. psabill status", bold=True)
         if not as_json and not app.quiet:
             echo(status_mod.build(paths, saved.settings, now, host).text())
-        say(f"\n== 3. Billing update against the sandbox PSA at {sandbox.url}", bold=True)
+        say(f"\n== 3. Billing update: LastPass stand-in at {lastpass.url} -> ConnectWise sandbox at "
+            f"{sandbox.url}", bold=True)
         outcome = guard.run_manual(paths, clock.now, dry_run=False, verbose=app.verbose)
         report = outcome.run
         assert report is not None
@@ -106,46 +112,16 @@ def demo(app: App, directory: Optional[str], as_json: bool) -> None:
         emit_json({
             "schema": 1, "dir": str(base), "schedule": saved.schedule.describe(),
             "run": {**report.to_json(), "quantities_written": written},
-            "files": {"config": str(paths.config), "usage_csv": str(usage), "crontab": str(paths.crontab_file),
+            "files": {"config": str(paths.config), "crontab": str(paths.crontab_file),
                       "history": str(paths.db), "email": str(emails[-1]) if emails else None},
         })
     say("\n== 4. Where everything is", bold=True)
     say(f"  config:        {paths.config}")
-    say(f"  usage CSV:     {usage}")
     say(f"  crontab file:  {paths.crontab_file}")
     say(f"  history:       {paths.db}  (psabill --config {paths.config} "
         f"--state-dir {paths.state_dir} history show {report.id})")
     say(f"  results email: {emails[-1] if emails else 'not written: ' + report.email.message}")
+    say(f"  (the servers were in memory and are gone; rm -r {base} removes the rest)")
     if outcome.exit_code not in (ExitCode.OK, ExitCode.PARTIAL):
         raise click.ClickException(outcome.error or f"demo run ended with {report.status}")
 
-
-def _write_usage(path: Path, sandbox: Any) -> None:
-    """A month's usage as a real source gives it: the sandbox's seats, a few up or down for about half
-    the lines (the guard, on as it is by default, lets that through), plus a customer billed on two
-    agreements (GLOBEX: psabill must not guess) and one the PSA does not know, whose name needs escaping."""
-    def seats(identifier: str, product: str) -> int:
-        # The line a run writes: the active agreement's addition that bills now (not cancelled, not yet to start).
-        for agreement in sandbox.agreements.values():
-            if agreement["company"]["identifier"] != identifier or agreement["agreementStatus"] != "Active":
-                continue
-            for line in sandbox.additions[agreement["id"]].values():
-                billing = line["cancelledDate"] in (None, FUTURE_CANCELLED) and line["effectiveDate"] < "2099"
-                if line["product"]["identifier"] == product and billing:
-                    return int(line["quantity"])
-        return 0
-
-    rows = []
-    for n in range(1, DEMO_CUSTOMERS + 1):
-        identifier = f"CUST{n:05d}"
-        for i, (sku, product) in enumerate((("LastPass", "SEATS-STD"), ("LastPass+MFA", "SEATS-MFA"))):
-            now = seats(identifier, product)
-            step = (n + 3 * i) % 4  # half the lines move: a few seats up or one down
-            change = (0, 2 + n % 3, 0, -1)[step]
-            rows.append((identifier, sku, max(now + change, 1), ""))
-    rows.append(("GLOBEX", "LastPass", 42, ""))
-    rows.append(("<b>Acme & Co</b>", "LastPass", 7, ""))
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["customer", "sku", "seats", "psa_company"])
-        writer.writerows(rows)
