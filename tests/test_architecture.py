@@ -16,6 +16,7 @@ Layers, lowest first (a module may import its own layer and the ones below):
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
@@ -263,3 +264,29 @@ def _import_block_comment(lines: List[str], lineno: int) -> bool:
         end += 1
     block = lines[start:end + 1]
     return any("#" in line for line in block) or (start > 0 and lines[start - 1].strip().startswith("#"))
+
+
+def test_docs_architecture_lists_every_module_with_its_docstrings_summary() -> None:
+    """The README links docs/architecture.md for the module tree: it must name every module, with the
+    summary line of its docstring (regenerate it when a module is added or its job changes)."""
+    text = (SRC.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"^\| `([\w/]+\.py)` \| (.*) \|$", text, re.MULTILINE))
+    modules = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py")}
+    assert set(listed) == modules
+    for rel in modules - {"__main__.py"}:
+        summary = " ".join(ast.get_docstring(ast.parse((SRC / rel).read_text(encoding="utf-8"))).split("\n\n")[0].split())
+        assert listed[rel].split(" ")[:3] == re.sub(r":\w+:`~?([^`]+)`", r"`\1`", summary).replace("``", "`") \
+            .split(" ")[:3], rel
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves() -> None:
+    root = SRC.parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(root)} -> {target}")
+    assert broken == []
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)", (root / "README.md").read_text(encoding="utf-8")))
+    assert {p.name for p in (root / "docs").glob("*.md")} <= linked, "a docs page the README does not link"

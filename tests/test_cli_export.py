@@ -128,3 +128,12 @@ def test_a_job_fired_on_both_passes_of_a_repeated_hour_runs_once(env: Env, sandb
     assert len(sandbox.patches()) == writes > 0
     runs = json.loads(env.run("history", "--json", now="2026-11-01T07:00:00Z").output)
     assert [r["occurrence"] for r in runs if r["trigger"] == "scheduled"] == ["2026-11-01T05:00:00+00:00"]
+
+
+def test_without_a_state_volume_the_pod_reads_the_ledger_url_from_the_secret(weekly: Env) -> None:
+    result = weekly.run("schedule", "export", "--format", "kubernetes", "--image", "psabill:1", "--no-state-volume",
+                        now=SAVED)
+    assert result.exit_code == 0, result.output
+    pod = json.loads(result.output)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in pod["volumes"]}["state"] == {"name": "state", "emptyDir": {}}
+    assert pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["key"] == "PSABILL_STATE_URL"

@@ -1,4 +1,4 @@
-"""The README's config reference is generated from the one schema and cannot drift from it."""
+"""The config reference (docs/configuration.md) is generated from the one schema and cannot drift from it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from psabill.config import reference as settings  # the reference module documents the settings schema
 from psabill.cli import cli
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[1] / "docs" / "configuration.md"  # the reference moved out of the README
 
 
 def _accepted(cls, where: str = ""):
@@ -58,7 +58,7 @@ def test_the_readme_reference_is_exactly_what_the_generator_writes() -> None:
     start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
     embedded = text[text.index(start) + len(start):text.index(end)]
     assert embedded == settings.render_reference(2), (
-        "the README's config reference is stale: paste `python -c 'from psabill.config.reference import "
+        "docs/configuration.md's config reference is stale: paste `python -c 'from psabill.config.reference import "
         "render_reference; print(render_reference(2), end=\"\")'` between its markers")
 
 
@@ -89,7 +89,7 @@ def test_the_reference_lists_every_key_and_the_file_formats() -> None:
 
 def test_a_key_added_in_a_test_only_schema_appears_in_all_four(tmp_path: Path) -> None:
     """Issue 19: one declaration of a key makes it appear in the typed settings, `psabill config reference`,
-    the README's table and the `config init` starter."""
+    the reference table (docs/configuration.md) and the `config init` starter."""
     import collections
     import os
 
@@ -123,7 +123,7 @@ def test_a_key_added_in_a_test_only_schema_appears_in_all_four(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"unknown key 'addressee' in \[account\]"):
         loader.load(config('[account]\naddressee = "Billing Desk"\n'))  # the real schema has no such key
 
-    # (2) `psabill config reference`, and (3) the README's table: both are render_reference's Markdown
+    # (2) `psabill config reference`, and (3) the reference table in docs/configuration.md: both are render_reference's Markdown
     row = "| `addressee` | string | Accounts | Who the test-only report is addressed to. | `\"Accounts Payable\"` |"
     assert "account.addressee" in settings.keys(schema) and "account.addressee" not in settings.keys()
     assert row in settings.render_reference(schema=schema)

@@ -1,4 +1,4 @@
-"""The fault matrix (README, "Faults and what psabill does"): each row's proof.
+"""The fault matrix (docs/faults.md, "Faults and what psabill does"): each row's proof.
 
 Real processes, real files, real SQLite, the real loopback sandbox PSA and
 Autotask stand-in. Nothing inside psabill is mocked.

@@ -1,6 +1,6 @@
-"""The README's table of per-item failures matches the messages the code really produces.
+"""The table of per-item failures (docs/psa.md) matches the messages the code really produces.
 
-Each family in the first column of "### Per-item failures" must be found in the
+Each family in the first column of "## Per-item failures" must be found in the
 string literals of the refresh engine and the PSA clients: ``<...>`` stands
 for any text (an f-string field or a value), and ``: `` may join a prefix to a
 reason built elsewhere (``not written: `` + the Autotask allowance message).
@@ -39,8 +39,8 @@ def _literals(path: Path) -> List[str]:
 
 
 def _families() -> List[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("### Per-item failures", 1)[1].split("\n#", 1)[0]
+    text = (ROOT / "docs" / "psa.md").read_text(encoding="utf-8")
+    section = text.split("## Per-item failures", 1)[1].split("\n#", 1)[0]
     return [m.group(1) for m in re.finditer(r"^\| `([^`]+)`", section, re.MULTILINE)]
 
 

@@ -151,7 +151,6 @@ class Run:
             "trigger": self.trigger,
             "occurrence": _iso(self.occurrence),
             "attempt": self.attempt,
-            "of_run": self.of_run,
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "status": self.status,

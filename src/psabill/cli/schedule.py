@@ -291,8 +291,11 @@ def disable(app: App, as_json: bool) -> None:
 @click.option("--output", metavar="PATH", help="systemd: a directory for both units; kubernetes: a file (JSON, which "
                                                "kubectl reads as YAML). Default: print.")
 @click.option("--image", metavar="IMAGE", help="Container image running psabill (required with --format kubernetes).")
+@click.option("--no-state-volume", is_flag=True,
+              help="kubernetes: no PersistentVolumeClaim; the ledger is in PostgreSQL, its URL the Secret's "
+                   "PSABILL_STATE_URL key.")
 @pass_app
-def export_(app: App, fmt: str, output: Optional[str], image: Optional[str]) -> None:
+def export_(app: App, fmt: str, output: Optional[str], image: Optional[str], no_state_volume: bool) -> None:
     """Export the saved schedule to systemd timer units or a Kubernetes CronJob.
 
     Both fire in the account zone at every occurrence (and sometimes more);
@@ -311,7 +314,8 @@ def export_(app: App, fmt: str, output: Optional[str], image: Optional[str]) -> 
     if fmt == "kubernetes":
         if not image:
             raise UsageError("--format kubernetes needs --image (the container image that runs psabill)")
-        text = export.render_manifest(export.kubernetes_cronjob(sched, image=image, catch_up_seconds=catch_up))
+        text = export.render_manifest(export.kubernetes_cronjob(
+            sched, image=image, catch_up_seconds=catch_up, state_claim=None if no_state_volume else "psabill-state"))
         if output is None:
             click.echo(text, nl=False)
             return
