@@ -25,10 +25,16 @@ def one_error_line(env: Env, *args: str, code: int = 2) -> str:
 
 
 class TestTyposGetTheFix:
-    @pytest.mark.parametrize("typed, meant", [("tues", "tue"), ("thurs", "thu"), ("wednsday", "wed"), ("Fryday", "fri")])
+    @pytest.mark.parametrize("typed, meant", [("wednsday", "wed"), ("Fryday", "fri"), ("tuseday", "tue")])
     def test_a_near_weekday(self, env: Env, typed: str, meant: str) -> None:
         line = one_error_line(env, *SET, "--weekly", typed, "--hour", "9", "--timezone", "UTC")
         assert line.endswith(f"(did you mean {meant}?)")
+
+    @pytest.mark.parametrize("typed, day", [("Tues", "tue"), ("thurs", "thu")])
+    def test_an_unambiguous_weekday_prefix_is_accepted(self, env: Env, typed: str, day: str) -> None:
+        result = env.run(*SET, "--weekly", typed, "--hour", "9", "--timezone", "UTC", now=NOW)
+        assert result.exit_code == 0, result.output
+        assert json.loads(env.run("schedule", "show", "--json").output)["weekday"] == day
 
     @pytest.mark.parametrize("typed, hour", [("9am", 9), ("9pm", 21), ("12am", 0), ("12pm", 12), ("9 PM", 21)])
     def test_am_pm_hours_are_read_with_a_note(self, env: Env, typed: str, hour: int) -> None:
@@ -44,10 +50,17 @@ class TestTyposGetTheFix:
         line = one_error_line(env, *SET, "--daily", "--hour", "9", "--timezone", "UTC", "--notify", "a@b.com;c@d.com")
         assert "separate addresses with commas" in line
 
-    @pytest.mark.parametrize("typed", ["america/new_york", "America/New_york", "Amerca/New_York"])
-    def test_a_zone_in_the_wrong_case_or_misspelt(self, env: Env, typed: str) -> None:
+    @pytest.mark.parametrize("typed", ["Amerca/New_York", "America/New_Yrok"])
+    def test_a_misspelt_zone(self, env: Env, typed: str) -> None:
         line = one_error_line(env, *SET, "--daily", "--hour", "9", "--timezone", typed)
         assert line == f"Error: unknown time zone {typed!r}: did you mean America/New_York?"
+
+    @pytest.mark.parametrize("typed", ["america/new_york", "America/New_york", "australia/sydney"])
+    def test_a_zone_in_the_wrong_case_is_the_one_zone_it_can_mean(self, env: Env, typed: str) -> None:
+        result = env.run(*SET, "--daily", "--hour", "9", "--timezone", typed, now=NOW)
+        assert result.exit_code == 0, result.output
+        saved = json.loads(env.run("schedule", "show", "--json").output)["timezone"]
+        assert saved.lower() == typed.lower() and saved != typed
 
     def test_a_zone_typo_in_the_config_file_gets_the_fix_too(self, env: Env) -> None:
         env.config.parent.mkdir(parents=True)

@@ -82,7 +82,13 @@ class TestParse:
     def test_it_parses_short_and_full_weekday_names_in_any_case(self, text: str, expected: int) -> None:
         assert parse_weekday(text) == expected
 
-    @pytest.mark.parametrize("text", ["", "tues", "thurs", "1", "Mo", "weekday"])
+    @pytest.mark.parametrize("text, expected", [("tues", 1), ("Thurs", 3), ("Mo", 0), ("wednes", 2), ("Sat.", 5),
+                                                ("su", 6)])
+    def test_an_unambiguous_prefix_of_a_weekday_is_that_weekday(self, text: str, expected: int) -> None:
+        """Issue 24: `Tues` is accepted; any prefix of two letters or more that one weekday owns."""
+        assert parse_weekday(text) == expected
+
+    @pytest.mark.parametrize("text", ["", "t", "s", "1", "weekday", "tuesdays", "tuseday"])
     def test_it_refuses_unknown_weekday_names_naming_the_value(self, text: str) -> None:
         with pytest.raises(ScheduleError, match=re.escape(repr(text))):
             parse_weekday(text)

@@ -147,6 +147,9 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         if problem:
             raise UsageError(f"--start {start}: {problem}")
     if tz_name is not None:
+        # Australia/sydney: the one zone it can mean. A name that means none keeps its spelling, and
+        # load_account_zone refuses it with a suggestion.
+        tz_name = clock.resolve_zone_name(tz_name)[0]
         clock.load_account_zone(tz_name, "time zone")
     emails = parse_list(notify) if notify is not None else None
     mode = "monthly" if monthly else "weekly" if weekly else "daily"
@@ -166,7 +169,7 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         emit_json({
             "schema": 1,
             "schedule": saved.schedule.describe(),
-            "notes": notes,
+            "notes": notes + [n for n in [clamp_note(saved.schedule)] if n],
             "timezone": str(saved.schedule.zone),
             "timezone_from_host": saved.zone_from_host,
             "config": str(app.paths.config),
@@ -176,10 +179,7 @@ def set_(app: App, monthly: Tuple[str, ...], weekly: Tuple[str, ...], daily: boo
         return
     for note in notes:
         echo(note)
-    echo(f"Saved: {saved.schedule.describe()}.")
-    note = clamp_note(saved.schedule)
-    if note:
-        echo(note)
+    echo(f"Saved: {saved.schedule.describe()}.")  # a day past 28 says what shorter months do, once
     if saved.zone_from_host:
         echo(f"No --timezone given: using the host's zone, {saved.schedule.zone}.")
     shell_tz = clock.shell_tz_differs(host)

@@ -145,6 +145,12 @@ class LoopbackServer:
             self._faults = _Faults()
             self._dead = False
 
+    def heal(self) -> None:
+        """Drop every queued fault: the server answers normally again."""
+        with self._lock:
+            self._faults.queue.clear()
+            self._faults.die_after = None
+
     def _enqueue(self, fault: Fault, times: int) -> None:
         with self._lock:
             self._faults.queue.extend([fault] * times)

@@ -43,11 +43,13 @@ class ScheduleError(ValueError):
 
 
 def parse_weekday(value: str) -> int:
-    """``tue``, ``Tuesday``, ``TUE`` -> 1. Unknown names raise ScheduleError."""
-    key = value.strip().lower()
-    for index, (short, full) in enumerate(zip(WEEKDAYS, WEEKDAY_NAMES)):
-        if key in (short, full.lower()):
-            return index
+    """``tue``, ``Tuesday``, ``TUE``, ``Tues``, ``tu`` -> 1: a name, or a prefix of one (two letters or
+    more) that no other weekday shares. Unknown or ambiguous names raise ScheduleError."""
+    key = value.strip().lower().rstrip(".")
+    matches = [index for index, full in enumerate(WEEKDAY_NAMES)
+               if len(key) >= 2 and full.lower().startswith(key)]
+    if len(matches) == 1:
+        return matches[0]
     raise ScheduleError(f"unknown weekday {value!r}: use mon..sun or a full name such as Tuesday")
 
 

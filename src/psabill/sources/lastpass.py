@@ -111,7 +111,7 @@ def read(source: SourceSettings, skus: Optional[Collection[str]], config_path: P
         raise AbortError(f"{origin} answered an error: {exc}; nothing was written{later}") from None
     finally:
         client.close()
-    return _usage(companies, users, counted, source, origin)
+    return _usage(companies, users, counted, source, origin)._replace(requests=client.request_count)
 
 
 def _count_statuses(source: SourceSettings, config_path: Path) -> Tuple[str, ...]:

@@ -57,6 +57,7 @@ class Usage(NamedTuple):
     # Another key the mapping file may pin a row's customer by: folded customer -> that key (LastPass: the
     # managed company's id). Never mutated.
     aliases: Mapping[str, str] = MappingProxyType({})
+    requests: int = 0  # HTTP requests the reader sent (LastPass): a run's api_requests counts them too
 
 
 def digest(data: bytes) -> str:
@@ -173,9 +174,10 @@ def load_json(text: str, origin: str) -> Any:
         raise AbortError(f"{origin}: key {exc.args[0]!r} is given twice in one object; give it once") from None
     except json.JSONDecodeError as exc:
         raise AbortError(f"{origin} line {exc.lineno}: malformed JSON ({exc.msg})") from None
-    except (ValueError, RecursionError) as exc:
-        # Integers past Python's digit limit and absurd nesting land here.
-        raise AbortError(f"{origin}: malformed JSON ({str(exc).splitlines()[0][:80] or 'nested too deeply'})") from None
+    except RecursionError:  # arrays or objects nested thousands deep: the decoder recurses once per level
+        raise AbortError(f"{origin}: malformed JSON (nested too deeply to be usage rows)") from None
+    except ValueError as exc:  # integers past Python's digit limit
+        raise AbortError(f"{origin}: malformed JSON ({str(exc).splitlines()[0][:80] or 'not JSON'})") from None
 
 
 def parse_json(data: bytes, *, origin: str, skus: Optional[Collection[str]]) -> List[UsageRow]:
