@@ -146,6 +146,9 @@ def connectwise(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
                      f"{changed} changes")
     if code != 0:
         notes.append(f"run exited {code}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}")
+    import plan_bench  # benchmarks/plan_bench.py: figure 5c, the plan stage of this same run
+
+    plan_rows = plan_bench.measure(home, int(report["id"]), wall, Row) if code == 0 and report.get("id") else []
     return [
         Row(label + ": API calls", f"≤ {CALLS_SLACK} × minimum ({minimum:,}) = {CALLS_SLACK * minimum:,.0f}",
             f"{calls:,} ({calls / minimum:.3f} × minimum)", ok_calls and code == 0 and not wrong, notes),
@@ -154,6 +157,7 @@ def connectwise(root: Path, psabill: Path, Row: Any) -> List[Any]:  # noqa: N803
             ok_wall and code == 0),
         Row("5. … peak RSS of the `psabill run` process", f"≤ {RSS_LIMIT_MB:.0f} MB", f"{rss:.1f} MB",
             ok_rss and code == 0),
+        *plan_rows,
     ]
 
 
