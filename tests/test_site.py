@@ -83,8 +83,8 @@ def scenario() -> FakeSiteView:
         item("Customer 0", outcome=outcomes.UPDATED, old=10, new=12),
         item("Customer 1", outcome=outcomes.FAILED, old=10, new=11, message="PATCH answered 400: agreement cancelled",
              hint="reactivate the agreement"),
-        item("Customer 2", outcome=outcomes.HELD, old=10, new=2, rule="max_drop_percent = 25",
-             message="a drop of 8 seats needs approval"),
+        item("Customer 2", outcome=outcomes.HELD, old=10, new=2000, rule="max_line_factor",
+             message="10 -> 2000 grows the line more than 10-fold"),
         item("Customer 3"),
         item("Newcomer Ltd", outcome=outcomes.UNMAPPED, old=None, new=5, psa_company=None,
              message="no PSA company mapped", hint="add it to the mapping file"),
@@ -171,7 +171,7 @@ def test_a_run_page_shows_what_needs_action_first_then_changes_then_unchanged_co
     assert "PATCH answered 400: agreement cancelled" in failed and "reactivate the agreement" in failed
     assert "10 → 11" in failed and "+1" in failed
     held = html[at["held"]:at["failed"]]
-    assert "max_drop_percent = 25" in held and "10 → 2" in held and "-8" in held
+    assert "max_line_factor" in held and "10 → 2,000" in held and "+1,990" in held
     # The filter: one anchor per outcome present, plus "All" and the CSV next to the page.
     for word in ("held", "failed", "unmapped", "updated", "unchanged"):
         assert f'href="#o-{word}"' in html
@@ -194,7 +194,7 @@ def test_the_index_lists_held_plans_first_then_failures_and_unmapped_customers(s
     html = read(tmp_path / "index.html")
     action = html[html.index('id="action"'):html.index('id="seats"')]
     assert action.index('id="held-3"') < action.index('id="latest-failed"') < action.index('id="latest-unmapped"')
-    assert "Customer 2" in action and "max_drop_percent = 25" in action
+    assert "Customer 2" in action and "max_line_factor" in action
     assert "agreement cancelled" in action and "reactivate the agreement" in action
     assert "Newcomer Ltd" in action
     assert html.index('id="action"') < html.index('id="seats"') < html.index('id="runs"')

@@ -10,7 +10,7 @@ customers (LastPass Business or Teams, some with Advanced MFA or Dark Web
 Monitoring), seats drifting a little every day, new customers unmapped for a
 few days, PSA hiccups (transient 503s, one run aborted and retried within
 catch-up), a customer whose agreement was cancelled failing every run since,
-large drops held for approval and approved a couple of hours later, an email
+sudden jumps held for approval and approved a couple of hours later, an email
 that failed, a manual dry run now and then, and, on the last day, a plan still
 held. Deterministic for a seed. Unchanged items are shared between runs (the
 site never changes an item), so a year at 5,000 customers fits in memory.
@@ -116,7 +116,7 @@ UNAVAILABLE = "PATCH https://na.myconnectwise.net/v4_6_release/apis/3.0/finance/
 UNAVAILABLE_FIX = "nothing to do if it passes: the next run tries again; otherwise check ConnectWise's status page"
 UNMAPPED_MSG = "no PSA company is mapped for this customer"
 UNMAPPED_FIX = "add the customer to the mapping file, then run again"
-HELD_RULE = "max_drop_percent = 25: a line may lose at most 25% of its seats without approval"
+HELD_RULE = "max_line_factor"  # psabill.run.safety: a line that grows more than tenfold is held
 
 
 class _Line:
@@ -229,7 +229,7 @@ def year_of_runs(customers: int = 5000, days: int = 365, *, end: datetime = END,
         hold: Optional[_Line] = None
         if day in held_days:
             hold = rng.choice([l for l in lines if l.seats >= 20 and l is not cancelled and l.psa is not None])
-            hold.seats = int(hold.seats * 0.45)
+            hold.seats = hold.seats * 40  # a typo in the source: 25 -> 1000
         flaky = set()
         if rng.random() < 0.05:
             flaky = {rng.randrange(len(lines)) for _ in range(rng.randrange(1, 4))}
@@ -249,8 +249,7 @@ def year_of_runs(customers: int = 5000, days: int = 365, *, end: datetime = END,
                                        hint=CANCELLED_FIX))
             elif line is hold:
                 items.append(line.item(outcomes.HELD, rule=HELD_RULE,
-                                       message=f"a drop of {line.psa - line.seats} seats "
-                                               f"({(line.psa - line.seats) * 100 // max(line.psa, 1)}%) needs approval"))
+                                       message=f"{line.psa} -> {line.seats} grows the line more than 10-fold"))
             elif line.psa == line.seats:
                 items.append(line.unchanged())
             elif line.seq in flaky:
