@@ -83,6 +83,26 @@ class TestHistory:
             assert history.run(run_id + 100) is None and history.items(run_id + 100) == []
             assert history.hosts() == [socket.gethostname()]
 
+    def test_every_field_of_an_item_round_trips_exactly(self, tmp_path: Path, ledger_url: Optional[str]) -> None:
+        """Every Item field comes back as stored: decimals exact, whole numbers as int, None as None."""
+        from dataclasses import fields
+        from decimal import Decimal
+
+        with history_for(tmp_path / "state", ledger_url) as history:
+            report = scheduled()
+            run_id = history.start_run(report)
+            full = Item("Zürich AG", "LastPass+MFA", outcome=FAILED, seq=7, psa_company="ZUR", agreement="101",
+                        line="202", product="SEATS-MFA", old=Decimal("2.5"), new=3, message="refused",
+                        hint="fix it", rule="max_seats", transient=True)
+            bare = Item("Bare", "LastPass", outcome=PLANNED, seq=8)
+            store_items(history, report, full, bare)
+            history.settle(run_id, [full])
+            back = {i.seq: i for i in history.items(run_id)}
+            for name in (f.name for f in fields(Item)):
+                assert getattr(back[7], name) == getattr(full, name), name
+                assert getattr(back[8], name) == getattr(bare, name), name
+            assert type(back[7].old) is Decimal and type(back[7].new) is int and back[8].old is None
+
     def test_an_occurrence_is_done_only_once_a_run_for_it_ends_other_than_interrupted(
             self, tmp_path: Path, ledger_url: Optional[str]) -> None:
         with history_for(tmp_path / "state", ledger_url) as history:

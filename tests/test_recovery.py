@@ -358,3 +358,110 @@ def test_a_second_psabill_posting_the_same_delta_at_once_is_corrected_by_the_ver
         item = run["items"][0]
         assert code == 0 and item["outcome"] == "updated" and "corrected" in item["message"]
         assert at.units(csids["C0001"], TODAY) == 25
+
+
+# -- the ledger goes away mid-run -----------------------------------------------------------------
+
+
+def _fill(directory: Path) -> Path:
+    """Fill the file system holding ``directory`` to its last byte; the filler file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _mount_small_tmpfs(path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the state dir needs root")
+    path.mkdir(mode=0o700, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        message = f"cannot mount a tmpfs for the full-disk test: {mounted.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+def test_a_disk_that_fills_mid_run_stops_the_writes_and_the_next_run_accounts_for_each_change_once(
+        env: Env) -> None:
+    """Issue 20, point 5: every write is recorded before it is sent, so a full disk stops the writes
+    it cannot record; after the disk is freed the next run reconciles and finishes."""
+    _mount_small_tmpfs(env.state_dir)
+    try:
+        with Sandbox() as sandbox:
+            book = Book(env, sandbox, customers=CW_CUSTOMERS, seats=25, guard={"enabled": False})
+            _edit(env, psa={"concurrency": 1})  # intents are recorded a window (4 writes) at a time
+            target = {c: 30 + n for n, c in enumerate(book.lines, start=1)}
+            book.source(target)
+            filled: List[Path] = []
+
+            def hook(method: str, endpoint: str) -> None:
+                if method == "PATCH" and not filled and len(sandbox.patches()) >= 3:
+                    filled.append(_fill(env.state_dir))
+
+            sandbox.after = hook
+            first = spawn("run", "--yes")
+            out, err = first.communicate(timeout=120)
+            sandbox.after = None
+            assert filled, "the disk was never filled: the run wrote fewer than 3 lines"
+            assert first.returncode not in (0, -signal.SIGKILL), (first.returncode, err)
+            assert "Traceback" not in out + err
+            sent = len(sandbox.patches())
+            assert sent < len(target), "every write went out although none could be recorded"
+            filled[0].unlink()
+            again = spawn("run", "--yes")
+            out, err = again.communicate(timeout=120)
+            assert again.returncode == 0, err
+            assert book.quantities() == {c: float(n) for c, n in target.items()}
+        counts = updated_per_line(env.state_dir)
+        assert set(counts) == {(c, "LastPass") for c in target} and set(counts.values()) == {1}, counts
+    finally:
+        subprocess.run(["umount", "--lazy", str(env.state_dir)], check=True)
+
+
+def test_a_postgresql_ledger_lost_mid_run_stops_the_writes_and_the_next_run_accounts_for_each_change_once(
+        env: Env, pg_url: str) -> None:
+    """Issue 20, point 5: the ledger's sessions are terminated mid-run (a failover); writes that cannot
+    be recorded first are never sent, and the next run reconciles and finishes."""
+    psycopg = pytest.importorskip("psycopg")
+    with Sandbox() as sandbox:
+        book = Book(env, sandbox, customers=CW_CUSTOMERS, seats=25, guard={"enabled": False})
+        _edit(env, psa={"concurrency": 1})  # intents are recorded a window (4 writes) at a time
+        target = {c: 30 + n for n, c in enumerate(book.lines, start=1)}
+        book.source(target)
+        cut: List[int] = []
+
+        def hook(method: str, endpoint: str) -> None:
+            if method == "PATCH" and not cut and len(sandbox.patches()) >= 3:
+                with psycopg.connect(pg_url, autocommit=True) as admin:
+                    rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+                cut.append(len(rows))
+
+        sandbox.after = hook
+        ledger = {"PSABILL_STATE_URL": pg_url}
+        first = spawn("run", "--yes", env=ledger)
+        out, err = first.communicate(timeout=120)
+        sandbox.after = None
+        assert cut and cut[0] >= 1, "no ledger session was terminated"
+        assert "Traceback" not in out + err
+        assert first.returncode == ExitCode.STATE and len(err.strip().splitlines()) == 1, (first.returncode, err)
+        assert len(sandbox.patches()) < len(target), "every write went out although the ledger was gone"
+        again = spawn("run", "--yes", env=ledger)
+        out, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err
+        assert book.quantities() == {c: float(n) for c, n in target.items()}
+    with psycopg.connect(pg_url) as db:
+        rows = db.execute("SELECT customer, sku FROM items WHERE outcome = 'updated'").fetchall()
+    counts = Counter(tuple(r) for r in rows)
+    assert set(counts) == {(c, "LastPass") for c in target} and set(counts.values()) == {1}, counts
