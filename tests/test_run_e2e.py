@@ -129,6 +129,8 @@ def test_on_a_terminal_a_progress_bar_shows_requests_and_rate(env: Env, sandbox:
     assert proc.wait(timeout=60) == 1  # GLOBEX fails: two candidate agreements
     text = output.decode()
     # The bar names each phase (read the source, read the PSA, write the plan) with requests and rate.
+    assert "reading the source" in text and "reading the PSA" in text, text  # issue 24: each phase shows
+    assert text.index("reading the source") < text.index("reading the PSA") < text.index("writing:")
     assert re.search(r"writing: \d+/\d+ \(\d+ API requests, \d+/s", text), text
     assert "Run 1: partial" in text
 
