@@ -16,13 +16,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from psabill import outcomes
 
+if TYPE_CHECKING:  # decimal costs `status` a millisecond at import, and a whole quantity never needs it
+    from decimal import Decimal
+
 #: A PSA quantity: an int when whole, a Decimal otherwise (ConnectWise quantities are decimals).
-Quantity = Union[int, Decimal]
+Quantity = Union[int, "Decimal"]
 
 #: The version of the JSON documents psabill prints; scripts check it (docs/json.md).
 JSON_SCHEMA = 1
@@ -69,7 +71,7 @@ class Item:
 
 def _number(value: Optional[Quantity]) -> Union[int, float, None]:
     # JSON stays numeric: a decimal quantity is a JSON number (2.5), not a string.
-    return float(value) if isinstance(value, Decimal) else value
+    return value if value is None or isinstance(value, (int, float)) else float(value)
 
 
 def item_order(item: Item) -> Any:

@@ -25,8 +25,6 @@ import hashlib
 import os
 import re
 import shlex
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -190,6 +188,10 @@ def _crontab_command(args: List[str], *, reading: bool) -> bytes:
     ``crontab -l`` for a user without one prints "no crontab for ..." and fails:
     that is an empty crontab.
     """
+    # the crontab command: only the user's crontab needs it, never a PSABILL_CRONTAB file (status, tests)
+    import shutil
+    import subprocess
+
     program = shutil.which("crontab")
     action = "read" if reading else "write"
     if program is None:
