@@ -230,11 +230,17 @@ class TestRule3ModesDoNotDependOnTheUmask:
         for directory in (env.tmp / "deep", env.tmp / "deep" / "er", config.parent,
                           env.tmp / "var", env.tmp / "var" / "lib", state.parent, state):
             assert mode(directory) == 0o700, directory
-        files = [config, *state.iterdir()]
+        # The history site is the one exception, by design (issue 25): pages a web server may read, so
+        # world-readable, and never writable by others, even under umask 000. The state dir around it is 0700.
+        site = state / "site"
+        files = [config, *(p for p in state.iterdir() if p != site)]
         names = {p.name for p in files}
         assert {"state.db", lock_name(env), "psabill.log", "psabill.log.1"} <= names, names
         for path in files:
             assert mode(path) == 0o600, path
+        assert site.is_dir() and mode(site) == 0o755
+        for path in site.rglob("*"):
+            assert mode(path) == (0o755 if path.is_dir() else 0o644), path
 
     def test_rule3_a_loose_state_dir_of_ours_is_tightened(self, env: Env) -> None:
         ready(env)

@@ -80,6 +80,13 @@ def other_writer(at: AutotaskStandin, csid: int, units: int) -> None:
                 row["units"] = units
 
 
+def ready(client: AutotaskClient, at: AutotaskStandin) -> None:
+    """As a run stands before it writes: the allowance and the contracts read (their dates and period types)."""
+    client.check()
+    client.agreements([str(company) for company in at.tables["Companies"]])
+    at.clear_log()
+
+
 def seed(at: AutotaskStandin, customers: int, services: int = 2) -> None:
     for n in range(customers):
         contract = at.add_contract(at.add_company(f"Customer {n}", f"C{n:04d}"))
@@ -188,12 +195,19 @@ class TestReads:
         assert [(c.identifier, c.name) for c in found] == [("A-1", "Alpha"), (str(b), "Bravo"), ("C-3", "Charlie")]
         assert found[0].id == str(a)
 
-    def test_agreements_are_active_contracts_of_the_companies(self, at: AutotaskStandin) -> None:
+    def test_agreements_are_the_contracts_whose_term_holds_the_billing_date(self, at: AutotaskStandin) -> None:
+        """Chosen by dates, not status: an inactive contract still bills (Datto KB370000000540), so it is read,
+        with a note; one that starts later or ended over a year ago is not."""
         company = at.add_company("Alpha", "A-1")
         active = at.add_contract(company, "Managed")
-        at.add_contract(company, "Old", status=0)
+        paused = at.add_contract(company, "Old", status=0)
+        at.add_contract(company, "Next year", start=date(2026, 1, 1))
+        at.add_contract(company, "Long gone", start=date(2020, 1, 1), end=date(2020, 12, 31))
         at.add_contract(at.add_company("Other"), "Theirs")
-        assert make(at).agreements([str(company)]) == [Agreement(str(active), str(company), "Managed")]
+        assert make(at).agreements([str(company)]) == [
+            Agreement(str(active), str(company), "Managed"),
+            Agreement(str(paused), str(company), "Old", "contract #%d is inactive and still billing until 2026-01-31"
+                      % paused)]
 
     def test_lines_carry_the_units_of_the_current_period(self, at: AutotaskStandin) -> None:
         contract = at.add_contract(at.add_company("Alpha"))
@@ -212,7 +226,8 @@ class TestReads:
         assert all(len(found) == 2 for found in lines.values())
         # Two id batches (500 + 100 contracts). Services: 1,000 rows (2 pages) + 200 (1 page).
         # Units bounded to March (12 periods each in the table): 1,000 rows (2 pages) + 200 (1 page).
-        assert at.counts == {"ContractServices": 3, "ContractServiceUnits": 3, "ContractServiceBundles": 2}
+        # Bundles are read only to explain a service a contract lacks: every contract has both here.
+        assert at.counts == {"ContractServices": 3, "ContractServiceUnits": 3}
 
 
 class TestWrites:
@@ -311,7 +326,7 @@ class TestLimits:
             at.clear_log()
             pooled = lines_of(client, contracts, ["500"]).by_agreement
             counts, peak = at.counts, at.max_inflight
-            assert counts == {"ContractServices": 4, "ContractServiceUnits": 4, "ContractServiceBundles": 4}
+            assert counts == {"ContractServices": 4, "ContractServiceUnits": 4}
             assert max(peak.values()) <= 2 and max(peak.values()) > 1
             one_at_a_time = make(at, section={"url": at.url + "/ATServicesRest/", "concurrency": 1})
             assert pooled == lines_of(one_at_a_time, contracts, ["500"]).by_agreement  # the same lines
@@ -328,7 +343,8 @@ class TestLimits:
             every = client.companies(numbers(1100))
             at.clear_log()
             contracts = client.agreements([c.id for c in every])
-            assert at.counts == {"Contracts": 3} and at.max_inflight["Contracts"] == 2  # 3 batches of 500 ids
+            # 3 batches of 500 ids, and the Contracts picklists (GET Contracts/entityInformation/fields) once
+            assert at.counts == {"Contracts": 4} and at.max_inflight["Contracts"] == 2
             one_at_a_time = make(at, section={"url": at.url + "/ATServicesRest/", "concurrency": 1})
             assert companies == one_at_a_time.companies(wanted) and len(companies) == 2 * 184
             assert contracts == one_at_a_time.agreements([c.id for c in every]) and len(contracts) == 1100
@@ -374,7 +390,8 @@ class TestRules:
         lines_of(make(at), [Agreement(line.agreement_id, "1", "x")], ["501"])
         (units,) = [r for r in at.requests if r.endpoint == "ContractServiceUnits"]
         bounds = {f["field"]: (f["op"], f["value"]) for f in units.body["filter"] if f.get("field", "").endswith("Date")}
-        assert bounds == {"startDate": ("lte", "2025-03-15T00:00:00"), "endDate": ("gte", "2025-03-15T00:00:00")}
+        # Bounded to the contract's billing period that holds the billing date: March, every row of it.
+        assert bounds == {"startDate": ("lte", "2025-03-31T00:00:00"), "endDate": ("gte", "2025-03-01T00:00:00")}
 
     def test_billing_date_is_the_account_calendar_date(self, at: AutotaskStandin) -> None:
         line = self.line(at)
@@ -414,11 +431,17 @@ class TestRules:
             make(at).companies(["Alpha"])
 
     def test_service_bundles_fail_the_item_naming_the_bundle(self, at: AutotaskStandin) -> None:
+        """v1.json: ContractServiceBundles / ServiceBundleServices say which bundle of the contract holds it."""
         contract = at.add_contract(at.add_company("Alpha"))
-        at.add_bundle(contract, 77)
+        at.add_catalog_bundle("LastPass Suite", 77, services=[501, 502])
+        at.add_bundle(contract, 77, 10)
         found = lines_of(make(at), [Agreement(str(contract), "1", "x")], ["501"])
         assert found.by_agreement == {str(contract): []}
-        assert "service bundle #77" in found.explain[(str(contract), "501")]
+        assert found.explain[(str(contract), "501")] == (
+            f"service '501' is not a contract service of contract #{contract}; the contract bills through service "
+            "bundle #77 'LastPass Suite', which includes it")
+        assert found.hints[(str(contract), "501")].startswith(
+            'map the SKU to the bundle instead: [products] <SKU> = "bundle:77"')
 
     def test_products_resolve_by_id_or_exact_service_name(self, at: AutotaskStandin) -> None:
         at.add_catalog_service("LastPass Business", 501)
@@ -429,7 +452,7 @@ class TestRules:
         client = make(at)
         found = lines_of(client, [Agreement(str(contract), "1", "x")], ["501", "Twin", "Nope"])
         assert found.problems == {"Twin": "2 Autotask services are named 'Twin' (#601, #602)",
-                                  "Nope": "no Autotask service is named 'Nope'"}
+                                  "Nope": "no Autotask service is named 'Nope', nor a service bundle"}
         assert found.by_agreement[str(contract)] == [Line(csid, str(contract), "501", 4, product_id="501")]
         by_name = lines_of(client, [Agreement(str(contract), "1", "x")], ["LastPass Business"])
         assert by_name.problems == {}
@@ -439,8 +462,7 @@ class TestRules:
     def test_hourly_allowance_bulk_reads_before_and_after_each_batch(self, at: AutotaskStandin) -> None:
         lines = [self.line(at, 10) for _ in range(4)]
         client = make(at)
-        client.check()
-        at.clear_log()
+        ready(client, at)
         results = write(client, [(ln, 20) for ln in lines])
         assert [(w.outcome, w.before) for w in results] == [(UPDATED, 10)] * 4
         assert at.counts == {"ContractServiceUnits": 2, "ContractServiceAdjustments": 4}
@@ -473,8 +495,7 @@ class TestRules:
         lines = [self.line(at, 10) for _ in range(40)]
         at.latency_ms = 30
         client = make(at, section={"url": at.url + "/ATServicesRest/", "concurrency": 8})
-        client.check()
-        at.clear_log()
+        ready(client, at)
         before = client.request_count
         results = write(client, [(ln, 20) for ln in lines], halt=lambda: len(at.adjustments) >= 3)
         sent = len(at.adjustments)
@@ -491,8 +512,7 @@ class TestRules:
         # batch posts without another read, while the first one's verify read runs.
         lines = [self.line(at, 10) for _ in range(IN_BATCH + 20)]
         client = make(at, section={"url": at.url + "/ATServicesRest/"})
-        client.check()
-        at.clear_log()
+        ready(client, at)
         results = write(client, [(ln, 20) for ln in lines])
         assert {(w.outcome, w.before) for w in results} == {(UPDATED, 10)}
         reads = [(len(next(f["value"] for f in r.body["filter"] if f["field"] == "contractServiceID")), i)
@@ -504,7 +524,8 @@ class TestRules:
         first_of_second = min(i for i in posts if at.requests[i].body["contractServiceID"] in second)
         ahead = next(i for n, i in reads if n == 20)
         assert ahead < first_of_second  # batch 2 read ahead while batch 1 posted: no read before its posts
-        assert [n for n, i in reads if i < first_of_second and n != 250] == [IN_BATCH, 20]  # (250: batch 1 verify)
+        # both read-aheads (in either order: they run side by side), and nothing else (250: batch 1 verify)
+        assert sorted(n for n, i in reads if i < first_of_second and n != 250) == [20, IN_BATCH]
         assert at.counts["ContractServiceAdjustments"] == IN_BATCH + 20
         assert at.counts["ThresholdInformation"] == 1  # the allowance re-read between the batches
 
@@ -515,8 +536,7 @@ class TestRules:
         lines = [self.line(at, 10) for _ in range(2 * IN_BATCH + 5)]
         moved = lines[-1]
         client = make(at, section={"url": at.url + "/ATServicesRest/", "max_retries": 0})
-        client.check()
-        at.clear_log()
+        ready(client, at)
         calls: List[int] = []
 
         def units_reads() -> List[int]:

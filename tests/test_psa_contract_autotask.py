@@ -2,8 +2,10 @@
 
 260 companies × 2 services make more than one page of contract services and
 unit rows (500 a page), so next pages are exercised; [products] names one
-service by id (a TOML integer) and one by name; one period is posted and one
-contract bills through a service bundle.
+service by id (a TOML integer) and one by name; one period is posted, one
+contract bills the service inside a service bundle (the item names the
+bundle), and one SKU maps to a bundle ("bundle:88"), written through
+ContractServiceBundleUnits / ContractServiceBundleAdjustments (v1.json).
 """
 
 from __future__ import annotations
@@ -41,15 +43,18 @@ def test_a_full_refresh_makes_only_requests_the_published_schema_allows(tmp_path
         at.post_period(csids["C0000/LastPass"], TODAY)
         rows[0] = UsageRow("C0000", "LastPass", 12)
         bundled = at.add_contract(at.add_company("Bundled Ltd", "B0001"))
-        at.add_bundle(bundled, 77)
+        at.add_catalog_bundle("LastPass Suite", 77, services=[501])
+        at.add_bundle(bundled, 77, 3)
         rows.append(UsageRow("B0001", "LastPass", 5))
+        suite = at.add_bundle(at.add_contract(at.add_company("Suite Ltd", "B0002")), 88, 4)
+        rows.append(UsageRow("B0002", "Suite", 6))
 
         monkeypatch.setenv("AT_SECRET", at.secret)
         cfg = settings_for(tmp_path / "config.toml", {
-            "products": {"LastPass": 501, "LastPass+MFA": "LastPass MFA"},
+            "products": {"LastPass": 501, "LastPass+MFA": "LastPass MFA", "Suite": "bundle:88"},
             "psa": {"kind": "autotask", "url": at.url + "/ATServicesRest/", "username": at.username,
                     "integration_code": at.integration_code, "secret_env": "AT_SECRET"}})
-        assert cfg.product_map == {"LastPass": "501", "LastPass+MFA": "LastPass MFA"}
+        assert cfg.product_map == {"LastPass": "501", "LastPass+MFA": "LastPass MFA", "Suite": "bundle:88"}
         client = open_client(cfg.psa, billing_date=TODAY)
         try:
             report = refresh(client, rows, products=cfg.product_map)
@@ -64,18 +69,22 @@ def test_a_full_refresh_makes_only_requests_the_published_schema_allows(tmp_path
         assert {r.endpoint for r in nexts} >= {"ContractServices", "ContractServiceUnits"}
         assert all(r.method == "POST" for r in nexts)
 
-        changed = [r for r in rows[:-1] if r.seats != 10]
-        assert report.count(UPDATED) == len(changed) and report.count(UNCHANGED) == len(rows) - 1 - len(changed)
+        changed = [r for r in rows[:-2] if r.seats != 10]
+        assert report.count(UPDATED) == len(changed) + 1 and report.count(UNCHANGED) == len(rows) - 2 - len(changed)
         posted = next(i for i in report.items if i.customer == "C0000" and i.sku == "LastPass")
         assert posted.outcome == UPDATED
         assert posted.message == "December is posted; the seats take effect 2027-01-01"
         bundle = next(i for i in report.items if i.customer == "B0001")
-        assert bundle.outcome == FAILED and "service bundle #77" in bundle.message
-        for row in rows[1:-1]:
+        assert bundle.outcome == FAILED and "service bundle #77 'LastPass Suite'" in bundle.message
+        assert '"bundle:77"' in bundle.hint
+        assert at.units(suite, bundle=True) == 6
+        assert next(i for i in report.items if i.customer == "B0002").outcome == UPDATED
+        assert [a["serviceBundleID"] for a in at.adjustments if "serviceBundleID" in a] == [88]
+        for row in rows[1:-2]:
             assert at.units(csids[f"{row.customer}/{row.sku}"]) == row.seats
         assert at.units(csids["C0000/LastPass"], date(2027, 1, 1)) == 12
         assert all(a["effectiveDate"] in ("2026-12-01T00:00:00", "2027-01-01T00:00:00") for a in at.adjustments)
-        assert len(at.adjustments) == len(changed)
+        assert len(at.adjustments) == len(changed) + 1
         # Cost: reads in bulk, one POST per changed service.
         assert at.total <= len(changed) + 40
 

@@ -293,6 +293,9 @@ def connectwise_problems(method: str, url: str, headers: Mapping[str, str], body
 
     entity = endpoint["entity"]
     query = parse_qs(parts.query, keep_blank_values=True)
+    if "pageId" in query and (_header(headers, "pagination-type") or "").lower() != "forward-only":
+        problems.append(f"{method} {rest}: pageId without the header pagination-type: forward-only "
+                        "(ConnectWise then ignores pageId and pages navigably from the start)")
     for name, values in query.items():
         if name not in endpoint["query"]:
             problems.append(f"{method} {rest}: unknown query parameter {name!r}")
@@ -456,23 +459,25 @@ def _at_query_body_problems(entity: str, body: Json, where: str) -> List[str]:
     return problems
 
 
-def _at_adjustment_problems(body: Json, where: str) -> List[str]:
+def _at_adjustment_problems(body: Json, where: str, model: str = "ContractServiceAdjustmentModel") -> List[str]:
+    """A create body (ContractServiceAdjustment or ContractServiceBundleAdjustment) against its v1.json model."""
     spec = schema("autotask")
+    name = model[: -len("Model")]
     if not isinstance(body, dict):
-        return [f"{where}: the body must be a ContractServiceAdjustment object"]
-    fields = _at_fields("ContractServiceAdjustmentModel")
-    date_only = {name.lower() for name in spec["date_time_format"]["date_only_fields"]["ContractServiceAdjustmentModel"]}
+        return [f"{where}: the body must be a {name} object"]
+    fields = _at_fields(model)
+    date_only = {field.lower() for field in spec["date_time_format"]["date_only_fields"][model]}
     problems: List[str] = []
     for key, value in body.items():
         ftype = fields.get(key.lower())
         if ftype is None:
-            problems.append(f"{where}: ContractServiceAdjustment has no field {key!r}")
+            problems.append(f"{where}: {name} has no field {key!r}")
         elif key.lower() in date_only:
             if not isinstance(value, str) or not re.match(spec["date_time_format"]["date_only_pattern"], value):
                 problems.append(f"{where}: {key} is a date-only field and must read YYYY-MM-DDT00:00:00, "
                                 f"not {value!r}")
         elif value is not None and not _at_value_fits(ftype, value):
-            problems.append(f"{where}: ContractServiceAdjustment.{key} is {ftype} but the body gives {value!r}")
+            problems.append(f"{where}: {name}.{key} is {ftype} but the body gives {value!r}")
     return problems
 
 
@@ -534,6 +539,6 @@ def autotask_problems(method: str, url: str, headers: Mapping[str, str], body: J
             problems.append(f"{where}: a JSON body needs Content-Type: application/json")
         if endpoint.get("body") == "QueryModel" and entity:
             problems.extend(_at_query_body_problems(entity, body, where))
-        elif endpoint.get("body") == "ContractServiceAdjustmentModel":
-            problems.extend(_at_adjustment_problems(body, where))
+        elif str(endpoint.get("body", "")).endswith("AdjustmentModel"):
+            problems.extend(_at_adjustment_problems(body, where, endpoint["body"]))
     return problems

@@ -328,6 +328,9 @@ class GuardSettings(NamedTuple):
                           "(max_line_factor holds only beyond it).", example="50")
     max_seats: int = key(int_range(1, 1_000_000_000), 10_000, type="integer",
                          meaning="Hold a line whose seat count is above this.", example="10000")
+    hold_closed_period: bool = key(BOOL, True, type="bool", meaning="Hold a line whose change would land on an "
+                                   "invoice for a billing period that has ended (ConnectWise: the agreement's next "
+                                   "invoice, not yet generated, is for an earlier billing cycle).", example="true")
 
 
 @section("history")
@@ -344,11 +347,23 @@ class HistorySettings(NamedTuple):
                          example="60")
 
 
+def _lease(value: Any) -> Optional[str]:
+    problem = duration_text(value)
+    if problem is None and not 2 <= parse_duration(value).total_seconds() <= 86400:
+        problem = "must be from 2s to 1d"
+    return problem
+
+
 @section("run")
 class RunSettings(NamedTuple):
     lock_timeout: float = key(duration_text, 600.0, type="duration",
                               meaning="How long a run waits for another on this host to finish.", example='"10m"',
                               default_doc='"10m"', decode=as_seconds)
+    lease: float = key(_lease, 120.0, type="duration 2s-1d",
+                       meaning="How long the run lease lasts unrenewed. A run renews it every quarter of this and "
+                               "stops writing after half of it unrenewed; another host takes it over only once it "
+                               "expired (a host that died holding it blocks the others this long).",
+                       example='"2m"', default_doc='"2m"', decode=as_seconds)
 
 
 @section("state")

@@ -78,6 +78,12 @@ class Line(NamedTuple):
     note: str = ""  # what the client did or will do, e.g. "dated to the billing period's start 2026-03-01"
     problem: str = ""  # why this line cannot be written (its quantity unknown, a period closed)
     product_id: str = ""  # the PSA's own id of the product, when it differs from ``product`` (a service name)
+    # The billing period holds other quantities besides ``quantity`` (Autotask: a units row from a change made
+    # mid-period): the line is written even when ``quantity`` already equals the seats, so the whole period bills them.
+    uneven: bool = False
+    # Why a change now lands on an invoice for a period that has ended (ConnectWise: the next invoice is for an
+    # earlier billing cycle). The guard's ``hold_closed_period`` holds such a change in unattended runs.
+    closed: str = ""
 
 
 class Lines(NamedTuple):
@@ -87,6 +93,7 @@ class Lines(NamedTuple):
     problems: Dict[str, str] = {}  # [products] value -> why it cannot be used ("no Autotask service is named ...")
     explain: Dict[Tuple[str, str], str] = {}  # (agreement id, product) -> why it has no line there (a bundle)
     unreadable: Dict[str, str] = {}  # agreement id -> why its lines could not be read
+    hints: Dict[Tuple[str, str], str] = {}  # (agreement id, product) -> the fix for its ``explain``, if not the default
 
 
 class Target(NamedTuple):
@@ -195,8 +202,8 @@ def open_client(settings: "PsaSettings", *, billing_date: Optional[date] = None,
         raise ConfigError(f"[psa] kind {settings.kind!r} is not one of {', '.join(psa.kinds())}") from None
     try:
         client: PsaClient = cls(settings, billing_date=billing_date, zone=zone, **options)
-    except RemoteError as exc:
-        raise ConfigError(f"[psa] {exc}") from None
+    except RemoteError as exc:  # a message that already names its [psa] key is not prefixed twice
+        raise ConfigError(str(exc) if str(exc).startswith("[psa]") else f"[psa] {exc}") from None
     return client
 
 

@@ -26,11 +26,33 @@ Which addition bills: the one billing on the billing date (a date on the
 account's calendar): ``effectiveDate`` on or before it, ``cancelledDate`` null
 or after it. One cancelled in the future still bills; one effective later
 does not yet.
+
+Lines that invoice nothing: an addition whose ``billCustomer`` is ``DoNotBill``
+or ``NoCharge`` (the Addition model's enum: Billable, DoNotBill, NoCharge) is
+kept in step like any other, and its item says it invoices nothing. The seat
+count is still the customer's, and an admin who sets a line to bill later
+expects it current; leaving it alone would make the number drift silently.
+
+Invoices not yet generated: an agreement's ``nextInvoiceDate`` moves only when
+its invoice is created, so it can lie in the past. ConnectWise invoices an
+agreement per billing cycle, in advance ("Generates the invoice for the first
+or next billing cycle"; invoices "become available on the first of the
+month"), and a quantity is not dated: the invoice takes whatever the addition
+holds when it is generated. When the next invoice is for a cycle that ended
+before the billing date (``nextInvoiceDate`` plus one cycle of the agreement's
+``billingCycle``, whose recurrence ``/finance/billingCycles`` gives), a change
+now lands on that invoice for a period that has ended: the line says so, and
+the guard's ``hold_closed_period`` holds it in an unattended run.
+
+Paging is navigable (``page``/``pageSize``, the ``Link`` header's ``rel="next"``):
+no request carries ``pageId``, so none needs the ``pagination-type:
+forward-only`` header that forward-only paging requires (Developer Guide).
 """
 
 from __future__ import annotations
 
 import base64
+import calendar
 import re
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -59,6 +81,9 @@ MAX_PAGES = 1000
 WRITE_WINDOW = 4  # PATCHes queued per concurrent request: enough to keep every slot busy
 TERMS = Terms("ConnectWise", "agreement", "addition")
 NOT_BILLED = ("DoNotBill", "NoCharge")  # AgreementAddition.billCustomer values that invoice nothing
+# BillingCycle.billingOptions (pyconnectwise BillingCycleModel; the Billing Cycle setup table) -> its length.
+CYCLE_MONTHS = {"Monthly": 1, "BiMonthly": 2, "Quarterly": 3, "SemiAnnual": 6, "Yearly": 12}
+CYCLE_DAYS = {"Weekly": 7, "BiWeekly": 14}
 CLOUD_DOMAIN = ".myconnectwise.net"
 _CODEBASE = re.compile(r"^/?(v\d+_\d+(?:_release)?)/?$", re.IGNORECASE)
 
@@ -165,6 +190,9 @@ class ConnectWiseClient(PsaClient):
         self._login = HttpClient(headers={"Accept": "application/json"}, secrets=[secret, token], concurrency=1,
                                  **common)
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="psabill-cw")
+        self._closed: Dict[str, str] = {}  # agreement id -> why a change now lands on an ended cycle's invoice
+        self._cycles: Optional[Dict[int, str]] = None  # billing cycle id -> billingOptions
+        self._cycles_lock = threading.Lock()
 
     @property
     def request_count(self) -> int:
@@ -233,7 +261,7 @@ class ConnectWiseClient(PsaClient):
         if not wanted:
             return []
         active = 'agreementStatus="Active" and cancelledFlag=false'
-        fields = "id,name,company,agreementStatus,cancelledFlag"
+        fields = "id,name,company,agreementStatus,cancelledFlag,billingCycle,nextInvoiceDate"
         if len(wanted) > LIST_ALL_OVER:
             conditions = [active]
         else:
@@ -249,7 +277,41 @@ class ConnectWiseClient(PsaClient):
                 if company_id in wanted and row.get("agreementStatus") == "Active" and not row.get("cancelledFlag"):
                     result.append(Agreement(id=str(_numeric(row["id"], "agreement id")), company_id=str(company_id),
                                             name=str(row.get("name", ""))))
+                    closed = self._closed_cycle(row)
+                    if closed:
+                        self._closed[result[-1].id] = closed
         return sorted(result, key=lambda a: int(a.id))
+
+    def _closed_cycle(self, row: Mapping[str, Any]) -> str:
+        """Why a change now would land on this agreement's invoice for an ended billing cycle ("" if it would not)."""
+        try:
+            due = _day(row.get("nextInvoiceDate"), "nextInvoiceDate")
+        except RemoteError:
+            return ""  # a plain string in the spec, its format unpublished: unread, no finding
+        cycle = (row.get("billingCycle") or {}).get("id")
+        if due is None or due > self.billing_date or not isinstance(cycle, int):
+            return ""
+        options = self._billing_cycles().get(cycle, "")
+        if options in CYCLE_MONTHS:
+            ends = _add_months(due, CYCLE_MONTHS[options]) - timedelta(days=1)
+        elif options in CYCLE_DAYS:
+            ends = due + timedelta(days=CYCLE_DAYS[options] - 1)
+        else:
+            return ""  # NotRecurring, or a recurrence psabill does not know
+        if ends >= self.billing_date:
+            return ""  # the invoice due is for the cycle that holds the billing date
+        return (f"agreement #{row.get('id')} has not yet invoiced its {options} billing cycle from {due.isoformat()} "
+                f"to {ends.isoformat()} (next invoice date {due.isoformat()}): a quantity changed now lands on that "
+                "invoice, for a period that has ended")
+
+    def _billing_cycles(self) -> Dict[int, str]:
+        """Billing cycle id -> its recurrence (``billingOptions``), read once, when an invoice is due."""
+        with self._cycles_lock:
+            if self._cycles is None:
+                self._cycles = {int(row["id"]): str(row.get("billingOptions") or "")
+                                for row in self._list("/finance/billingCycles", None, "id,billingOptions")
+                                if isinstance(row.get("id"), int)}
+            return self._cycles
 
     def _url_used(self, path: str, fields: str, empty: str) -> int:
         """The length of a list URL whose conditions are ``empty`` (an ``in ()`` with no values), as sent."""
@@ -309,8 +371,9 @@ class ConnectWiseClient(PsaClient):
             if row.get("billCustomer") in NOT_BILLED:
                 note = (f"addition {xid} is billCustomer = {row['billCustomer']}: its quantity is kept in step, "
                         "but it invoices nothing")
-            result.append(Line(id=xid, agreement_id=str(aid), product=product, quantity=value, note=note,
-                               problem=problem))
+            closed = self._closed.get(str(aid), "")
+            result.append(Line(id=xid, agreement_id=str(aid), product=product, quantity=value,
+                               note="; ".join(n for n in (note, closed) if n), problem=problem, closed=closed))
         return result
 
     # -- the write ---------------------------------------------------------
@@ -451,6 +514,12 @@ def _url_batches(values: Sequence[str], used: int, *, quoted: bool = True) -> It
 
 def _stamp(day: date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
+
+
+def _add_months(day: date, months: int) -> date:
+    year, month = divmod(day.month - 1 + months, 12)
+    year += day.year
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 
 def _day(value: Any, what: str) -> Optional[date]:

@@ -221,15 +221,18 @@ def _pick_line(work: _Work, product: str, found: Lines, terms: Terms) -> None:
         work.item.agreement = work.candidates[0].id if len(work.candidates) == 1 else None
         notes = [found.explain[(a.id, product)] for a in work.candidates if (a.id, product) in found.explain]
         if notes:
-            work.fail(notes[0], f"bill {product!r} as its own {terms.line}, or adjust it by hand")
+            fixes = [found.hints[(a.id, product)] for a in work.candidates if (a.id, product) in found.hints]
+            work.fail(notes[0], fixes[0] if fixes else
+                      f"bill {product!r} as its own {terms.line}, or adjust it by hand")
             return
         work.fail(f"product {product!r} (SKU {work.row.sku}) is not on {where}",
                   f"add {product!r} to the {terms.agreement} in {terms.psa}; psabill never adds products")
         return
     if len(holding) > 1:
         shown = ", ".join(_agreement(a) for a, _ in holding[:5])
+        said = "".join(f"; {a.note}" for a, _ in holding[:5] if a.note)  # e.g. one is inactive and still billing
         work.fail(f"{len(holding)} active {terms.agreement}s of {company.identifier} hold product "
-                  f"{product!r}: {shown}",
+                  f"{product!r}: {shown}{said}",
                   f"pin one in the mapping file: {work.row.customer},{company.identifier},<{terms.agreement} id>")
         return
     agreement, lines = holding[0]
@@ -269,8 +272,11 @@ def _check_shared_lines(works: List[_Work], terms: Terms) -> None:
 
 
 def _compare(work: _Work) -> None:
-    if work.item.old == work.item.new:
+    assert work.line is not None
+    if work.item.old == work.item.new and not work.line.uneven:  # an uneven period is written whole
         work.item.outcome = outcomes.UNCHANGED
+    elif work.line.closed:
+        work.item.rule = "hold_closed_period"  # the guard's rule for it (run.safety); the note says why
 
 
 # -- apply -------------------------------------------------------------------------
@@ -304,7 +310,9 @@ def settle(item: Item, written: Written) -> None:
         if written.outcome not in (outcomes.UPDATED, outcomes.UNCHANGED):
             item.message = written.message
         elif written.message not in item.message:  # a line's note the plan already put on the item: once
-            item.message = "; ".join(m for m in (item.message, written.message) if m)
+            # A write's message that tells the plan's note and more replaces it.
+            item.message = written.message if item.message and item.message in written.message else "; ".join(
+                m for m in (item.message, written.message) if m)
     if written.hint:
         item.hint = written.hint
     if written.outcome == outcomes.HELD:

@@ -30,6 +30,11 @@ Holding one line, and writing the others:
   999,999,999). A line that holds 0, or a customer the last applied run did
   not have, is new: only the ceiling applies to it.
 * ``max_seats``: a line's seat count is above this ceiling.
+* ``hold_closed_period``: the change would land on an invoice for a billing
+  period that has already ended (ConnectWise: the agreement's next invoice,
+  not yet generated, is for an earlier billing cycle than the one holding the
+  billing date). The PSA client says so on the line; the engine marks the item
+  with this rule, and the guard holds it.
 
 A first run (no run applied yet) has no baseline: only the rules that need
 none apply, so PSA lines that already hold similar numbers pass.
@@ -108,6 +113,10 @@ def review(items: Sequence[Item], *, rows: int, unterminated: bool, baseline: Op
                                  f"(more than {rules.max_sku_drop:.0%})", True))
     for item in items:
         if item.outcome != outcomes.PLANNED or item.new is None:
+            continue
+        if item.rule == "hold_closed_period" and rules.hold_closed_period:
+            lines[item.seq] = Finding("hold_closed_period", item.message or "the change would land on an invoice "
+                                      "for a billing period that has ended", False)
             continue
         if item.new > rules.max_seats:
             lines[item.seq] = Finding("max_seats", f"{item.new} seats is above the ceiling of {rules.max_seats} a "

@@ -11,9 +11,19 @@ pages, filters, throttles and fails like the real thing:
 * ``GET  .../finance/agreements``
 * ``GET  .../finance/agreements/{id}/additions``
 * ``PATCH .../finance/agreements/{id}/additions/{id}`` (JSON Patch on ``quantity``)
+* ``GET  .../finance/billingCycles`` (the Billing Cycle setup table: ``billingOptions``)
+
+Agreements carry ``billingCycle`` ``{id, name}`` and ``nextInvoiceDate`` (a
+plain string in cw-api.json; ``None`` until a test sets it).
 
 Lists honour ``page``/``pageSize`` (default 25, max 1000, like ConnectWise)
-with a ``Link`` header, ``fields`` (top-level names) and ``conditions`` in the
+with a ``Link`` header. Forward-only paging, as the Developer Guide describes
+it: only with the request header ``pagination-type: forward-only``, ``pageId``
+is "an additional condition of Id > pageId" and the ``Link`` header names the
+next ``pageId``; without the header ``pageId`` is ignored ("it will use the
+default navigable paging method"). ``paging_fault = "repeat"`` makes every
+next link point at the first page (a PSA whose paging loops). Lists honour
+``fields`` (top-level names) and ``conditions`` in the
 subset the client sends: ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``,
 ``in (...)``, ``not in (...)``, ``and``, ``or``, parentheses, double-quoted
 strings (backslash escapes), numbers, ``true``/``false``/``null``, dates in
@@ -29,6 +39,7 @@ from __future__ import annotations
 import base64
 import random
 import re
+import threading
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from datetime import datetime, timezone
@@ -215,6 +226,8 @@ FUTURE_EFFECTIVE = "2099-01-01T00:00:00Z"
 class Sandbox(LoopbackServer):
     """A ConnectWise PSA on loopback. Data lives in plain dicts under one lock."""
 
+    LOGGED_HEADERS = ("Accept", "Content-Type", "clientId", "pagination-type")
+
     def __init__(self, *, company: str = "sandbox", public_key: str = "sandbox-public",
                  private_key: str = "sandbox-private", client_id: str = "00000000-0000-4000-8000-000000000000",
                  host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
@@ -230,6 +243,12 @@ class Sandbox(LoopbackServer):
         self.additions: Dict[int, Dict[int, Dict[str, Any]]] = {}  # agreement id -> addition id -> addition
         self._next_id = 100
         self.companyinfo_with_credentials = 0  # companyinfo needs none: a client that sends them leaks them
+        self.billing_cycles: Dict[int, Dict[str, Any]] = {
+            n: {"id": n, "identifier": options[:5].upper(), "name": options, "defaultFlag": n == 1,
+                "billingOptions": options}
+            for n, options in enumerate(("Monthly", "Quarterly", "Yearly", "Weekly", "NotRecurring"), start=1)}
+        self.paging_fault: Optional[str] = None
+        self._request = threading.local()  # the request's paging header, seen by authorize(), read by _page()
 
     # -- data --------------------------------------------------------------
 
@@ -240,21 +259,25 @@ class Sandbox(LoopbackServer):
         self._next_id += 1
         return self._next_id - 1
 
-    def add_company(self, identifier: str, name: str, *, id: Optional[int] = None) -> int:  # noqa: A002
+    def add_company(self, identifier: str, name: str, *, id: Optional[int] = None,  # noqa: A002
+                    deleted: bool = False) -> int:
         with self._lock:
             cid = self._id(id)
-            self.companies[cid] = {"id": cid, "identifier": identifier, "name": name, "deletedFlag": False}
+            self.companies[cid] = {"id": cid, "identifier": identifier, "name": name, "deletedFlag": deleted}
             return cid
 
     def add_agreement(self, company_id: int, name: str = "Managed Services", *, status: str = "Active",
-                      cancelled: bool = False, id: Optional[int] = None) -> int:  # noqa: A002
+                      cancelled: bool = False, id: Optional[int] = None,  # noqa: A002
+                      billing_cycle: int = 1, next_invoice: Optional[str] = None) -> int:
         with self._lock:
             company = self.companies[company_id]
             aid = self._id(id)
+            cycle = self.billing_cycles[billing_cycle]
             self.agreements[aid] = {
                 "id": aid, "name": name, "type": {"id": 1, "name": "Managed Services"},
                 "company": {"id": company_id, "identifier": company["identifier"], "name": company["name"]},
                 "agreementStatus": status, "cancelledFlag": cancelled,
+                "billingCycle": {"id": cycle["id"], "name": cycle["name"]}, "nextInvoiceDate": next_invoice,
             }
             self.additions.setdefault(aid, {})
             return aid
@@ -362,6 +385,7 @@ class Sandbox(LoopbackServer):
             return 401, {}, {"code": "Unauthorized", "message": "Authentication failed"}
         if headers.get("clientid") != self.client_id:
             return 403, {}, {"code": "Forbidden", "message": "clientId header is missing or unknown"}
+        self._request.forward = headers.get("pagination-type", "").lower() == "forward-only"
         return None
 
     def route(self, method: str, path: str, query: Dict[str, str], body: Any) -> Reply:
@@ -381,6 +405,10 @@ class Sandbox(LoopbackServer):
         if method == "GET" and parts == ["finance", "agreements"]:
             with self._lock:
                 rows = list(self.agreements.values())
+            return self._page(path, query, rows)
+        if method == "GET" and parts == ["finance", "billingCycles"]:
+            with self._lock:
+                rows = [dict(c) for c in self.billing_cycles.values()]
             return self._page(path, query, rows)
         if len(parts) >= 4 and parts[:2] == ["finance", "agreements"] and parts[3] == "additions":
             aid = _int(parts[2])
@@ -432,6 +460,8 @@ class Sandbox(LoopbackServer):
             predicate = parse_conditions(query["conditions"])
             rows = [r for r in rows if predicate(r)]
         rows.sort(key=lambda r: r["id"])
+        if getattr(self._request, "forward", False):
+            return self._forward_page(path, query, rows, size)
         last = max(1, -(-len(rows) // size))
         chunk = rows[(page - 1) * size: page * size]
         fields = [f.strip().split("/")[0] for f in query.get("fields", "").split(",") if f.strip()]
@@ -446,8 +476,24 @@ class Sandbox(LoopbackServer):
         if page > 1:
             links += [link(page - 1, "prev"), link(1, "first")]
         if page < last:
-            links += [link(page + 1, "next"), link(last, "last")]
+            links += [link(1 if self.paging_fault == "repeat" else page + 1, "next"), link(last, "last")]
         return 200, ({"Link": ", ".join(links)} if links else {}), chunk
+
+    def _forward_page(self, path: str, query: Dict[str, str], rows: List[Dict[str, Any]], size: int) -> Reply:
+        """Forward-only paging: ids above ``pageId``; the Link header names the next ``pageId``."""
+        try:
+            after = int(query.get("pageId", "0") or 0)
+        except ValueError:
+            raise BadRequest("pageId must be an integer") from None
+        if query.get("orderBy"):
+            raise BadRequest("You cannot use an Order By query parameter with forward-only pagination")
+        chunk = [r for r in rows if r["id"] > after][:size]
+        fields = [f.strip().split("/")[0] for f in query.get("fields", "").split(",") if f.strip()]
+        shown = [{k: v for k, v in r.items() if k in fields} for r in chunk] if fields else chunk
+        if not chunk:
+            return 200, {}, shown
+        base = {k: v for k, v in query.items() if k not in ("page", "pageId")}
+        return 200, {"Link": f'<{self.url}{path}?{urlencode({**base, "pageId": chunk[-1]["id"]})}>; rel="next"'}, shown
 
 
 def _int(text: str) -> int:
