@@ -30,6 +30,7 @@ from psabill.text.files import human_duration
 
 UTC = timezone.utc
 MISSED_HORIZON = timedelta(days=60)
+UNDELIVERED = ("pending", "failed")  # a report whose delivery was never confirmed (psabill.notify)
 Paint = Callable[[str], str]
 
 
@@ -123,7 +124,8 @@ class Status(NamedTuple):
                      for run in self.held],
             "undelivered": None if self.undelivered is None else {
                 "run": self.undelivered.id, "email": self.undelivered.email.status,
-                "message": self.undelivered.email.message},
+                "message": self.undelivered.email.message, "message_id": self.undelivered.email.message_id,
+                "resent_by_next_firing": self.resent_by_next_firing},
             "missed": [m.occurrence.isoformat() for m in self.missed],
             "missed_details": [{"occurrence": m.occurrence.isoformat(), "attempts": m.attempts, "reason": m.reason}
                                for m in self.missed],
@@ -139,12 +141,22 @@ class Status(NamedTuple):
             "warnings": self.warnings,
         }
 
+    @property
+    def resent_by_next_firing(self) -> bool:
+        """Whether the undelivered report is a scheduled one within catch-up, which the next firing re-sends."""
+        run = self.undelivered
+        section = self.settings.schedule
+        return (run is not None and run.trigger == "scheduled" and run.occurrence is not None
+                and self.schedule is not None and section.enabled and self.now - run.occurrence <= section.catch_up)
+
     def report_text(self) -> str:
         emails = self.settings.notify.emails
         if self.undelivered is not None:
             run = self.undelivered
+            then = ("the next firing within catch-up sends it again, or " if self.resent_by_next_firing
+                    else "send it with ")
             return (f"NOT delivered for run {run.id} ({run.email.status}: {clean.message(run.email.message)}); "
-                    f"the next firing within catch-up sends it again, or 'psabill email resend {run.id}'")
+                    f"{then}'psabill email resend {run.id}'")
         if not emails:
             return "no report is sent (no addresses configured)"
         return f"emailed to {len(emails)} address(es) after each scheduled run"
@@ -246,8 +258,10 @@ def build(paths: Paths, settings: Settings, now: datetime, host: tzinfo) -> Stat
             attempts = ledger.attempts(now - MISSED_HORIZON - timedelta(days=1))
             hosts = ledger.hosts()
             held = ledger.held()
-            if last is not None and last.email.status in ("pending", "failed"):
+            if last is not None and last.email.status in UNDELIVERED:
                 undelivered = last
+            elif schedule is not None:  # a scheduled report the next firing re-sends, behind a later run
+                undelivered = next(iter(ledger.undelivered(now - settings.schedule.catch_up, UNDELIVERED)), None)
     warnings = readiness.cron_env_warnings(settings)
     if len(hosts) > 1 and not store.shared:
         warnings.append(f"the history has runs from {len(hosts)} hosts ({', '.join(hosts)}) but no shared ledger: "

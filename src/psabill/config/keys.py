@@ -215,11 +215,21 @@ def validate_section(cls: type, table: Mapping[str, Any], where: str, depth: int
                 raise Problem(dotted, "expected a table", _shown_value(value, secretish=False))
             validate_section(declaration.sub, value, dotted, depth + 1)
             continue
-        secretish = declaration.secret and name == toml_name(field, declaration)
+        secretish = declaration.secret or names_a_secret(dotted)  # its _env and _file forms too
         check = _string if declaration.secret else declaration.check
         problem = check(value)
         if problem:
             raise Problem(dotted, problem, None if secretish else _shown_value(value, secretish=False))
+
+
+# A key whose dotted name holds one of these marks a credential: a problem with it never shows the value.
+SECRET_WORDS = ("password", "passwd", "secret", "token", "private", "api_key", "apikey", "credential")
+
+
+def names_a_secret(dotted: str) -> bool:
+    """Whether a key's dotted name (section and key) marks it as a secret, e.g. ``notify.smtp.password_file``."""
+    lowered = dotted.lower()
+    return any(word in lowered for word in SECRET_WORDS)
 
 
 def _shown_value(value: Any, *, secretish: bool) -> Optional[str]:

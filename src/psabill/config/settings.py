@@ -99,23 +99,28 @@ class Settings(NamedTuple):
         psa = self.psa
         if psa is None:
             return ""
-        url = (psa.url or "").strip().rstrip("/").lower()
-        scheme, sep, rest = url.partition("://")
-        return " ".join([psa.kind or "-", scheme + sep + rest.rpartition("@")[2] if sep else url.rpartition("@")[2],
-                         psa.company or psa.username or "-"])
+        return " ".join([psa.kind or "-", _identity_url(psa.url), psa.company or psa.username or "-"])
 
     @property
     def account_id(self) -> str:
         """This config's identity in the ledger: ``[account] id``, else the PSA it bills and the config path."""
         if self.account.id:
             return self.account.id
-        # Plain text, not a hash (hashlib costs the not-due cron path 2 ms); a URL's userinfo is left out.
+        # Plain text, not a hash (hashlib costs the not-due cron path 2 ms); a URL's userinfo and query
+        # (where a password may be) are left out: the identity is stored in every ledger row as it is.
         psa = self.psa
-        url = (psa.url or "").strip().rstrip("/").lower() if psa is not None else ""
-        scheme, sep, rest = url.partition("://")
-        url = scheme + sep + rest.rpartition("@")[2] if sep else url.rpartition("@")[2]
+        url = _identity_url(psa.url) if psa is not None else ""
         return " ".join([psa.kind or "-" if psa is not None else "-", url or "-",
                          (psa.company or psa.username or "-") if psa is not None else "-", str(self.path)])
+
+
+def _identity_url(value: Optional[str]) -> str:
+    """A PSA URL as an identity: lower case, without userinfo, query or fragment (a password can hide there)."""
+    url = (value or "").strip().lower()
+    url = url.split("#", 1)[0].split("?", 1)[0].rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return scheme + sep + host.rpartition("@")[2] + slash + path if sep else url.rpartition("@")[2]
 
 
 # path -> (the bytes last parsed, their settings). The file is read and its

@@ -64,7 +64,7 @@ import httpx
 
 from psabill.net.errors import AuthRefused, Halted, NoAnswer, RemoteError, Unreachable
 from psabill.text import clean, redact
-from psabill.text.files import check_private
+from psabill.text.files import check_private, read_ca
 
 log = logging.getLogger("psabill.psa")
 
@@ -246,8 +246,8 @@ class HttpClient:
             # A CA file another user could rewrite would let them read our credentials.
             check_private(Path(ca_file), ca_label, RemoteError)
 
-            try:
-                verify = ssl.create_default_context(cafile=ca_file)
+            try:  # read without blocking: OpenSSL's own open of a FIFO would wait for a writer forever
+                verify = ssl.create_default_context(cadata=read_ca(Path(ca_file), ca_label, RemoteError))
             except (OSError, ssl.SSLError) as exc:
                 raise RemoteError(f"cannot load CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}") from None
         limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency))

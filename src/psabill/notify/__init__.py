@@ -43,6 +43,7 @@ EMAIL_FAILED = "failed"
 SKIPPED = "skipped"
 PENDING = "pending"
 UNDELIVERED = (PENDING, EMAIL_FAILED)
+PENDING_TEXT = "being handed to the mailer; its delivery was never confirmed"
 
 
 def run_filename(run_id: Optional[int]) -> str:
@@ -78,15 +79,66 @@ def report_run(settings: Settings, paths: Paths, run: Run, ledger: Ledger, *, re
         _record(ledger, run, SKIPPED, reason)
         return
     first = next((r for r in earlier if r.email.message_id), None)
-    next_attempt = None
-    if retrying and run.occurrence is not None:
-        from psabill.schedule.cronplan import next_retry  # the same firing `status` names
-
-        if settings.when is not None:
-            next_attempt = next_retry(settings.when, settings.schedule.catch_up, run.occurrence,
-                                      now or run.finished_at or run.started_at, clock.host_zone())
+    next_attempt = _next_attempt(settings, run, now or run.finished_at or run.started_at) if retrying else None
     send(settings, paths, run, ledger, next_attempt=next_attempt, in_reply_to=first.email.message_id if first else None,
          now=now)
+    _supersede(ledger, run, earlier)
+
+
+def _next_attempt(settings: Settings, run: Run, at: datetime) -> Optional[datetime]:
+    if run.occurrence is None or settings.when is None:
+        return None
+    from psabill.schedule.cronplan import next_retry  # the same firing `status` names
+
+    return next_retry(settings.when, settings.schedule.catch_up, run.occurrence, at, clock.host_zone())
+
+
+def _supersede(ledger: Ledger, run: Run, earlier: List[Run]) -> None:
+    """Once ``run``'s report is delivered, its occurrence's earlier undelivered reports are not re-sent."""
+    for old in earlier:
+        if old.id is not None and old.id < (run.id or 0) and old.email.status in UNDELIVERED:
+            _record(ledger, old, SKIPPED, f"superseded by run {run.id}'s report, which was delivered")
+
+
+def redeliver(settings: Settings, paths: Paths, ledger: Ledger, now: datetime, *,
+              verbose: bool = False) -> Optional[str]:
+    """Re-send each scheduled report of an occurrence within catch-up that was never confirmed delivered.
+
+    A report left ``pending`` (psabill killed while handing it over) or ``failed`` goes out again, as the
+    run was, with its own Message-ID (a duplicate is recognisable) and threaded like the first send. The
+    caller holds the run lock. None when every one was delivered (or there was none); else the one-line
+    failure to show, or "" when that report had failed before (cron was told then; the log says it again).
+    """
+    from psabill.text import log  # logging: only a firing that re-sends a report
+
+    logger = log.setup(paths.log, verbose=verbose, max_bytes=settings.log.max_bytes, backups=settings.log.backups)
+    failures: List[str] = []
+    for stale in ledger.undelivered(now - settings.schedule.catch_up):
+        run = ledger.run(stale.id) if stale.id is not None else None
+        if run is None:
+            continue
+        before = run.email.status
+        if not settings.notify.emails:
+            _record(ledger, run, SKIPPED, "no notification addresses configured ([notify] emails): "
+                                          "the undelivered report is not sent")
+            continue
+        earlier = [r for r in ledger.of_occurrence(run) if r.id != run.id and r.trigger == "scheduled"]
+        first = next((r for r in earlier if r.email.message_id), None)
+        retrying = run.occurrence is not None and not ledger.occurrence_done(run.occurrence)
+        try:
+            send(settings, paths, run, ledger, next_attempt=_next_attempt(settings, run, now) if retrying else None,
+                 in_reply_to=first.email.message_id if first else None, now=now)
+        except EmailError as exc:
+            logger.error("run %s: re-sending its undelivered report failed: %s", run.id, exc.message)
+            failures.append("" if before == EMAIL_FAILED else (
+                f"run {run.id}'s report was never confirmed delivered, and sending it again failed: "
+                f"{exc.message} (the next firing within catch-up tries again, or 'psabill email resend {run.id}')"))
+            continue
+        logger.info("run %s: its undelivered report (%s) was sent again: %s", run.id, before, run.email.message)
+        _supersede(ledger, run, earlier)
+    if not failures:
+        return None
+    return next((text for text in failures if text), "")
 
 
 def send(settings: Settings, paths: Paths, run: Run, ledger: Optional[Ledger], *, next_attempt: Any = None,
@@ -95,14 +147,14 @@ def send(settings: Settings, paths: Paths, run: Run, ledger: Optional[Ledger], *
     notify = settings.notify
     try:
         recipients = addresses.recipients(notify.emails)
-        rendered = render_for(settings, run, next_attempt=next_attempt)
         sender = sender_for(notify.sender, notify.transport)
         mid = run.email.message_id or message_id(run, sender)
+        run.email.message_id = mid
+        if ledger is not None and run.id is not None:  # before anything that can hang or be killed
+            ledger.set_email(run.id, PENDING, PENDING_TEXT, mid)
+        rendered = render_for(settings, run, next_attempt=next_attempt)
         message = build_message(rendered, [r.display for r in recipients], sender=sender, now=now, run_id=run.id,
                                 message_id=mid, in_reply_to=in_reply_to)
-        if ledger is not None and run.id is not None:
-            ledger.set_email(run.id, PENDING, "handing the report to the mailer", mid)
-        run.email.message_id = mid
         receipt = deliver(settings, message, [r.address for r in recipients], outbox=paths.outbox,
                           name=run_filename(run.id))
     except EmailError as exc:

@@ -4,7 +4,8 @@ Every name and message that came from outside (account, customer, SKU, PSA
 messages) goes through the one text cleaner (:mod:`psabill.text.clean`)
 before it reaches a template: secrets out, control and bidi characters shown
 as escapes, names cut at :data:`~psabill.text.clean.NAME_LIMIT` characters
-(the attached CSV keeps them whole). The HTML template then escapes markup.
+and messages at :data:`~psabill.text.clean.MESSAGE_LIMIT` (the attached CSV keeps
+both whole). The HTML template then escapes markup.
 
 What needs action comes first: held changes (with the rule that held each),
 then what stopped the run, failures with their fix, unmapped customers, then
@@ -19,6 +20,7 @@ from psabill.clock import load_zone
 from psabill.errors import UsageError
 from psabill.report import Run
 from psabill.text import clean
+from psabill.site.paths import run_page_url
 from psabill.text.files import human_duration
 
 SUBJECT_MAX = 200  # long subjects get folded/truncated by clients anyway; keep it readable
@@ -124,7 +126,7 @@ def details_text(run: Run, history_url: Optional[str], site_url: Optional[str]) 
     if history_url and run_id:
         return clean.clean(history_url.replace("{run_id}", run_id))
     if site_url and run_id:
-        return clean.clean(site_url.rstrip("/") + f"/runs/{int(run_id):06d}.html")
+        return clean.clean(run_page_url(site_url, int(run_id)))
     if run_id:
         return f"psabill history show {run_id}"
     return "psabill history"
@@ -150,13 +152,13 @@ def context(run: Run, history_url: Optional[str] = None, site_url: Optional[str]
     zone = _zone(run.zone or "UTC")
     items = run.sorted_items()
     held = [{"customer": clean.name(i.customer), "sku": clean.name(i.sku), "old": _q(i.old), "new": _q(i.new),
-             "rule": clean.clean(i.rule), "message": clean.message(i.message), "hint": clean.message(i.hint)}
+             "rule": clean.clean(i.rule), "message": clean.brief(i.message), "hint": clean.brief(i.hint)}
             for i in items if i.outcome == outcomes.HELD]
     changes = [{"customer": clean.name(i.customer), "sku": clean.name(i.sku), "old": _q(i.old), "new": _q(i.new),
                 "delta": delta_text(i.delta)}
                for i in items if i.outcome in (outcomes.UPDATED, outcomes.PLANNED)]
     failures = [{"customer": clean.name(i.customer), "sku": clean.name(i.sku),
-                 "message": clean.message(i.message) or "no reason was recorded", "hint": clean.message(i.hint)}
+                 "message": clean.brief(i.message) or "no reason was recorded", "hint": clean.brief(i.hint)}
                 for i in items if i.outcome in (outcomes.FAILED, outcomes.UNKNOWN)]
     unmapped: List[Dict[str, str]] = []
     by_name: Dict[str, Dict[str, str]] = {}
@@ -166,7 +168,7 @@ def context(run: Run, history_url: Optional[str] = None, site_url: Optional[str]
         shown = clean.name(i.customer)
         entry = by_name.get(shown)
         if entry is None:
-            entry = by_name[shown] = {"customer": shown, "skus": clean.name(i.sku), "message": clean.message(i.message)}
+            entry = by_name[shown] = {"customer": shown, "skus": clean.name(i.sku), "message": clean.brief(i.message)}
             unmapped.append(entry)
         else:
             entry["skus"] += ", " + clean.name(i.sku)
@@ -187,7 +189,7 @@ def context(run: Run, history_url: Optional[str] = None, site_url: Optional[str]
         "status": clean.clean(run.status),
         "ok": run.status == outcomes.SUCCESS and not counts.get(outcomes.UNMAPPED),
         # A run that stopped says what to do about it first; run.message is the reason.
-        "action": (clean.message(run.message) or "the run stopped without a recorded reason") if stopped else "",
+        "action": (clean.brief(run.message) or "the run stopped without a recorded reason") if stopped else "",
         "counts_known": counts_known(run),
         "counts": shown_counts,
         "trigger": TRIGGER_WORDS.get(run.trigger, clean.clean(run.trigger)),
@@ -200,7 +202,7 @@ def context(run: Run, history_url: Optional[str] = None, site_url: Optional[str]
         "date": run.started_at.astimezone(zone).strftime("%Y-%m-%d"),
         "finished": local_time(run.finished_at, zone),
         "late": late,
-        "message": clean.message(run.message),
+        "message": clean.brief(run.message),
         "schedule": clean.message(run.schedule_text),
         "next_run": local_time(run.next_run, zone),
         "next_attempt": local_time(next_attempt, zone),

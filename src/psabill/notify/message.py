@@ -106,7 +106,8 @@ def build_message(
             name = _checked("attachment name", rendered.attachment_name)
             data = ("\ufeff" + rendered.attachment).encode("utf-8")
             if len(data) <= ZIP_OVER:
-                msg.add_attachment(data, maintype="text", subtype="csv", filename=name)
+                # charset: without it a mail client reads the text part as US-ASCII ("Kraków" garbled)
+                msg.add_attachment(data, maintype="text", subtype="csv", filename=name, params={"charset": "utf-8"})
             else:  # a big run: the whole message stays under Gmail's ~102 KB clipping size
                 msg.add_attachment(_zipped(name, data), maintype="application", subtype="zip",
                                    filename=name + ".zip")

@@ -12,6 +12,7 @@ is rendered (:func:`psabill.text.files.check_private`).
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -23,7 +24,7 @@ from psabill.notify.attachment import items_csv
 from psabill.notify.facts import context, header_text
 from psabill.report import Run
 from psabill.text import clean
-from psabill.text.files import check_private
+from psabill.text.files import check_private, kind_of, os_problem
 
 TEMPLATE_NAMES = ("subject.txt", "body.txt", "body.html")
 
@@ -52,11 +53,24 @@ def builtin_template_dir() -> Optional[Path]:
 
 
 def _check_templates(template_dir: Path) -> None:
-    """Refuse a template dir, or any file under it, that another user could have written."""
+    """Refuse a template dir, or any file under it, that another user could have written, and anything
+    there that is not a directory or a regular file (Jinja2 would skip a FIFO and fall back unseen)."""
     check_private(template_dir, "[notify] template_dir", EmailError)
+    _check_kind(template_dir, "[notify] template_dir", stat.S_ISDIR, "a directory")
     for root, dirs, names in os.walk(template_dir):
         for name in dirs + names:
             check_private(Path(root) / name, "template", EmailError)
+        for name in names:
+            _check_kind(Path(root) / name, "template", stat.S_ISREG, "a regular file")
+
+
+def _check_kind(path: Path, what: str, wanted: Any, word: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise EmailError(f"cannot use {what} {path}: {os_problem(exc)}") from None
+    if not wanted(mode):
+        raise EmailError(f"{what} {path} is {kind_of(mode)}, not {word}: point it at {word}")
 
 
 def _environment(template_dir: Optional[Path]) -> Any:

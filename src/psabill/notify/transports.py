@@ -23,7 +23,7 @@ from psabill.config.schema import SmtpSettings
 from psabill.config.secrets import resolve
 from psabill.errors import ConfigError, EmailError
 from psabill.text import clean
-from psabill.text.files import atomic_write, check_program, make_private_dir
+from psabill.text.files import atomic_write, check_program, make_private_dir, read_ca
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from email.message import EmailMessage
@@ -94,8 +94,9 @@ def _deliver_smtp(
     tls: Optional[ssl.SSLContext] = None
     if security in ("ssl", "starttls"):
         ca_file = smtp.ca_file
-        try:
-            tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        try:  # read without blocking: OpenSSL's own open of a FIFO would wait for a writer forever
+            tls = ssl.create_default_context(cadata=read_ca(ca_file, "[notify.smtp] ca_file", EmailError)
+                                             if ca_file else None)
         except (OSError, ssl.SSLError) as exc:
             raise EmailError(f"cannot load [notify.smtp] ca_file {ca_file}: {_reason(exc)}") from None
 
@@ -202,7 +203,8 @@ def _converse(client: Any, host: str, port: int, where: str, security: str, tls:
     except smtplib.SMTPException as exc:
         raise EmailError(f"{where}: {_reason(exc)}") from None
     except OSError as exc:
-        raise EmailError(f"cannot connect to {where}: {exc.strerror or _reason(exc)}") from None
+        raise EmailError(f"cannot connect to {where}: {exc.strerror or _reason(exc)} "
+                         "(check [notify.smtp] host and port, or set [notify] transport)") from None
     finally:
         if client.sock is not None:
             try:

@@ -44,6 +44,9 @@ ELLIPSIS = "\u2026"
 
 #: Names are cut to this many characters in the email and on the site's lists (the CSV keeps them whole).
 NAME_LIMIT = 120
+#: Messages (a PSA's error, a reason, which may quote a name) are cut to this many in the email (the CSV
+#: and ``history show`` keep them whole).
+MESSAGE_LIMIT = 300
 
 # Cc, Cf, Cs, Zl and Zp as of Unicode 14 (tests/test_text.py checks this against the running
 # Python), widened to the Egyptian format controls Unicode 15 adds (U+13439-1343F).
@@ -114,6 +117,11 @@ def name(value: Any) -> str:
 def message(value: Any, limit: Optional[int] = None) -> str:
     """A message (a PSA's error text, a reason): cleaned and folded onto one line."""
     return clean(value, fold=True, limit=limit)
+
+
+def brief(value: Any) -> str:
+    """A message for a list in the email or on the site: cleaned, folded and cut at MESSAGE_LIMIT."""
+    return clean(value, fold=True, limit=MESSAGE_LIMIT)
 
 
 def cell(value: Any) -> Any:

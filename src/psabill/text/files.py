@@ -245,10 +245,7 @@ def read_regular(path: Path, what: str, error: Type[PsabillError], *, limit: Opt
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode)
-                    else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
-                    else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
-            raise error(f"{what} {path} is {kind}, not a regular file: point it at a file")
+            raise error(f"{what} {path} is {kind_of(info.st_mode)}, not a regular file: point it at a file")
         chunks: List[bytes] = []
         size = 0
         while True:
@@ -266,6 +263,35 @@ def read_regular(path: Path, what: str, error: Type[PsabillError], *, limit: Opt
         raise error(f"cannot read {what} {path}: {os_problem(exc)}") from None
     finally:
         os.close(fd)
+
+
+def kind_of(mode: int) -> str:
+    """What a file of ``st_mode`` is, in words: "a FIFO (named pipe)", "a device", "a directory"..."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+MAX_CA_BYTES = 10 * 1024 * 1024
+
+
+def read_ca(path: Path, what: str, error: Type[PsabillError]) -> str:
+    """A PEM CA bundle as text, for ``ssl.create_default_context(cadata=...)``.
+
+    Read as every file psabill is told to read (:func:`read_regular`): a FIFO
+    or a device is refused at once, where OpenSSL's own open of ``cafile``
+    would wait for a writer forever. Text around the certificates is ignored,
+    as OpenSSL ignores it (non-ASCII comments included).
+    """
+    data = read_regular(path, what, error, limit=MAX_CA_BYTES, describe_limit=lambda _limit: "10 MB CA bundle")
+    assert data is not None
+    return "".join(ch for ch in data.decode("latin-1") if ord(ch) < 128)
 
 
 def check_program(argv: Sequence[str], cwd: Path, what: str, error: Type[PsabillError]) -> List[str]:
