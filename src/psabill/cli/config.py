@@ -15,6 +15,7 @@ from psabill.config import starter
 from psabill.config.edit import render
 from psabill.config.reference import render_reference
 from psabill.config.schema import SCHEMA
+from psabill.config.secrets import ENV_NAME
 from psabill.text.redact import mask_url
 
 MASK = "********"
@@ -108,6 +109,8 @@ def masked(document: Dict[str, Any]) -> Dict[str, Any]:
                 out[key] = copy(value, sub.sub if sub is not None else None)
             elif sub is not None and sub.secret and key == (sub.toml or key):
                 out[key] = MASK
+            elif isinstance(value, str) and key.endswith("_env") and not ENV_NAME.fullmatch(value):
+                out[key] = MASK  # not a variable's name: perhaps the secret itself, pasted here
             elif isinstance(value, str) and "://" in value:
                 out[key] = mask_url(value)
             else:
@@ -124,7 +127,9 @@ def masked(document: Dict[str, Any]) -> Dict[str, Any]:
 def show(app: App, as_json: bool) -> None:
     """Print the config in use, with literal secrets and URL passwords masked.
 
-    *_env and *_file values (names, not secrets) are shown as they are.
+    *_env and *_file values (names, not secrets) are shown as they are, except
+    an *_env value that is not a variable name (capitals, digits, _): that may
+    be the secret itself, pasted in the wrong key.
 
     \b
     Example:

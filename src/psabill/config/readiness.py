@@ -9,6 +9,7 @@ that cron's nearly empty environment will not have.
 from typing import List
 
 from psabill.config.keys import SecretRef
+from psabill.config.secrets import env_name_shown
 from psabill.config.settings import Settings
 from psabill.errors import ConfigError
 
@@ -49,8 +50,11 @@ def cron_env_warnings(settings: Settings) -> List[str]:
         if ref.env is None:
             continue
         section = ref.where.rsplit(": ", 1)[-1]
+        shown = env_name_shown(ref)
+        named = f"{ref.key}_env = {ref.env!r}" if shown.startswith("$") else f"{ref.key}_env"
         warnings.append(
-            f"{section} {ref.key}_env = {ref.env!r}: cron runs with an almost empty environment and "
-            f"will not have ${ref.env}; use {ref.key}_file (a file readable only by you) instead"
+            f"{section} {named}: cron runs with an almost empty environment and "
+            f"will not have {shown if shown.startswith('$') else 'that variable'}; use {ref.key}_file "
+            "(a file readable only by you) instead"
         )
     return warnings

@@ -22,6 +22,7 @@ could carry it leaves the process.
 """
 
 import os
+import re
 import stat
 
 from psabill.config.keys import SecretRef
@@ -30,6 +31,19 @@ from psabill.text import redact
 from psabill.text.files import check_private, read_regular
 
 MAX_SECRET_BYTES = 64 * 1024
+
+
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")  # how variables are named
+
+
+def env_name_shown(ref: SecretRef) -> str:
+    """How a message names ``ref``'s variable: ``$NAME`` for a name as variables are named, otherwise
+    without it, since an admin may have pasted the secret itself into ``<key>_env``."""
+    assert ref.env is not None
+    if ENV_NAME.fullmatch(ref.env):
+        return f"${ref.env}"
+    return (f"a variable whose name is not in capitals, digits and _ (not shown: is it the secret itself? "
+            f"put the secret in a mode 0600 file named by {ref.key}_file)")
 
 
 def resolve(ref: SecretRef) -> str:
@@ -42,9 +56,9 @@ def resolve(ref: SecretRef) -> str:
     if ref.env is not None:
         value = os.environ.get(ref.env)
         if not value:
-            raise ConfigError(f"{where} {ref.key}_env names ${ref.env}, which is "
+            raise ConfigError(f"{where} {ref.key}_env names {env_name_shown(ref)}, which is "
                               f"{'empty' if value == '' else 'not set'}")
-        return _checked(value, f"{where} {ref.key}_env (${ref.env})")
+        return _checked(value, f"{where} {ref.key}_env ({env_name_shown(ref)})")
     if ref.file is None:
         raise ConfigError(f"{where} needs {ref.key}_env, {ref.key}_file or {ref.key}")
     chosen = f"{where} {ref.key}_file:"
