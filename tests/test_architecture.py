@@ -25,6 +25,7 @@ import pytest
 import psabill
 
 SRC = Path(psabill.__file__).parent
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: docs are not installed with the package
 
 LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("core", ("psabill", "psabill.errors", "psabill.outcomes", "psabill.clock", "psabill.report", "psabill.text",
@@ -269,7 +270,7 @@ def _import_block_comment(lines: List[str], lineno: int) -> bool:
 def test_docs_architecture_lists_every_module_with_its_docstrings_summary() -> None:
     """The README links docs/architecture.md for the module tree: it must name every module, with the
     summary line of its docstring (regenerate it when a module is added or its job changes)."""
-    text = (SRC.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     listed = dict(re.findall(r"^\| `([\w/]+\.py)` \| (.*) \|$", text, re.MULTILINE))
     modules = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py")}
     assert set(listed) == modules
@@ -280,7 +281,7 @@ def test_docs_architecture_lists_every_module_with_its_docstrings_summary() -> N
 
 
 def test_every_relative_link_in_the_readme_and_docs_resolves() -> None:
-    root = SRC.parents[1]
+    root = ROOT
     pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
     broken = []
     for page in pages:
@@ -290,3 +291,28 @@ def test_every_relative_link_in_the_readme_and_docs_resolves() -> None:
     assert broken == []
     linked = set(re.findall(r"\]\(docs/([\w-]+\.md)", (root / "README.md").read_text(encoding="utf-8")))
     assert {p.name for p in (root / "docs").glob("*.md")} <= linked, "a docs page the README does not link"
+
+
+def _tests_defined() -> Set[str]:
+    """Every ``file.py::test`` and ``file.py::Class::test`` the tests define."""
+    found: Set[str] = set()
+    for path in (ROOT / "tests").glob("test_*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
+                found.add(f"{path.name}::{node.name}")
+            elif isinstance(node, ast.ClassDef):
+                found.add(f"{path.name}::{node.name}")
+                found.update(f"{path.name}::{node.name}::{item.name}" for item in node.body
+                             if isinstance(item, ast.FunctionDef) and item.name.startswith("test"))
+    return found
+
+
+def test_every_test_the_readme_and_docs_name_as_proof_exists() -> None:
+    """The guarantee tables ("proved by") name tests: a renamed or deleted test must not leave a claim behind."""
+    defined = _tests_defined()
+    named = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        named += [(page.name, ref) for ref in
+                  re.findall(r"`(?:tests/)?(test_\w+\.py::[\w:]+)(?:\[[^\]`]*\])?`", page.read_text(encoding="utf-8"))]
+    assert len(named) > 20  # the tables are there, and this reads them
+    assert [(page, ref) for page, ref in named if ref not in defined] == []
