@@ -333,24 +333,21 @@ class TestPostgresErrors:
         assert result.exit_code == 3
         assert "hunter2" not in result.output and "mysql://root:***@db/psabill" in result.output  # masked, not dropped
 
-    def test_the_lock_message_names_the_database_without_the_password(self, pg_url: str) -> None:
-        from psabill.ledger.dialect import PostgresDialect
-
+    def test_the_lock_message_names_the_database_without_the_password(self, tmp_path: Path, pg_url: str) -> None:
         secret_url = pg_url.replace("psabill@", "psabill:pw-not-shown@")  # trust auth ignores it
-        first, second = PostgresDialect(secret_url), PostgresDialect(secret_url)
-        with first.lock(1):
+        with store_for(tmp_path / "state", secret_url).lock(1):
             with pytest.raises(StateError) as caught:
-                with second.lock(0.1):
+                with store_for(tmp_path / "state", secret_url).lock(0.1):
                     pass
         assert "pw-not-shown" not in caught.value.message
         assert "postgresql://psabill:***@/postgres" in caught.value.message  # masked, not dropped
+        assert f"running on {socket.gethostname()} since " in caught.value.message  # who holds it
 
-    def test_ledgers_in_different_schemas_do_not_share_a_lock(self, pg_server: str) -> None:
+    def test_ledgers_in_different_schemas_do_not_share_a_lease(self, tmp_path: Path, pg_server: str) -> None:
         from support.pg import fresh_schema
-        from psabill.ledger.dialect import PostgresDialect
 
-        with PostgresDialect(fresh_schema(pg_server)).lock(1):
-            with PostgresDialect(fresh_schema(pg_server)).lock(0.1):
+        with store_for(tmp_path / "a", fresh_schema(pg_server)).lock(1):
+            with store_for(tmp_path / "b", fresh_schema(pg_server)).lock(0.1):
                 pass
 
 
@@ -456,3 +453,40 @@ def test_the_fast_path_asks_the_shared_ledger_not_a_stale_local_one(env: Env, pg
     env.monkeypatch.setenv("PSABILL_NOW", "2026-11-27T06:30:00Z")
     paths = Paths.resolve(str(env.config), str(env.state_dir))
     assert nothing_due(paths) is False  # the shared ledger has not seen this occurrence yet
+
+
+def test_a_pruned_sqlite_ledger_stops_growing_and_hands_its_free_pages_back(tmp_path: Path) -> None:
+    """Issue 26, point 8: daily runs of 300 lines with a 20-day retention. Until day 20 the file grows by
+    a day's runs each day; from then on each prune frees a day's pages (in batches, then an incremental
+    vacuum hands them back) and the next day's run takes as many: the file stays within a day's pages."""
+    db = tmp_path / "state" / "state.db"
+    day0 = datetime(2026, 1, 1, 6, tzinfo=UTC)
+    sizes: List[int] = []
+    free: List[int] = []
+    with Ledger(db) as history:
+        assert history._query("PRAGMA auto_vacuum") == [(2,)]  # incremental, from the first table on
+        for day in range(60):
+            started = day0 + timedelta(days=day)
+            report = scheduled(started, started)
+            run_id = history.start_run(report)
+            items = [Item(f"Customer {n:05d} Ltd", "LastPass", psa_company=f"CUST{n:05d}", agreement=str(1000 + n),
+                          line=str(50000 + n), product="SEATS-STD", old=n, new=n + day % 3, seq=n)
+                     for n in range(1, 301)]
+            store_items(history, report, *items)
+            history.intend(run_id, [i.seq for i in items], started)
+            for item in items:
+                item.outcome = UPDATED
+            history.settle(run_id, items)
+            finish(history, report)
+            history.prune(timedelta(days=20), keep=timedelta(hours=27))
+            # The file's size once checkpointed (WAL holds the newest pages until then).
+            sizes.append(history._query("PRAGMA page_count")[0][0])
+            free.append(history._query("PRAGMA freelist_count")[0][0])
+        history._query("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = history._query("PRAGMA page_size")[0][0]
+    day = (sizes[20] - sizes[10]) / 10  # the pages a day's runs take, before any pruning
+    assert day > 0 and sizes[20] > 1.5 * sizes[10]  # it did grow while nothing was old enough to prune
+    assert max(sizes[25:]) - min(sizes[25:]) <= 2 * day, (sizes[25:], day)  # then it stopped growing
+    assert sizes[-1] <= sizes[21] + day, (sizes[21], sizes[-1])
+    assert max(free[25:]) <= day / 2, free[25:]  # the pruned pages went back: few free pages left over
+    assert db.stat().st_size == sizes[-1] * page  # and the file on disk is that size

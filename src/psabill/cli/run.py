@@ -75,6 +75,10 @@ def run(app: App, scheduled: bool, dry_run: bool, yes: bool, as_json: bool) -> N
     if scheduled:
         outcome = guard.run_scheduled(app.paths, clock.now, verbose=app.verbose)
         if outcome.run is None:
+            if outcome.exit_code != ExitCode.OK:  # an undelivered report that could not be re-sent
+                if outcome.error:
+                    raise Fail(outcome.error, int(outcome.exit_code))
+                raise SystemExit(int(outcome.exit_code))  # failing as before: the log and status say it
             return  # nothing due: silence, because cron mails any output
         if outcome.run.status == outcomes.ABORTED and not as_json:
             if outcome.run.attempt > 1:

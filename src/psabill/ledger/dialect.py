@@ -153,11 +153,29 @@ class Dialect:
     errors: Tuple[Type[BaseException], ...] = ()
     where = ""
 
+    # The ledger's clock as text, in one fixed width ("2026-11-27T06:00:00.000000+00:00") so that times compare
+    # as strings; ``LATER`` is that clock plus ``?`` seconds. PostgreSQL's is the server's: hosts sharing a
+    # ledger agree on it whatever their own clocks say.
+    NOW = ""
+    LATER = ""
+    FOR_UPDATE = ""  # locks the lease row a SELECT reads until the transaction ends (SQLite's write lock does)
+
     def exists(self) -> bool:
         raise NotImplementedError
 
-    def connect(self, readonly: bool = False) -> Any:
+    def connect(self, readonly: bool = False, name: str = "psabill") -> Any:
+        """A connection; ``name`` is the session's application_name (PostgreSQL)."""
         raise NotImplementedError
+
+    def dropped(self, conn: Any, exc: BaseException) -> bool:
+        """Whether ``exc`` means the connection itself is gone (a killed session, a failover, an idle
+        timeout): a fresh connection may then do the work again."""
+        return False
+
+    def batch(self, conn: Any) -> "contextlib.AbstractContextManager[None]":
+        """A write transaction whose statements go to the server together: one round trip where the
+        driver pipelines (PostgreSQL); a cursor's rowcount is known once the block has ended."""
+        return self.transaction(conn)
 
     def sql(self, text: str) -> str:
         """``text`` with this server's placeholders."""
@@ -181,12 +199,23 @@ class Dialect:
         """Run an INSERT into ``runs``; the new row's id."""
         raise NotImplementedError
 
+    def insert_new(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        """An INSERT that leaves an existing row with the same ``key`` as it is."""
+        raise NotImplementedError
+
     def execute_many(self, conn: Any, sql: str, rows: Sequence[Any]) -> None:
         """One statement over many parameter rows, in as few round trips as the driver allows."""
         raise NotImplementedError
 
     def reclaim(self, conn: Any) -> None:
         """Let the database reuse (or give back) the space pruned rows held."""
+
+    def mark_session(self, conn: Any, account: str) -> bool:
+        """PostgreSQL: an advisory lock on the lease holder's session. Elsewhere there is nothing to mark."""
+        return True
+
+    def idle_timeout(self, conn: Any) -> float:
+        return 0.0
 
     def create_schema(self, conn: Any, write: Callable[[str], None]) -> None:
         """Create the tables (``write`` runs one statement)."""
@@ -231,6 +260,10 @@ def migrate_in(dialect: Dialect, conn: Any) -> int:
 # -- SQLite ------------------------------------------------------------------
 
 
+VACUUM_PAGES = 2000  # pages handed back per step (8 MB of 4 KiB pages): the write lock is held briefly
+VACUUM_STEPS = 50  # steps per prune at most: a lowered retention is given back over a few runs
+
+
 class SqliteDialect(Dialect):
     kind = "sqlite"
     errors = (sqlite3.DatabaseError,)
@@ -240,10 +273,13 @@ class SqliteDialect(Dialect):
         self.db_path = db_path
         self.where = str(db_path)
 
+    NOW = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'"
+    LATER = "strftime('%Y-%m-%dT%H:%M:%f', 'now', '+' || ? || ' seconds') || '000+00:00'"
+
     def exists(self) -> bool:
         return self.db_path.exists()
 
-    def connect(self, readonly: bool = False) -> sqlite3.Connection:
+    def connect(self, readonly: bool = False, name: str = "psabill") -> sqlite3.Connection:
         path = self.db_path
         # SQLite follows symlinks and creates files through the umask: refuse a
         # symlink for the database or its companions, and create the database
@@ -256,6 +292,9 @@ class SqliteDialect(Dialect):
             make_private_dir(path.parent, StateError, "state dir", tighten=True)
             os.close(open_private(path, os.O_RDWR | os.O_CREAT, StateError, "history database"))
             conn = sqlite3.connect(str(path), timeout=5)
+            # A fresh file learns to hand pruned pages back (see reclaim) before anything writes its first
+            # page: switching to WAL does, and fixes the mode from then on. On an existing file a no-op.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             # One commit per item keeps a killed run's record; WAL with NORMAL sync makes
             # each commit cheap (no fsync) and still survives a killed process intact.
             _use_wal(conn, 5.0)
@@ -321,13 +360,21 @@ class SqliteDialect(Dialect):
     def insert_id(self, conn: Any, sql: str, params: Any) -> int:
         return int(conn.execute(sql, params).lastrowid or 0)
 
+    def insert_new(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
     def execute_many(self, conn: Any, sql: str, rows: Sequence[Any]) -> None:
         conn.executemany(sql, rows)
 
     def reclaim(self, conn: Any) -> None:
-        """Free pages go back to the file system a bounded number at a time (auto_vacuum = INCREMENTAL)."""
+        """Free pages go back to the file system (auto_vacuum = INCREMENTAL), :data:`VACUUM_PAGES` at a time,
+        each step its own short write transaction; a file made before that mode keeps its free pages for
+        reuse instead (SQLite fills them before it grows the file)."""
         try:
-            conn.execute("PRAGMA incremental_vacuum(2000)").fetchall()
+            for _ in range(VACUUM_STEPS):
+                if not conn.execute("PRAGMA freelist_count").fetchone()[0]:
+                    break
+                conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
         except sqlite3.DatabaseError:
             pass  # a busy database keeps its free pages for reuse; nothing is lost
 
@@ -372,15 +419,27 @@ class PostgresDialect(Dialect):
     def __init__(self, url: str) -> None:
         self.url = url
         self.where = shown(url)
+        import logging  # psycopg's own warnings: kept off stderr, which cron mails
+
         import psycopg  # the optional [postgres] extra: only a PostgreSQL ledger needs it
 
         self._psycopg = psycopg
         self.errors = (psycopg.Error,)
+        # A pipeline cut short by a dropped session logs "error ignored terminating ..." besides raising the
+        # error psabill reports (or recovers from): without a handler Python would print it on stderr.
+        quiet = logging.getLogger("psycopg")
+        if not quiet.handlers:
+            quiet.addHandler(logging.NullHandler())
+
+    NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+    LATER = ("""to_char((clock_timestamp() AT TIME ZONE 'UTC') + make_interval(secs => ?), """
+             """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')""")
+    FOR_UPDATE = " FOR UPDATE OF leases"
 
     def exists(self) -> bool:
         return True  # a server, not a file: opening it creates nothing until a run writes
 
-    def connect(self, readonly: bool = False) -> Any:
+    def connect(self, readonly: bool = False, name: str = "psabill") -> Any:
         extra: Dict[str, Any] = {} if "connect_timeout" in self.url else {"connect_timeout": 10}
         # No statement waits unbounded for a lock another session holds (a `runs` table locked by hand,
         # a stuck migration): it fails after LOCK_TIMEOUT with one line (exit 7). TCP keepalives notice a
@@ -393,12 +452,16 @@ class PostgresDialect(Dialect):
         extra["options"] = f"{given} -c lock_timeout={int(LOCK_TIMEOUT * 1000)}".strip()
         extra.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
         try:
-            return self._psycopg.connect(self.url, autocommit=True, application_name="psabill", **extra)
+            return self._psycopg.connect(self.url, autocommit=True, application_name=name, **extra)
         except self._psycopg.Error as exc:
             raise self.error(exc) from None
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
+
+    def dropped(self, conn: Any, exc: BaseException) -> bool:
+        return bool(conn.closed or getattr(conn, "broken", False))
+
 
     def has_meta(self, conn: Any) -> bool:
         row = conn.execute("SELECT 1 FROM information_schema.tables "
@@ -407,10 +470,30 @@ class PostgresDialect(Dialect):
 
     @contextlib.contextmanager
     def transaction(self, conn: Any, *, exclusive: bool = False) -> Iterator[None]:
-        with conn.transaction():
-            if exclusive:
-                conn.execute("LOCK TABLE runs IN SHARE ROW EXCLUSIVE MODE")
-            yield
+        """BEGIN ... COMMIT sent in a pipeline: a transaction whose statements need no answer on the way is
+        one round trip (psycopg's own transaction() costs three); a statement whose result is read waits
+        for it. Any failure rolls it back."""
+        if not self._psycopg.Pipeline.is_supported():  # libpq before 14: one round trip a statement
+            with conn.transaction():
+                if exclusive:
+                    conn.execute("LOCK TABLE runs IN SHARE ROW EXCLUSIVE MODE")
+                yield
+            return
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                if exclusive:
+                    conn.execute("LOCK TABLE runs IN SHARE ROW EXCLUSIVE MODE")
+                yield
+                conn.execute("COMMIT")
+        except BaseException:
+            idle = self._psycopg.pq.TransactionStatus.IDLE
+            if not conn.closed and conn.info.transaction_status != idle:
+                try:
+                    conn.execute("ROLLBACK")
+                except self._psycopg.Error:
+                    pass  # the session is gone: the server rolled it back
+            raise
 
     def migrate(self, conn: Any) -> int:
         """Create or upgrade the schema in one transaction (PostgreSQL DDL is transactional).
@@ -435,6 +518,10 @@ class PostgresDialect(Dialect):
         row = conn.execute(sql + " RETURNING id", params).fetchone()
         return int(row[0])
 
+    def insert_new(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('%s' for _ in columns)}) "
+                f"ON CONFLICT ({', '.join(key)}) DO NOTHING")
+
     def execute_many(self, conn: Any, sql: str, rows: Sequence[Any]) -> None:
         with conn.cursor() as cursor:
             cursor.executemany(sql, rows)  # psycopg 3 pipelines these: one round trip, not one per row
@@ -458,32 +545,23 @@ class PostgresDialect(Dialect):
         return StateError(f"history database {self.where} failed ({text}); nothing was changed by the failed "
                           "statement: retry, and if it persists, check the server")
 
-    @contextlib.contextmanager
-    def lock(self, timeout: float, account: str = "") -> Iterator[None]:
-        """This config's advisory lock, on a connection held for the run.
+    def mark_session(self, conn: Any, account: str) -> bool:
+        """Take this config's advisory lock on ``conn`` (a lease holder's session), if it is free.
 
-        A run that dies drops its connection, and the server drops the lock with it.
+        While that session lives, a host that finds the lease knows its holder's session is alive; the
+        server drops the lock with the session (psabill.ledger.lease). Raises the driver's error.
         """
-        conn = self.connect()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema() || ':' || %s))",
+                           (LOCK_CLASS, account)).fetchone()
+        return bool(row[0])
+
+    def idle_timeout(self, conn: Any) -> float:
+        """The server's ``idle_session_timeout`` for this session, in seconds (0: none, or a server before 14)."""
+        row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'idle_session_timeout'").fetchone()
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    held = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema() || ':' || %s))",
-                                        (LOCK_CLASS, account)).fetchone()[0]
-                except self._psycopg.Error as exc:
-                    raise self.error(exc) from None
-                if held:
-                    break
-                if time.monotonic() >= deadline:
-                    raise StateError(
-                        f"another psabill run still holds the run lock in {self.where} after {timeout:g}s; "
-                        "nothing was run (raise [run] lock_timeout to wait longer)"
-                    )
-                time.sleep(0.05)
-            yield
-        finally:
-            conn.close()  # ends the session: the server releases the lock
+            return int(row[0]) / 1000.0 if row else 0.0
+        except (TypeError, ValueError):
+            return 0.0
 
 
 def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:

@@ -28,11 +28,12 @@
 
 from __future__ import annotations  # the report's classes are only annotations here until a run is read
 
+import contextlib
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterable, List, NamedTuple, Optional, Sequence,
-                    Tuple, Union)
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional,
+                    Protocol, Sequence, Tuple, TypeVar, Union)
 
 from psabill import outcomes
 from psabill.errors import StateError
@@ -46,6 +47,11 @@ SCHEMA_VERSION = dialect_mod.SCHEMA_VERSION
 JUMP = timedelta(days=366)  # a gap between two runs this long is a clock jump, not a pruning reason
 PRUNE_BATCH = 200  # runs deleted per transaction: a year of history never holds the lock for long
 FLUSH = 200  # item outcomes written per transaction
+PLAN_CHUNK = 1000  # plan rows built and sent at a time (one transaction for the whole plan)
+INTENT_CHUNK = 500  # item seqs per intent statement (SQLite allows 999 parameters on old builds)
+_SETTLE = ("UPDATE items SET outcome = ?, old = ?, message = ?, hint = ?, rule = ?, transient = ? "
+           "WHERE run_id = ? AND seq = ?")
+T = TypeVar("T")
 
 
 def _stored(value: Any) -> Any:
@@ -109,9 +115,32 @@ def _item(row: Sequence[Any]) -> Item:
     from psabill.report import Item  # as in _run
 
     seq, customer, sku, outcome, company, agreement, line, product, old, new, message, hint, rule, transient = row
-    return Item(customer=customer, sku=sku, outcome=outcome, seq=seq, psa_company=company, agreement=agreement,
-                line=line, product=product, old=_loaded(old), new=_loaded(new), message=message or "",
-                hint=hint or "", rule=rule or "", transient=bool(transient))
+    # Positional, in Item's field order, and _loaded only for a value that is not a whole number: a year's
+    # history site reads millions of items (tests/test_ledger.py checks the round trip).
+    if old is not None and type(old) is not int:
+        old = _loaded(old)
+    if new is not None and type(new) is not int:
+        new = _loaded(new)
+    return Item(customer, sku, outcome, seq, company, agreement, line, product, old, new, message or "",
+                hint or "", rule or "", bool(transient))
+
+
+class LeaseLost(StateError):
+    """The run's lease on the ledger is no longer its own: nothing more may be written (psabill.ledger.lease)."""
+
+
+class Fence(Protocol):
+    """What the ledger needs of the run lease that fences its writes (psabill.ledger.lease.Lease)."""
+
+    account: str
+    token: int
+    ttl: float
+
+    def lose(self, why: str) -> None:
+        """Mark the lease lost (the run stops writing)."""
+
+    def explain(self, conn: Any) -> str:
+        """Why the lease is no longer this run's, as one line, read on ``conn``."""
 
 
 class Attempts(NamedTuple):
@@ -136,10 +165,14 @@ class Ledger:
     below is written once, with ``?`` placeholders the dialect rewrites.
     """
 
-    def __init__(self, where: Union[Path, Dialect], account: str = "") -> None:
+    def __init__(self, where: Union[Path, Dialect], account: str = "", *, name: str = "psabill") -> None:
         self.dialect: Dialect = SqliteDialect(where) if isinstance(where, Path) else where
         self.account = account
+        self.name = name  # the session's application_name (PostgreSQL)
         self._conn: Any = None
+        # The run lease this ledger's writes are fenced by (psabill.ledger.lease), while a run holds it:
+        # intents are recorded only while the lease is still this run's.
+        self.fence: Optional[Fence] = None
 
     def __enter__(self) -> "Ledger":
         return self
@@ -172,7 +205,7 @@ class Ledger:
     def _connect(self, readonly: bool = False) -> Any:
         conn = None
         try:
-            conn = self.dialect.connect(readonly=readonly)
+            conn = self.dialect.connect(readonly=readonly, name=self.name)
             if not readonly:
                 version = self.dialect.migrate(conn)
             else:
@@ -199,29 +232,48 @@ class Ledger:
             self._conn.close()
             self._conn = None
 
+    def attempt(self, work: Callable[[Any], T], *, again: bool = True) -> T:
+        """``work(connection)``, its driver errors as one-line StateErrors.
+
+        A connection the server dropped (a killed session, a failover, ``idle_session_timeout`` during a
+        long read phase) is opened afresh, and ``work`` done once more when ``again``: every write it is
+        given for that is idempotent (an UPDATE to given values, an upsert), so doing it twice is doing it once.
+        """
+        for tries in (1, 2):
+            try:
+                return work(self.conn)
+            except self.dialect.errors as exc:
+                dropped = self._conn is not None and self.dialect.dropped(self._conn, exc)
+                if dropped:
+                    self.close()
+                if not (dropped and again and tries == 1):
+                    raise self.dialect.error(exc) from None
+        raise AssertionError("unreachable")
+
     def _execute(self, sql: str, params: Any = ()) -> Cursor:
-        try:
-            with self.dialect.transaction(self.conn):
-                cursor: Cursor = self.conn.execute(self.dialect.sql(sql), params)
+        def work(conn: Any) -> Cursor:
+            with self.dialect.transaction(conn):
+                cursor: Cursor = conn.execute(self.dialect.sql(sql), params)
                 return cursor
-        except self.dialect.errors as exc:
-            raise self.dialect.error(exc) from None
+
+        return self.attempt(work)
 
     def _execute_many(self, sql: str, rows: Sequence[Any]) -> None:
         if not rows:
             return
-        try:
-            with self.dialect.transaction(self.conn):
-                self.dialect.execute_many(self.conn, self.dialect.sql(sql), rows)
-        except self.dialect.errors as exc:
-            raise self.dialect.error(exc) from None
+
+        def work(conn: Any) -> None:
+            with self.dialect.transaction(conn):
+                self.dialect.execute_many(conn, self.dialect.sql(sql), rows)
+
+        self.attempt(work)
 
     def _query(self, sql: str, params: Any = ()) -> List[Any]:
-        try:
-            rows: List[Any] = self.conn.execute(self.dialect.sql(sql), params).fetchall()
+        def work(conn: Any) -> List[Any]:
+            rows: List[Any] = conn.execute(self.dialect.sql(sql), params).fetchall()
             return rows
-        except self.dialect.errors as exc:
-            raise self.dialect.error(exc) from None
+
+        return self.attempt(work)
 
     # -- the cheap read used by the not-due guard path ----------------------
 
@@ -240,11 +292,50 @@ class Ledger:
         finally:
             conn.close()
 
-    def occurrence_done(self, occurrence: datetime) -> bool:
+    def undelivered_readonly(self, since: datetime, statuses: Sequence[str] = ("pending", "failed")) -> bool:
+        """Whether a scheduled run of an occurrence at or after ``since`` has its report email in one of
+        ``statuses`` (never confirmed: the next firing re-sends it, psabill.notify); creates nothing."""
+        if not self.exists:
+            return False
+        conn = self._connect(readonly=True)
+        marks = ", ".join("?" for _ in statuses)
         try:
-            return _done(self.dialect, self.conn, occurrence, self.account)
+            return conn.execute(self.dialect.sql(
+                f"SELECT 1 FROM runs WHERE occurrence >= ? AND trigger = 'scheduled' AND {_MINE} "
+                f"AND email_status IN ({marks}) LIMIT 1"), (iso(since), self.account, *statuses)).fetchone() is not None
+        except self.dialect.errors:  # a ledger being created, or one older than pending reports: none to re-send
+            return False
+        finally:
+            conn.close()
+
+    def undelivered(self, since: datetime, statuses: Sequence[str] = ("pending", "failed"),
+                    reported: Sequence[str] = ("sent", "pending", "failed")) -> List[Run]:
+        """Per occurrence at or after ``since``: its newest scheduled run with a report (``reported``),
+        when that report's email is in ``statuses``; newest first (psabill.notify re-sends them)."""
+        marks = ", ".join("?" for _ in reported)
+        current: Dict[Any, Run] = {}
+        for run in self._runs(f"occurrence >= ? AND trigger = 'scheduled' AND email_status IN ({marks})",
+                              (iso(since), *reported)):
+            current.setdefault(run.occurrence, run)  # newest first: the occurrence's current report
+        return [run for run in current.values() if run.email.status in statuses]
+
+    def peek(self, work: Callable[[Any], T]) -> Optional[T]:
+        """``work`` on a read-only connection of its own that creates nothing; None when there is no
+        ledger yet, or only an older one (the next writer migrates it)."""
+        if not self.exists:
+            return None
+        conn = self._connect(readonly=True)
+        try:
+            if not self.dialect.has_meta(conn) or dialect_mod._read_version(self.dialect, conn) < SCHEMA_VERSION:
+                return None
+            return work(conn)
         except self.dialect.errors as exc:
             raise self.dialect.error(exc) from None
+        finally:
+            conn.close()
+
+    def occurrence_done(self, occurrence: datetime) -> bool:
+        return self.attempt(lambda conn: _done(self.dialect, conn, occurrence, self.account))
 
     # -- runs -----------------------------------------------------------------
 
@@ -270,31 +361,42 @@ class Ledger:
             "attempt, of_run, account_name, zone, schedule_text, next_run) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         claim = run.trigger == "scheduled" and run.occurrence is not None
-        try:
-            with self.dialect.transaction(self.conn, exclusive=claim):
-                if claim and run.occurrence is not None and _done(self.dialect, self.conn, run.occurrence,
-                                                                  self.account):
+        fence = self.fence
+
+        def work(conn: Any) -> int:
+            with self.dialect.transaction(conn, exclusive=claim):
+                if claim and run.occurrence is not None and _done(self.dialect, conn, run.occurrence, self.account):
                     raise StateError(f"occurrence {iso(run.occurrence)} already ran (see 'psabill history'); "
                                      "nothing was run")
-                run_id = self.dialect.insert_id(self.conn, sql, params)
-        except self.dialect.errors as exc:
-            raise self.dialect.error(exc) from None
-        run.id = run_id
-        return run_id
+                run_id = self.dialect.insert_id(conn, sql, params)
+                if fence is not None:  # the lease names the run it is for: other hosts see which occurrence runs
+                    conn.execute(self.dialect.sql("UPDATE leases SET run_id = ? WHERE account = ? AND token = ? "
+                                                  "AND pid <> 0"), (run_id, fence.account, fence.token))
+                    if conn.execute(self.dialect.sql("SELECT 1 FROM leases WHERE account = ? AND token = ? "
+                                                     "AND run_id = ?"), (fence.account, fence.token, run_id)
+                                    ).fetchone() is None:  # read, not a rowcount: a pipeline knows it only later
+                        raise LeaseLost(f"{fence.explain(conn)}; nothing was run")
+                return run_id
+
+        run.id = self.attempt(work, again=False)  # an INSERT is never sent twice
+        return run.id
 
     def store_plan(self, run: Run, at: datetime) -> None:
         """The whole plan, in one transaction, before anything is written."""
         assert run.id is not None
-        rows = [self._item_row(run.id, item) for item in run.items]
-        try:
-            with self.dialect.transaction(self.conn):
-                self.dialect.execute_many(self.conn, self.dialect.sql(
-                    self.dialect.upsert("items", _ITEM_COLUMNS, ("run_id", "seq"))), rows)
-                self.conn.execute(self.dialect.sql(
+        run_id = run.id
+        upsert = self.dialect.sql(self.dialect.upsert("items", _ITEM_COLUMNS, ("run_id", "seq")))
+
+        def work(conn: Any) -> None:
+            with self.dialect.batch(conn):
+                for start in range(0, len(run.items), PLAN_CHUNK):  # rows made a chunk at a time: no second copy
+                    chunk = run.items[start: start + PLAN_CHUNK]
+                    self.dialect.execute_many(conn, upsert, [self._item_row(run_id, item) for item in chunk])
+                conn.execute(self.dialect.sql(
                     "UPDATE runs SET planned_at = ?, source_digest = ?, psa_kind = ? WHERE id = ?"),
-                    (iso(at), run.source_digest, _text(run.psa), run.id))
-        except self.dialect.errors as exc:
-            raise self.dialect.error(exc) from None
+                    (iso(at), run.source_digest, _text(run.psa), run_id))
+
+        self.attempt(work)  # an upsert: after a dropped connection, the plan is stored whole, once
 
     @staticmethod
     def _item_row(run_id: int, item: Item) -> Tuple[Any, ...]:
@@ -302,18 +404,52 @@ class Ledger:
                 _text(item.agreement), item.line, _text(item.product), _stored(item.old), _stored(item.new),
                 item.outcome, _text(item.message), _text(item.hint), item.rule, int(item.transient))
 
-    def intend(self, run_id: int, seqs: Iterable[int], at: datetime) -> None:
-        """Commit the intent to write these items, before any of them is sent."""
-        self._execute_many("UPDATE items SET intent_at = ? WHERE run_id = ? AND seq = ?",
-                           [(iso(at), run_id, seq) for seq in seqs])
+    def intend(self, run_id: int, seqs: Iterable[int], at: datetime, settled: Sequence[Item] = ()) -> None:
+        """Commit the intent to write these items before any of them is sent, with the outcomes of ``settled``.
+
+        One transaction, sent as one round trip where the driver pipelines (PostgreSQL). With a fence
+        (the run lease) the same transaction renews the lease, and the intents are recorded only if the
+        lease is still this run's; otherwise :class:`LeaseLost`, and nothing of the batch may be sent.
+        The outcomes are recorded either way: they are what happened.
+        """
+        seqs = list(seqs)
+        fence = self.fence
+        rows = self._settled_rows(run_id, settled)
+        stamp = iso(at)
+
+        def work(conn: Any) -> bool:
+            renewed = None
+            with self.dialect.batch(conn):
+                if rows:
+                    self.dialect.execute_many(conn, self.dialect.sql(_SETTLE), rows)
+                guard, extra = "", ()  # type: Tuple[str, Tuple[Any, ...]]
+                if fence is not None:
+                    renewed = conn.execute(self.dialect.sql(
+                        f"UPDATE leases SET expires_at = {self.dialect.LATER} WHERE account = ? AND token = ? "
+                        "AND pid <> 0"), (fence.ttl, fence.account, fence.token))
+                    guard = " AND EXISTS (SELECT 1 FROM leases WHERE account = ? AND token = ? AND pid <> 0)"
+                    extra = (fence.account, fence.token)
+                for start in range(0, len(seqs), INTENT_CHUNK):
+                    chunk = seqs[start: start + INTENT_CHUNK]
+                    conn.execute(self.dialect.sql(
+                        f"UPDATE items SET intent_at = ? WHERE run_id = ? AND seq IN ({', '.join('?' for _ in chunk)})"
+                        f"{guard}"), (stamp, run_id, *chunk, *extra))
+            return renewed is None or renewed.rowcount == 1
+
+        if not self.attempt(work):  # every statement is idempotent: after a dropped connection, done again
+            assert fence is not None
+            why = self.attempt(fence.explain)
+            fence.lose(why)
+            raise LeaseLost(why)
 
     def settle(self, run_id: int, items: Sequence[Item]) -> None:
         """Write how these items ended (their outcome, quantities and messages)."""
-        self._execute_many(
-            "UPDATE items SET outcome = ?, old = ?, message = ?, hint = ?, rule = ?, transient = ? "
-            "WHERE run_id = ? AND seq = ?",
-            [(item.outcome, _stored(item.old), _text(item.message), _text(item.hint), item.rule,
-              int(item.transient), run_id, item.seq) for item in items])
+        self._execute_many(_SETTLE, self._settled_rows(run_id, items))
+
+    @staticmethod
+    def _settled_rows(run_id: int, items: Sequence[Item]) -> List[Tuple[Any, ...]]:
+        return [(item.outcome, _stored(item.old), _text(item.message), _text(item.hint), item.rule,
+                 int(item.transient), run_id, item.seq) for item in items]
 
     def progress(self, run_id: int, api_requests: int) -> None:
         self._execute("UPDATE runs SET api_requests = ? WHERE id = ?", (api_requests, run_id))
@@ -587,22 +723,40 @@ class Ledger:
         return removed
 
 
-class Store(NamedTuple):
-    """The ledger and the run lock that guards it."""
+class Store:
+    """The ledger and the run lease that guards it (psabill.ledger.lease)."""
 
-    ledger: Ledger
-    lock: Callable[[float], ContextManager[None]]  # lock(timeout): hold the run lock
+    def __init__(self, ledger: Ledger, flock: Optional[Path]) -> None:
+        self.ledger = ledger
+        self.flock = flock  # SQLite: the run lock file in the state dir, which the lease is taken under
 
     @property
     def shared(self) -> bool:
         """Whether several hosts can share this ledger (PostgreSQL)."""
         return self.ledger.shared
 
+    @contextlib.contextmanager
+    def lock(self, timeout: float, *, occurrence: Optional[datetime] = None,
+             ttl: Optional[float] = None) -> Iterator[Any]:
+        """Hold this config's run lease, waiting at most ``timeout`` seconds; while it is held the
+        ledger's intents are fenced by it. ``occurrence``: a scheduled firing, which does not wait for a
+        live lease held for that very occurrence (:class:`psabill.ledger.lease.Elsewhere`)."""
+        from psabill.ledger import lease  # the lease machinery: only a run (or an approval) takes it
+
+        held = lease.take(self.ledger, timeout, ttl=lease.DEFAULT_TTL if ttl is None else ttl, flock=self.flock,
+                          occurrence=occurrence)
+        self.ledger.fence = held
+        try:
+            yield held
+        finally:
+            self.ledger.fence = None
+            held.release()
+
 
 def open_store(paths: Any, url: Optional[str], account: str = "") -> Store:
-    """The ledger (not yet connected) and its run lock: PostgreSQL at ``url``, else SQLite and an ``flock``
-    in the state dir. Nothing is opened until it is used. The lock is this config's: two configs that
-    share a ledger never wait for each other."""
+    """The ledger (not yet connected) and its run lease: PostgreSQL at ``url``, else SQLite (with an
+    ``flock`` in the state dir under the lease). Nothing is opened until it is used. The lease is this
+    config's: two configs that share a ledger never wait for each other."""
     if url:
         from psabill.ledger.dialect import PostgresDialect  # psycopg: only with a [state] url
 
@@ -613,14 +767,8 @@ def open_store(paths: Any, url: Optional[str], account: str = "") -> Store:
         except ImportError:
             raise StateError("[state] url needs psycopg 3: install psabill with the 'postgres' extra "
                              "(pip install 'psabill[postgres]')") from None
-        return Store(Ledger(pg, account), lambda timeout: pg.lock(timeout, account))
-
-    def flock(timeout: float) -> ContextManager[None]:
-        from psabill.ledger.lock import run_lock  # fcntl: only a run takes the lock
-
-        return run_lock(paths.lock_for(account), timeout)
-
-    return Store(Ledger(paths.db, account), flock)
+        return Store(Ledger(pg, account), None)
+    return Store(Ledger(paths.db, account), paths.lock_for(account))
 
 
 def _done(dialect: Dialect, conn: Any, occurrence: datetime, account: str, *, legacy: bool = False) -> bool:

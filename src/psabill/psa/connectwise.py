@@ -55,6 +55,7 @@ import base64
 import calendar
 import re
 import threading
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -76,6 +77,8 @@ PAGE_SIZE = 1000  # ConnectWise's maximum; read at call time, so a test may lowe
 # recommends URLs of at most 2,000 characters (about 1,745 to be safe): conditions are batched to fit.
 URL_BUDGET = 1745
 LIST_ALL_OVER = 200  # more values than this: page through everything instead of batching
+AHEAD = 64  # reads submitted ahead of the one being consumed: enough to keep every slot busy, and no
+# more futures (and answers) held at once than that, at 20,000 agreements too
 # A list this long (1,000,000 rows at the page size) is no book: a next link that never ends stops here.
 MAX_PAGES = 1000
 WRITE_WINDOW = 4  # PATCHes queued per concurrent request: enough to keep every slot busy
@@ -246,7 +249,7 @@ class ConnectWiseClient(PsaClient):
                           for batch in _url_batches(values, self._url_used(
                               "/company/companies", fields, f"({field} in ()) and {live}"))]
         found: Dict[str, Company] = {}
-        for rows in self._pool.map(lambda c: list(self._list("/company/companies", c, fields)), conditions):
+        for rows in self._lists("/company/companies", conditions, fields):
             for row in rows:
                 if row.get("deletedFlag"):
                     continue  # left out of matching: a deleted company never makes a name ambiguous
@@ -270,7 +273,7 @@ class ConnectWiseClient(PsaClient):
             conditions = [f"company/id in ({','.join(batch)}) and {active}"
                           for batch in _url_batches(ids, used, quoted=False)]
         result = []
-        for rows in self._pool.map(lambda c: list(self._list("/finance/agreements", c, fields)), conditions):
+        for rows in self._lists("/finance/agreements", conditions, fields):
             for row in rows:
                 company_id = (row.get("company") or {}).get("id")
                 # Filter again here: the list-all path fetched every company's agreements.
@@ -345,7 +348,7 @@ class ConnectWiseClient(PsaClient):
             except RemoteError as exc:  # one unreadable agreement must not sink the rest
                 return agreement, exc
 
-        for agreement, found in self._pool.map(read, agreements):
+        for agreement, found in _ahead(self._pool, read, agreements):
             if isinstance(found, Exception):
                 unreadable[agreement.id] = str(found)
             else:
@@ -455,6 +458,13 @@ class ConnectWiseClient(PsaClient):
 
     # -- paging ------------------------------------------------------------
 
+    def _lists(self, path: str, conditions: Sequence[str], fields: str) -> Iterator[Any]:
+        """The rows of each condition's list: side by side when there are several (short ``in`` batches),
+        streamed a page at a time when there is one (everything listed: a whole book is never held)."""
+        if len(conditions) == 1:
+            return iter([self._list(path, conditions[0], fields)])
+        return _ahead(self._pool, lambda c: list(self._list(path, c, fields)), conditions)
+
     def _list(self, path: str, conditions: Optional[str], fields: str) -> Iterator[Dict[str, Any]]:
         """Every row of a list, page by page; a next link that repeats rows or never ends is refused."""
         first: Dict[str, Any] = {"pageSize": PAGE_SIZE, "page": 1, "fields": fields}
@@ -550,6 +560,22 @@ def _quotable(values: Sequence[str]) -> bool:
 
 def _strings(values: Sequence[str]) -> str:
     return ",".join(f'"{v}"' for v in values)
+
+
+def _ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Sequence[Any],
+           ahead: int = AHEAD) -> Iterator[Any]:
+    """``pool.map(fn, items)`` that keeps at most ``ahead`` calls submitted beyond the one it yields."""
+    pending: "deque[Future[Any]]" = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:  # as pool.map: an error (or a consumer that stopped) cancels the rest
+            future.cancel()
 
 
 def _numeric(value: Any, what: str) -> int:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from psabill.config.paths import Paths
 from psabill.config.settings import Settings, load
 from psabill.errors import ExitCode
-from psabill.ledger.history import open_store
+from psabill.ledger.history import Ledger, open_store
 
 if TYPE_CHECKING:  # the run machinery loads only once an occurrence is due
     from psabill.run.perform import Confirm, Outcome, Progress
@@ -42,8 +42,23 @@ def due_occurrence(settings: Settings, now: datetime, done: Callable[[datetime],
     return None if done(occurrence) else occurrence
 
 
+def undelivered_within_catch_up(settings: Settings, now: datetime, ledger: Ledger) -> bool:
+    """Whether a scheduled run's report, of an occurrence within catch-up, was never confirmed delivered
+    (left ``pending`` by a run killed mid-delivery, or ``failed``): the next firing re-sends it.
+
+    Only the firings within catch-up of the latest occurrence ask the ledger; the others cost nothing."""
+    schedule = settings.when
+    if schedule is None or not settings.schedule.enabled:
+        return False
+    latest = schedule.previous(now)
+    if latest is None or now - latest > settings.schedule.catch_up:
+        return False
+    return ledger.undelivered_readonly(now - settings.schedule.catch_up)
+
+
 def run_scheduled(paths: Paths, now: Now, *, verbose: bool = False) -> Outcome:
-    """The cron entry point. Prints nothing and returns OK when nothing is due."""
+    """The cron entry point. Prints nothing and returns OK when nothing is due (an undelivered report
+    within catch-up is re-sent then: :func:`psabill.notify.redeliver`)."""
     # The run machinery loads only here: the not-due fast path imports this module for due_occurrence.
     from psabill.config import addresses, readiness
     from psabill.report import Run
@@ -51,29 +66,47 @@ def run_scheduled(paths: Paths, now: Now, *, verbose: bool = False) -> Outcome:
 
     settings = load(paths.config, check_addresses=False, must_exist=True)
     store = open_store(paths, settings.state_url, settings.account_id)
-    if due_occurrence(settings, now(), store.ledger.occurrence_done_readonly) is None:
-        return Outcome(None, ExitCode.OK)
+    due = due_occurrence(settings, now(), store.ledger.occurrence_done_readonly)
+    if due is None:
+        if not undelivered_within_catch_up(settings, now(), store.ledger):
+            return Outcome(None, ExitCode.OK)
+        from psabill import notify  # the mailer: only a firing with a report to re-send
+
+        with store.lock(settings.run.lock_timeout, ttl=settings.run.lease), store.ledger as ledger:
+            failure = notify.redeliver(settings, paths, ledger, now(), verbose=verbose)
+        return Outcome(None, ExitCode.OK if failure is None else ExitCode.EMAIL, failure or None)
     addresses.check_configured(settings)
     readiness.require(settings)
-    with store.lock(settings.run.lock_timeout), store.ledger as ledger:
-        ledger.mark_interrupted()
-        at = now()  # whoever held the lock before us may have run this very occurrence
-        occurrence = due_occurrence(settings, at, ledger.occurrence_done)
-        if occurrence is None:
-            return Outcome(None, ExitCode.OK)
-        late = int((at - occurrence).total_seconds())
-        attempt = ledger.attempts(occurrence).get(occurrence.isoformat())
-        run = Run(trigger="scheduled", started_at=at, occurrence=occurrence,
-                  late_seconds=late if late >= 60 else None, attempt=(attempt.tries + 1) if attempt else 1)
-        job = Job(paths, settings, ledger, run, now=now, verbose=verbose)
-        try:
-            job.start()
-            with job.steps():
-                job.plan(unattended=True)
-                job.apply(fresh=False)
-            return job.finish()
-        finally:
-            job.close()
+    from psabill.ledger.lease import Elsewhere  # the run lease: only a firing with something due takes it
+
+    try:
+        # A live lease held for this very occurrence (on this host or another) is its run: exit 0 at once.
+        with store.lock(settings.run.lock_timeout, occurrence=due, ttl=settings.run.lease), \
+                store.ledger as ledger:
+            ledger.mark_interrupted()
+            at = now()  # whoever held the lease before us may have run this very occurrence
+            occurrence = due_occurrence(settings, at, ledger.occurrence_done)
+            if occurrence is None:
+                return Outcome(None, ExitCode.OK)
+            late = int((at - occurrence).total_seconds())
+            attempt = ledger.attempts(occurrence).get(occurrence.isoformat())
+            run = Run(trigger="scheduled", started_at=at, occurrence=occurrence,
+                      late_seconds=late if late >= 60 else None, attempt=(attempt.tries + 1) if attempt else 1)
+            job = Job(paths, settings, ledger, run, now=now, verbose=verbose)
+            try:
+                job.start()
+                with job.steps():
+                    job.plan(unattended=True)
+                    job.apply(fresh=False)
+                return job.finish()
+            finally:
+                job.close()
+    except Elsewhere as busy:
+        from psabill.text import log  # only this firing's one line (shown under -v)
+
+        logger = log.setup(paths.log, verbose=verbose, max_bytes=settings.log.max_bytes, backups=settings.log.backups)
+        logger.info("%s: this firing leaves it to that run", busy.message)
+        return Outcome(None, ExitCode.OK)
 
 
 def run_manual(paths: Paths, now: Now, *, dry_run: bool, confirm: Optional[Confirm] = None,
@@ -91,7 +124,7 @@ def run_manual(paths: Paths, now: Now, *, dry_run: bool, confirm: Optional[Confi
         run = Run(trigger="dry-run" if dry_run else "manual", started_at=now())
         job: Optional[Job] = None
         try:
-            with store.lock(settings.run.lock_timeout):
+            with store.lock(settings.run.lock_timeout, ttl=settings.run.lease):
                 # The job (and the log it opens) only under the lock: a state dir that cannot hold the
                 # lock is one line, as for a scheduled run.
                 job = Job(paths, settings, ledger, run, now=now, progress=progress, verbose=verbose)
@@ -109,7 +142,7 @@ def run_manual(paths: Paths, now: Now, *, dry_run: bool, confirm: Optional[Confi
             if not confirm(run, review):
                 ledger.discard(run.id)
                 return Outcome(None, ExitCode.OK, "cancelled: nothing was changed", review)
-            with store.lock(settings.run.lock_timeout):
+            with store.lock(settings.run.lock_timeout, ttl=settings.run.lease):
                 ledger.set_status(run.id, outcomes.RUNNING)
                 with job.steps():
                     job.apply(fresh=True)

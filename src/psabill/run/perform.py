@@ -36,7 +36,7 @@ from psabill import clock, outcomes
 from psabill.config.paths import Paths
 from psabill.config.settings import Settings
 from psabill.errors import AbortError, EmailError, ExitCode, PsabillError
-from psabill.ledger.history import Ledger
+from psabill.ledger.history import Ledger, LeaseLost
 from psabill.psa.base import PsaClient, Target, open_client
 from psabill.report import Item, Run
 from psabill.run import engine, mapping, safety
@@ -92,6 +92,8 @@ class Job:
         self._halt = threading.Event()
         self._tenant = contextlib.ExitStack()
         self._tenant_held = False
+        self.lease_lost: Optional[str] = None  # why the run lease was lost (psabill.ledger.lease), if it was
+        self._watched: Any = None
 
     # -- steps ------------------------------------------------------------------
 
@@ -105,6 +107,10 @@ class Job:
             if settings.schedule.enabled:
                 run.next_run = settings.when.next_after(run.started_at)
         self.ledger.start_run(run)
+        previous = getattr(self.ledger.fence, "previous", None)
+        if getattr(self.ledger.fence, "took_over", False) and previous is not None:
+            self.logger.warning("run %s took over the run lease: it was %s, and was never released", run.id,
+                                previous.text())
         self._ping("start")
         self.logger.info("run %s started (%s%s)", run.id, run.trigger,
                          f", occurrence {run.occurrence.isoformat()}" if run.occurrence else "")
@@ -115,6 +121,7 @@ class Job:
         settings = self.settings
         assert settings.psa is not None
         self.unattended = unattended and run.trigger != "dry-run"
+        self._watch_lease()
         self.hold_tenant()
         client = self._client()
         reconcile(client, self.ledger, settings.product_map, self.logger)
@@ -126,12 +133,13 @@ class Job:
         run.items = engine.plan(client, usage.rows, products=settings.product_map, pins=pins, where=where)
         run.psa = client.kind
         run.source_digest = usage.digest
-        run.api_requests = client.request_count
+        run.api_requests = self._requests(client)
         baseline = self.ledger.baseline()
         review = self.review = safety.review(
             run.items, rows=len(usage.rows), unterminated=usage.unterminated, rules=settings.guard,
             baseline=safety.Baseline(baseline.run_id, {(folded(c), s) for c, s in baseline.keys})
             if baseline is not None else None)
+        self.usage = usage._replace(rows=[])  # the rows live on in the items: keep no second copy for the run
         if self.unattended:
             held = safety.hold(run.items, review, run.id)
             if held or review.run:
@@ -149,6 +157,12 @@ class Job:
         todo = [item for item in run.items if item.outcome == outcomes.PLANNED]
         if not todo:
             return
+        self._watch_lease()
+        if self.lease_lost is not None:  # lost while it planned: nothing is sent
+            for item in todo:
+                _not_written(item, self._lost_text())
+            self.ledger.settle(run.id, todo)
+            return
         self.hold_tenant()
         if fresh:
             todo = self._still_as_planned(todo)
@@ -157,17 +171,27 @@ class Job:
         buffered: List[Item] = []
 
         def sending(batch: List[Target]) -> None:
-            if self._halt.is_set():
-                from psabill.psa.base import Stop  # the interface's own signal to stop
+            from psabill.psa.base import Stop  # the interface's own signal to stop
 
+            if self.lease_lost is not None:
+                raise Stop(self._lost_text())
+            if self._halt.is_set():
                 raise Stop("the run was interrupted")
-            self._flush(buffered)
-            self.ledger.intend(run.id, [target.key for target in batch], self.now())
+            # The outcomes settled since the last batch, the lease renewed and checked, and this batch's
+            # intents: one transaction (one round trip on PostgreSQL), before any of the batch is sent.
+            try:
+                self.ledger.intend(run.id, [target.key for target in batch], self.now(), settled=buffered)
+            except LeaseLost:
+                buffered.clear()  # recorded: the outcomes are written whether the lease holds or not
+                raise Stop(self._lost_text()) from None
+            buffered.clear()
 
         try:
             for item, written in engine.apply(client, todo, products=products, halt=self._halt.is_set,
                                               sending=sending):  # type: ignore[arg-type]
                 engine.settle(item, written)
+                if self.lease_lost is not None and item.transient and item.message.startswith("not written"):
+                    item.message = f"not written: {self._lost_text()}"  # why the client stopped, not just that it did
                 buffered.append(item)
                 done += 1
                 if len(buffered) >= 200:
@@ -176,7 +200,7 @@ class Job:
         finally:
             self._halt.set()  # writes not yet sent are never sent (Ctrl-C, SIGTERM, an error)
             self._flush(buffered)
-            run.api_requests = client.request_count
+            run.api_requests = self._requests(client)
         unknown = [item for item in run.items if item.outcome == outcomes.UNKNOWN]
         if unknown:
             _read_back(client, unknown, products, "the write's answer was lost")
@@ -201,10 +225,32 @@ class Job:
             self.ledger.settle(self.run.id, changed)
         return kept
 
+    def _watch_lease(self) -> None:
+        """Be told at once when the run lease is lost (the lease renewer's thread calls ``_lost``)."""
+        fence = self.ledger.fence
+        if fence is not None and fence is not self._watched:
+            self._watched = fence
+            watch = getattr(fence, "watch", None)
+            if watch is not None:
+                watch(self._lost)
+
+    def _lost(self, why: str) -> None:
+        if self.lease_lost is None:
+            self.lease_lost = why
+            self._halt.set()  # no write not yet sent is sent
+            self.logger.error("run %s: %s; it stops writing", self.run.id, why)
+
+    def _lost_text(self) -> str:
+        return f"the run lost its lease ({self.lease_lost})"
+
     def _flush(self, buffered: List[Item]) -> None:
         if buffered and self.run.id is not None:
             self.ledger.settle(self.run.id, list(buffered))
             buffered.clear()
+
+    def _requests(self, client: Any) -> int:
+        """Every request the run sent: to the PSA, and to the source when it is an API (LastPass)."""
+        return client.request_count + (self.usage.requests if self.usage is not None else 0)
 
     def finish(self) -> Outcome:
         """Settle the run from its items, record, prune, report and ping."""
@@ -212,7 +258,7 @@ class Job:
         error = self.error
         run.finished_at = self.now()
         if self.client is not None:
-            run.api_requests = self.client.request_count
+            run.api_requests = self._requests(self.client)
         if error is not None and run.status == outcomes.RUNNING:
             if isinstance(error, AbortError):
                 run.status = outcomes.ABORTED
@@ -221,6 +267,9 @@ class Job:
             run.message = error.message
         if run.status == outcomes.RUNNING:
             run.status = status_of(run, held_whole=self.unattended and self.review is not None and bool(self.review.run))
+        if self.lease_lost is not None and not run.message:
+            run.message = (f"{self._lost_text()}: it stopped writing; a later firing within catch-up retries "
+                           "what it did not write")
         retry = run.trigger == "scheduled" and run.status in (outcomes.PARTIAL, outcomes.FAILED_RUN) and any(
             item.transient or item.outcome in (outcomes.PLANNED, outcomes.UNKNOWN) for item in run.items)
         self.ledger.finish_run(run, retry=retry)
@@ -371,6 +420,13 @@ def reconcile(client: PsaClient, ledger: Ledger, products: Dict[str, str], logge
                 ledger.set_status(run.id, status_of(full))
         logger.info("run %s: %d write(s) read back from the PSA", run.id, len(items))
     return settled
+
+
+def _not_written(item: Item, why: str) -> None:
+    item.outcome = outcomes.FAILED
+    item.transient = True
+    item.message = f"not written: {why}"
+    item.hint = "a later firing within catch-up writes it; nothing is double-counted"
 
 
 def _read_back(client: PsaClient, items: List[Item], products: Dict[str, str], why: str) -> None:

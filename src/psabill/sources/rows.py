@@ -22,7 +22,7 @@ import json
 import re
 import unicodedata
 from types import MappingProxyType
-from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from psabill.errors import AbortError
 
@@ -102,9 +102,11 @@ def decode_text(data: bytes, *, origin: str) -> str:
 
 
 def parse_csv(data: bytes, *, origin: str, skus: Optional[Collection[str]]) -> List[UsageRow]:
-    rows = read_csv_records(data, origin=origin, required=REQUIRED_COLUMNS, optional=OPTIONAL_COLUMNS)
+    # Record by record: a row is checked as it is read, and only the rows are kept (20,000 customers'
+    # records as dicts would cost the run more than its rows do).
     check = RowChecker(origin, skus, "line")
-    return [check.row(line, record) for line, record in rows]
+    return [check.row(line, record) for line, record in
+            iter_csv_records(data, origin=origin, required=REQUIRED_COLUMNS, optional=OPTIONAL_COLUMNS)]
 
 
 def read_csv_records(
@@ -114,6 +116,13 @@ def read_csv_records(
 
     Shared with the mapping file reader so both refuse the same bad input the same way.
     """
+    return list(iter_csv_records(data, origin=origin, required=required, optional=optional))
+
+
+def iter_csv_records(
+    data: bytes, *, origin: str, required: Sequence[str], optional: Sequence[str] = ()
+) -> Iterator[Tuple[int, Dict[str, str]]]:
+    """:func:`read_csv_records`, one record at a time (the header is checked before the first)."""
     text = decode_text(data, origin=origin)
     stray = _BARE_CR.search(text)
     if stray is not None:  # CRLF is a line end; a lone CR would split a row where no line ends
@@ -139,7 +148,6 @@ def read_csv_records(
                 f"expected {','.join(required)}" + (f" (optional {','.join(optional)})" if optional else "")
             )
         wanted = [(name, index[name]) for name in (*required, *optional) if name in index]
-        records: List[Tuple[int, Dict[str, str]]] = []
         for cells in reader:
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue
@@ -147,8 +155,7 @@ def read_csv_records(
                 raise AbortError(
                     f"{origin} line {reader.line_num}: {len(cells)} field(s), but the header has {len(columns)}"
                 )
-            records.append((reader.line_num, {name: cells[pos] for name, pos in wanted}))
-        return records
+            yield reader.line_num, {name: cells[pos] for name, pos in wanted}
     except csv.Error as exc:
         raise AbortError(f"{origin} line {reader.line_num}: malformed CSV ({exc})") from None
 
