@@ -304,7 +304,27 @@ def test_a_version_1_sqlite_history_migrates_to_record_the_host(tmp_path: Path, 
         history.start_run(report)
         assert history.run(report.id or 0).host == socket.gethostname()  # type: ignore[union-attr]
         assert history._query("SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
+    with sqlite3.connect(str(db)) as conn:  # the migrated file has the customer index the history site reads by
+        assert "items_customer" in {row[1] for row in conn.execute("PRAGMA index_list(items)")}
+
+
+def test_a_version_3_ledger_is_read_as_it_is_and_its_first_writer_adds_the_customer_index(tmp_path: Path) -> None:
+    """Version 4 only adds an index: a reader (the not-due path, status) reads a version 3 ledger with its
+    config identities as they are, before any writer migrates it."""
+    db = tmp_path / "state" / "state.db"
+    with Ledger(db, "brand-a") as history:
+        report = scheduled(OCC)
+        history.start_run(report)
+        finish(history, report)
+        history._execute("DROP INDEX items_customer")
+        history._execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    assert Ledger(db, "brand-a").occurrence_done_readonly(OCC)  # this config's run, read by its identity
+    assert not Ledger(db, "brand-b").occurrence_done_readonly(OCC)  # not another config's
+    with Ledger(db, "brand-a") as history:
+        assert history.occurrence_done(OCC)
+        assert history._query("SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+        assert ("items_customer",) in history._query("SELECT name FROM sqlite_master WHERE type = 'index'")
 
 
 def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -507,7 +507,8 @@ def test_update_after_a_run_writes_only_the_pages_that_run_changed(tmp_path: Pat
     assert {p.relative_to(root).as_posix() for p in written} == {
         "index.html", site.run_page_path(6), site.run_csv_path(6), site.customer_page_path(customers[3]),
         site.customer_page_path(customers[7]), site.customer_page_path("Brand New Co")}
-    assert view.calls["customer_lines"] - calls_before.get("customer_lines", 0) == 3
+    assert view.calls["customers_lines"] - calls_before.get("customers_lines", 0) == 1  # one batched read
+    assert sorted(view.customers_asked) == sorted([customers[3], customers[7], "Brand New Co"])
     # ...and the site is then exactly what a full build makes.
     fresh = tmp_path / "fresh"
     build(view, fresh, now=now, days=60)

@@ -93,7 +93,9 @@ def test_the_ledger_view_keeps_the_order_and_fields_the_site_reads(env: Env, boo
         assert [r.id for r in attempts] == [held["id"]]  # a manual run: itself
         full = view.run(held["id"])
         assert full.items and [a.action for a in full.approvals] == ["approved"]
-        lines = view.customer_lines("CUST0001", EPOCH)
+        lines = view.customers_lines(["CUST0001", "NOBODY"], EPOCH)["CUST0001"]
+        assert view.customers_lines(["NOBODY"], EPOCH) == {"NOBODY": []}
+        assert lines and len(lines) == len(view.customers_lines(["CUST0001"], EPOCH)["CUST0001"])
         assert [run.id for run, _ in lines] == sorted(run.id for run, _ in lines)  # oldest first
         assert all(item.customer == "CUST0001" for _, item in lines)
         totals = view.sku_totals(EPOCH)

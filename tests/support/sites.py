@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from zoneinfo import ZoneInfo
 
 from psabill import outcomes
@@ -78,9 +78,11 @@ class FakeSiteView:
         group += [r for r in self._runs if r.trigger == "approval" and r.of_run in ids and r.id not in ids]
         return [self._light[r.id] for r in sorted(group, key=_key)]  # type: ignore[index]
 
-    def customer_lines(self, customer: str, since: datetime) -> List[Tuple[Run, Item]]:
-        self._count("customer_lines")
-        return [(run, item) for run, item in self._lines.get(customer, []) if run.started_at >= since]
+    def customers_lines(self, customers: Sequence[str], since: datetime) -> Dict[str, List[Tuple[Run, Item]]]:
+        self._count("customers_lines")
+        self.customers_asked = list(customers)
+        return {customer: [(run, item) for run, item in self._lines.get(customer, []) if run.started_at >= since]
+                for customer in customers}
 
     def sku_totals(self, since: datetime) -> List[Tuple[Run, Dict[str, int]]]:
         self._count("sku_totals")

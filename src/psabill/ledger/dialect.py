@@ -24,7 +24,8 @@ from typing import Any, Callable, Dict, Iterator, List, Protocol, Sequence, Tupl
 from psabill.errors import StateError
 from psabill.text.files import make_private_dir, open_private, refuse_symlink
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+READ_AS_IS = 3  # the oldest schema whose tables this psabill reads as they are (4 only adds an index)
 
 # {id} is the dialect's auto-numbered primary key. Counts are never stored: they are the items'.
 SCHEMA = """
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (run_id, seq)
 );
 CREATE INDEX IF NOT EXISTS items_intents ON items (intent_at) WHERE intent_at IS NOT NULL AND outcome = 'planned';
+CREATE INDEX IF NOT EXISTS items_customer ON items (customer, run_id);
 CREATE TABLE IF NOT EXISTS approvals (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     action TEXT NOT NULL,
@@ -118,6 +120,8 @@ MIGRATIONS = {
        "CREATE INDEX IF NOT EXISTS approvals_run ON approvals (run_id)",
        "CREATE TABLE IF NOT EXISTS leases (account TEXT PRIMARY KEY, token INTEGER NOT NULL, host TEXT NOT NULL, "
        "pid INTEGER NOT NULL, since TEXT NOT NULL, expires_at TEXT NOT NULL, run_id INTEGER)"),
+    # A customer's lines (the history site's customer pages) by index, not by reading every item.
+    4: ("CREATE INDEX IF NOT EXISTS items_customer ON items (customer, run_id)",),
 }
 
 

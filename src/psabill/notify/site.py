@@ -10,7 +10,7 @@ import importlib.util
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from psabill.config.paths import Paths
 from psabill.config.settings import Settings
@@ -20,13 +20,19 @@ from psabill.text import log
 
 
 class LedgerView:
-    """The ledger as the site reads it (psabill.site.SiteView)."""
+    """The ledger as the site reads it (psabill.site.SiteView). A view lives for one build or update:
+    the runs it read are kept, so customer pages get their runs without reading them again."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        self._runs: Dict[int, Run] = {}
+        self._since: Optional[datetime] = None
 
     def runs(self, since: datetime) -> List[Run]:
-        return self.ledger.runs(since)
+        runs = self.ledger.runs(since)
+        self._runs = {run.id: run for run in runs if run.id is not None}
+        self._since = since
+        return runs
 
     def run(self, run_id: int) -> Optional[Run]:
         return self.ledger.run(run_id)
@@ -34,8 +40,12 @@ class LedgerView:
     def attempts(self, run: Run) -> List[Run]:
         return self.ledger.of_occurrence(run)
 
-    def customer_lines(self, customer: str, since: datetime) -> List[Tuple[Run, Item]]:
-        return self.ledger.customer_lines(customer, since)
+    def customers_lines(self, customers: Sequence[str], since: datetime) -> Dict[str, List[Tuple[Run, Item]]]:
+        if self._since is None or self._since > since:
+            self.runs(since)
+        found = self.ledger.customer_items(customers, since)
+        return {customer: [(self._runs[run_id], item) for run_id, item in pairs if run_id in self._runs]
+                for customer, pairs in found.items()}
 
     def sku_totals(self, since: datetime) -> List[Tuple[Run, dict]]:
         return self.ledger.sku_totals(since)

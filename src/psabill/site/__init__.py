@@ -19,7 +19,8 @@ The API (stable; the ledger, the run and ``psabill history site`` call it)::
         def runs(self, since: datetime) -> List[Run]: ...            # newest first, .tally, no items
         def run(self, run_id: int) -> Optional[Run]: ...             # with items and approvals
         def attempts(self, run: Run) -> List[Run]: ...               # the occurrence's runs + approval runs, oldest first
-        def customer_lines(self, customer: str, since: datetime) -> List[Tuple[Run, Item]]: ...  # oldest first
+        def customers_lines(self, customers: Sequence[str], since: datetime
+                            ) -> Dict[str, List[Tuple[Run, Item]]]: ...              # each oldest first
         def sku_totals(self, since: datetime) -> List[Tuple[Run, Dict[str, int]]]: ...           # oldest first
 
     build(view, out_dir, *, zone, now, days=60, account_name="") -> List[Path]

@@ -142,8 +142,8 @@ def update(view: "SiteView", out_dir: Path, run_id: int, *, zone: tzinfo, now: d
                 full = load(other)
                 if full is not None:
                     _write_run(writer, renderer, view, full)
-            for customer in _touched(view, run, runs, load, out_dir):
-                lines = view.customer_lines(customer, since)
+            touched = _touched(view, run, runs, load, out_dir)
+            for customer, lines in view.customers_lines(touched, since).items() if touched else ():
                 writer.put(customer_page_path(customer), renderer.customer_page(customer, facts.customer_events(lines)))
         _write_index(writer, renderer, view, runs, since, load, now, days)
     except BaseException:

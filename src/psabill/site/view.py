@@ -11,7 +11,7 @@ first" are by ``started_at``, then id.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Dict, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Protocol, Sequence, Tuple
 
 if TYPE_CHECKING:
     from psabill.report import Item, Run
@@ -36,9 +36,10 @@ class SiteView(Protocol):
         occurrence (a manual run) has itself and its approvals."""
         ...
 
-    def customer_lines(self, customer: str, since: datetime) -> List[Tuple["Run", "Item"]]:
-        """That customer's items (every SKU) in runs started at or after ``since``, oldest first,
-        each with its run (the run without items)."""
+    def customers_lines(self, customers: Sequence[str], since: datetime) -> Dict[str, List[Tuple["Run", "Item"]]]:
+        """Per customer of ``customers``: its items (every SKU) in runs started at or after ``since``,
+        oldest first, each with its run (the run without items); ``[]`` for a customer with none. One
+        call for every customer page an update writes (the ledger batches its reads)."""
         ...
 
     def sku_totals(self, since: datetime) -> List[Tuple["Run", Dict[str, int]]]:
