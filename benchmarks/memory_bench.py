@@ -133,15 +133,15 @@ def cron_run(home: Path, env_extra: Dict[str, str], *, time_v: bool = False,
     return os.waitstatus_to_exitcode(status), wall, rss, text[-1500:]
 
 
-def measure(customers: int, root: Path, *, time_v: bool = False, state_url: Optional[str] = None
-            ) -> Dict[str, Any]:
+def measure(customers: int, root: Path, *, time_v: bool = False, state_url: Optional[str] = None,
+            site: bool = True) -> Dict[str, Any]:
     home = root / f"n{customers}"
     (home / "state").mkdir(parents=True)
     sb, rows, changed = book(home, customers)
     key_env = "PSABILL_BENCH_CW_KEY"
     prepare(home, sb, key_env, state_url)
     with sb:
-        code, wall, rss, err = cron_run(home, {key_env: sb.private_key})
+        code, wall, rss, err = cron_run(home, {key_env: sb.private_key}, site=site)
         patched = len(sb.patches())
         result = {"customers": customers, "rows": rows, "changed": changed, "patched": patched, "exit": code,
                   "wall": wall, "rss": rss, "err": err}
@@ -151,8 +151,7 @@ def measure(customers: int, root: Path, *, time_v: bool = False, state_url: Opti
 
             shutil.rmtree(home / "state")
             (home / "state").mkdir()
-            for addition in (a for adds in sb.additions.values() for a in adds.values()):
-                pass  # quantities now equal the source: the run reads everything and writes nothing
+            # The quantities now equal the source: the run reads everything and writes nothing.
             code2, wall2, rss2, _ = cron_run(home, {key_env: sb.private_key}, time_v=True)
             result.update(time_v_rss=rss2, time_v_exit=code2)
     return result
@@ -162,13 +161,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[5000, 20000])
     parser.add_argument("--time-v", action="store_true", help="also measure under /usr/bin/time -v")
+    parser.add_argument("--no-site", action="store_true", help="the run without its history site update")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="psabill-mem-"))
     results = []
     try:
         for n in args.sizes:
             print(f"{n:,} customers ...", file=sys.stderr)
-            results.append(measure(n, root, time_v=args.time_v))
+            results.append(measure(n, root, time_v=args.time_v, site=not args.no_site))
     finally:
         import shutil
 

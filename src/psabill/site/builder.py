@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 SUBDIRS = [RUNS_DIR, CUSTOMERS_DIR]
 _FIRST = itemgetter(0)
+CUSTOMER_CHUNK = 1000  # customers whose lines an update reads at a time
 
 
 class _Loaded:
@@ -143,8 +144,15 @@ def update(view: "SiteView", out_dir: Path, run_id: int, *, zone: tzinfo, now: d
                 if full is not None:
                     _write_run(writer, renderer, view, full)
             touched = _touched(view, run, runs, load, out_dir)
-            for customer, lines in view.customers_lines(touched, since).items() if touched else ():
-                writer.put(customer_page_path(customer), renderer.customer_page(customer, facts.customer_events(lines)))
+            # The run pages are written: let their lines and payloads go before the customer pages, read a
+            # chunk of customers at a time (a run of 20,000 customers stays within its memory figure).
+            renderer.forget_lines()
+            writer.drain()
+            for start in range(0, len(touched), CUSTOMER_CHUNK):
+                chunk = touched[start: start + CUSTOMER_CHUNK]
+                for customer, lines in view.customers_lines(chunk, since).items():
+                    writer.put(customer_page_path(customer),
+                               renderer.customer_page(customer, facts.customer_events(lines)))
         _write_index(writer, renderer, view, runs, since, load, now, days)
     except BaseException:
         writer.abandon()

@@ -114,6 +114,11 @@ class Renderer:
         self._run_days: Dict[Tuple[Optional[int], datetime], Tuple[float, str]] = {}
         self.book = LineBook(self._fold, self.row, self.csv.row)
 
+    def forget_lines(self) -> None:
+        """Let go of the run lines remembered so far (an update, once its run pages are written: its
+        customer pages do not need them, and at 20,000 customers they are tens of MB)."""
+        self.book = LineBook(self._fold, self.row, self.csv.row)
+
     # -- shared bits ------------------------------------------------------------
 
     def customer_href(self, customer: str, prefix: str = "../") -> str:

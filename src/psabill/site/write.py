@@ -160,6 +160,11 @@ class Writer:
         if path is not None:
             self._written.append(path)
 
+    def drain(self) -> None:
+        """Wait for every queued write (their payloads are then let go); errors as :meth:`close`'s."""
+        while self._pending:
+            self._collect(self._pending.popleft())
+
     def close(self) -> List[Path]:
         """Wait for every queued write; the first failure is raised after the others finished."""
         failure: Optional[BaseException] = None
