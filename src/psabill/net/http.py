@@ -49,6 +49,7 @@ Policy, in the order a request meets it:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import random
@@ -146,6 +147,13 @@ def _bounded(timeout: Optional[float], kind: type) -> Optional[float]:
     return left if timeout is None else min(timeout, left)
 
 
+
+@functools.lru_cache(maxsize=None)
+def _default_tls() -> ssl.SSLContext:
+    """The verifying TLS context for PSAs without a ``ca_file`` (certifi's CAs, as httpx's default), made
+    once a process: building one loads the CA bundle, some 15 ms, and a run opens a client per service."""
+    return httpx.create_ssl_context(verify=True, trust_env=False)
+
 class _DeadlineStream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
@@ -241,7 +249,7 @@ class HttpClient:
         self._per_endpoint = per_endpoint
         self._endpoint_sems: Dict[str, threading.BoundedSemaphore] = {}
         self._endpoint_lock = threading.Lock()
-        verify: Any = True
+        verify: Any = _default_tls()
         if ca_file:
             # A CA file another user could rewrite would let them read our credentials.
             check_private(Path(ca_file), ca_label, RemoteError)

@@ -20,6 +20,7 @@ img-src data:``), and holds no script of its own.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -67,7 +68,11 @@ EMAIL_TONE = {"sent": "good", "failed": "bad", "pending": "warn", "skipped": "ne
 COLLAPSED = (outcomes.UNCHANGED,)
 
 
+@functools.lru_cache(maxsize=None)
 def environment() -> Any:
+    """The site's Jinja environment, one per process: its templates compile once however many sites
+    the process writes (a long-lived process, or the tests' simulated years of runs). Nothing changes it
+    after it is made, and Jinja renders from one environment on several threads."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         autoescape=True,
