@@ -23,7 +23,6 @@ written. Each configuration runs ``--repeat`` times on a fresh book and ledger; 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import statistics
@@ -190,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         url = fresh_schema(cluster.url)
                         if "RTT" in ledger:
                             url = url.replace(f"host={cluster.url.split('host=')[1].split('&')[0]}",
-                                              f"host=127.0.0.1").replace("port=5432", f"port={proxy.port}")
+                                              "host=127.0.0.1").replace("port=5432", f"port={proxy.port}")
                     results.setdefault((code_label, ledger), []).append(
                         one(root, ledger.split(",")[0], args.customers, url, cluster.url if url else None,
                             pythonpath, proxy if url and "RTT" in ledger else None, not args.without_site))

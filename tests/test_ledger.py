@@ -475,6 +475,33 @@ def test_the_fast_path_asks_the_shared_ledger_not_a_stale_local_one(env: Env, pg
     assert nothing_due(paths) is False  # the shared ledger has not seen this occurrence yet
 
 
+@pytest.mark.parametrize("ledger", ["sqlite", "postgresql"])
+def test_a_not_due_firing_opens_the_ledger_once(env: Env, ledger: str, request: pytest.FixtureRequest) -> None:
+    """A daily schedule: every firing is within catch-up of the last occurrence, so a not-due one asks
+    the ledger twice (did the occurrence run; does a report wait to be re-sent), on one connection."""
+    from psabill.config.paths import Paths
+    from psabill.entry import nothing_due
+    from psabill.ledger import dialect
+
+    if ledger == "postgresql":
+        env.monkeypatch.setenv("PSABILL_STATE_URL", request.getfixturevalue("pg_url"))
+    env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now=SAVED)
+    env.make_ready()
+    assert env.run("run", "--scheduled", now="2026-11-27T06:00:00Z").exit_code == 0
+    kind = dialect.PostgresDialect if ledger == "postgresql" else dialect.SqliteDialect
+    opened: List[bool] = []
+    connect = kind.connect
+
+    def counting(self: object, *args: object, **kwargs: object) -> object:
+        opened.append(bool(kwargs.get("readonly")))
+        return connect(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    env.monkeypatch.setattr(kind, "connect", counting)
+    env.monkeypatch.setenv("PSABILL_NOW", "2026-11-27T09:00:00Z")
+    assert nothing_due(Paths.resolve(str(env.config), str(env.state_dir))) is True
+    assert opened == [True]
+
+
 def test_a_pruned_sqlite_ledger_stops_growing_and_hands_its_free_pages_back(tmp_path: Path) -> None:
     """Issue 26, point 8: daily runs of 300 lines with a 20-day retention. Until day 20 the file grows by
     a day's runs each day; from then on each prune frees a day's pages (in batches, then an incremental

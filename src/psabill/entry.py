@@ -44,9 +44,10 @@ def nothing_due(paths: Paths) -> bool:
         settings = load(paths.config, check_addresses=False, must_exist=True)
         ledger = open_store(paths, settings.state_url, settings.account_id).ledger  # the one the guard asks
         now = clock.now()
-        if due_occurrence(settings, now, ledger.occurrence_done_readonly) is not None:
-            return False
-        return not undelivered_within_catch_up(settings, now, ledger)
+        with ledger.one_look():
+            if due_occurrence(settings, now, ledger.occurrence_done_readonly) is not None:
+                return False
+            return not undelivered_within_catch_up(settings, now, ledger)
     except Exception:  # any doubt: the CLI decides again and reports it as one line
         return False
 

@@ -173,6 +173,8 @@ class Ledger:
         # The run lease this ledger's writes are fenced by (psabill.ledger.lease), while a run holds it:
         # intents are recorded only while the lease is still this run's.
         self.fence: Optional[Fence] = None
+        self._looking = False  # inside one_look(): the read-only asks share self._look
+        self._look: Any = None
 
     def __enter__(self) -> "Ledger":
         return self
@@ -277,11 +279,35 @@ class Ledger:
 
     # -- the cheap read used by the not-due guard path ----------------------
 
+    @contextlib.contextmanager
+    def one_look(self) -> Iterator[None]:
+        """The read-only asks inside share one connection: a not-due firing asks whether its occurrence
+        ran and whether a report waits to be re-sent, and on a shared ledger a connection is the cost."""
+        self._looking = True
+        try:
+            yield
+        finally:
+            self._looking = False
+            look, self._look = self._look, None
+            if look is not None:
+                look.close()
+
+    def _readonly(self) -> Any:
+        if not self._looking:
+            return self._connect(readonly=True)
+        if self._look is None:
+            self._look = self._connect(readonly=True)
+        return self._look
+
+    def _done_reading(self, conn: Any) -> None:
+        if conn is not self._look:
+            conn.close()
+
     def occurrence_done_readonly(self, occurrence: datetime) -> bool:
         """Like :meth:`occurrence_done`, without creating anything."""
         if not self.exists:
             return False
-        conn = self._connect(readonly=True)
+        conn = self._readonly()
         try:
             if not self.dialect.has_meta(conn):
                 return False
@@ -290,14 +316,14 @@ class Ledger:
         except self.dialect.errors as exc:
             raise self.dialect.error(exc) from None
         finally:
-            conn.close()
+            self._done_reading(conn)
 
     def undelivered_readonly(self, since: datetime, statuses: Sequence[str] = ("pending", "failed")) -> bool:
         """Whether a scheduled run of an occurrence at or after ``since`` has its report email in one of
         ``statuses`` (never confirmed: the next firing re-sends it, psabill.notify); creates nothing."""
         if not self.exists:
             return False
-        conn = self._connect(readonly=True)
+        conn = self._readonly()
         marks = ", ".join("?" for _ in statuses)
         try:
             return conn.execute(self.dialect.sql(
@@ -306,7 +332,7 @@ class Ledger:
         except self.dialect.errors:  # a ledger being created, or one older than pending reports: none to re-send
             return False
         finally:
-            conn.close()
+            self._done_reading(conn)
 
     def undelivered(self, since: datetime, statuses: Sequence[str] = ("pending", "failed"),
                     reported: Sequence[str] = ("sent", "pending", "failed")) -> List[Run]:
@@ -558,9 +584,9 @@ class Ledger:
     def open_intents(self) -> List[Tuple[Run, List[Item]]]:
         """Writes whose intent was recorded but whose outcome never was, by run (not running ones)."""
         rows = self._query(
-            f"SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE "
-            f"items.intent_at IS NOT NULL AND items.outcome = ? AND runs.status != ? AND "
-            f"(runs.account = ? OR runs.account IS NULL)",
+            "SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE "
+            "items.intent_at IS NOT NULL AND items.outcome = ? AND runs.status != ? AND "
+            "(runs.account = ? OR runs.account IS NULL)",
             (outcomes.PLANNED, outcomes.RUNNING, self.account))
         found = []
         for (run_id,) in rows:
@@ -576,8 +602,8 @@ class Ledger:
     def unknown_items(self) -> List[Tuple[Run, List[Item]]]:
         """Writes whose outcome is still unknown (re-checked by every run until they are known)."""
         rows = self._query(
-            f"SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE items.outcome = ? "
-            f"AND (runs.account = ? OR runs.account IS NULL)", (outcomes.UNKNOWN, self.account))
+            "SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE items.outcome = ? "
+            "AND (runs.account = ? OR runs.account IS NULL)", (outcomes.UNKNOWN, self.account))
         found = []
         for (run_id,) in rows:
             run = self.run(int(run_id))
@@ -638,8 +664,8 @@ class Ledger:
     def held(self) -> List[Run]:
         """Runs whose held items wait for an approval or a rejection, newest first."""
         rows = self._query(
-            f"SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE items.outcome = ? "
-            f"AND (runs.account = ? OR runs.account IS NULL) ORDER BY items.run_id DESC",
+            "SELECT DISTINCT items.run_id FROM items JOIN runs ON runs.id = items.run_id WHERE items.outcome = ? "
+            "AND (runs.account = ? OR runs.account IS NULL) ORDER BY items.run_id DESC",
             (outcomes.HELD, self.account))
         ids = [int(r[0]) for r in rows]
         return [run for run in (self._runs("id = ?", (i,)) for i in ids) for run in run]
@@ -679,9 +705,9 @@ class Ledger:
 
     def sku_totals(self, since: datetime) -> List[Tuple[Run, Dict[str, int]]]:
         rows = self._query(
-            f"SELECT items.run_id, items.sku, SUM(items.new) FROM items JOIN runs ON runs.id = items.run_id "
-            f"WHERE runs.started_at >= ? AND (runs.account = ? OR runs.account IS NULL) AND runs.trigger != 'dry-run' "
-            f"GROUP BY items.run_id, items.sku ORDER BY items.run_id", (iso(since), self.account))
+            "SELECT items.run_id, items.sku, SUM(items.new) FROM items JOIN runs ON runs.id = items.run_id "
+            "WHERE runs.started_at >= ? AND (runs.account = ? OR runs.account IS NULL) AND runs.trigger != 'dry-run' "
+            "GROUP BY items.run_id, items.sku ORDER BY items.run_id", (iso(since), self.account))
         runs = {run.id: run for run in self.runs(since)}
         totals: Dict[int, Dict[str, int]] = {}
         for run_id, sku, total in rows:

@@ -66,9 +66,11 @@ def run_scheduled(paths: Paths, now: Now, *, verbose: bool = False) -> Outcome:
 
     settings = load(paths.config, check_addresses=False, must_exist=True)
     store = open_store(paths, settings.state_url, settings.account_id)
-    due = due_occurrence(settings, now(), store.ledger.occurrence_done_readonly)
+    with store.ledger.one_look():
+        due = due_occurrence(settings, now(), store.ledger.occurrence_done_readonly)
+        undelivered = due is None and undelivered_within_catch_up(settings, now(), store.ledger)
     if due is None:
-        if not undelivered_within_catch_up(settings, now(), store.ledger):
+        if not undelivered:
             return Outcome(None, ExitCode.OK)
         from psabill import notify  # the mailer: only a firing with a report to re-send
 
