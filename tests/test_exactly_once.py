@@ -676,6 +676,7 @@ YEAR_ZONES = [("America/New_York", "UTC"), ("UTC", "Europe/Berlin"), ("Australia
 YEAR_MODES = [("--daily",), ("--weekly", "sun"), ("--monthly", "last")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("account, host", YEAR_ZONES, ids=[f"{a}-on-{h}" for a, h in YEAR_ZONES])
 def test_a_simulated_year_of_firings_runs_every_occurrence_exactly_once(
         env: Env, account: str, host: str) -> None:
