@@ -147,12 +147,12 @@ def _bounded(timeout: Optional[float], kind: type) -> Optional[float]:
     return left if timeout is None else min(timeout, left)
 
 
-
 @functools.lru_cache(maxsize=None)
 def _default_tls() -> ssl.SSLContext:
     """The verifying TLS context for PSAs without a ``ca_file`` (certifi's CAs, as httpx's default), made
     once a process: building one loads the CA bundle, some 15 ms, and a run opens a client per service."""
     return httpx.create_ssl_context(verify=True, trust_env=False)
+
 
 class _DeadlineStream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream) -> None:

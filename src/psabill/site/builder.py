@@ -145,7 +145,7 @@ def update(view: "SiteView", out_dir: Path, run_id: int, *, zone: tzinfo, now: d
                     _write_run(writer, renderer, view, full)
             touched = _touched(view, run, runs, load, out_dir)
             # The run pages are written: let their lines and payloads go before the customer pages, read a
-            # chunk of customers at a time (a run of 20,000 customers stays within its memory figure).
+            # chunk of customers at a time (a large run's lines are never all held twice).
             renderer.forget_lines()
             writer.drain()
             for start in range(0, len(touched), CUSTOMER_CHUNK):

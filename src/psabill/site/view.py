@@ -38,8 +38,8 @@ class SiteView(Protocol):
 
     def customers_lines(self, customers: Sequence[str], since: datetime) -> Dict[str, List[Tuple["Run", "Item"]]]:
         """Per customer of ``customers``: its items (every SKU) in runs started at or after ``since``,
-        oldest first, each with its run (the run without items); ``[]`` for a customer with none. One
-        call for every customer page an update writes (the ledger batches its reads)."""
+        oldest first, each with its run (the run without items); ``[]`` for a customer with none. An
+        update asks for the customers whose pages it writes, a chunk at a time (the ledger batches its reads)."""
         ...
 
     def sku_totals(self, since: datetime) -> List[Tuple["Run", Dict[str, int]]]:
