@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, List
 
 import pytest
-import tomli_w
 
-from support.env import Env, write_old
+from support.env import Env, edit_config, write_old
 from support.ledger import history_for
 from psabill import clock
 from psabill.schedule import crontab as cron
@@ -35,18 +34,6 @@ def runs(env: Env) -> List[dict]:
     return json.loads(env.run("history", "--days", "100000", "--json").output)
 
 
-def edit_config(env: Env, **sections: Any) -> None:
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    data = tomllib.loads(env.config.read_text())
-    for name, section in sections.items():
-        data[name] = {**data.get(name, {}), **section}
-    env.config.write_text(tomli_w.dumps(data))
-    os.chmod(env.config, 0o600)
 
 
 REAL_PLAN = Job.plan

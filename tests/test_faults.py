@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psabill.sandbox.autotask import AutotaskStandin
-from support.env import SCHEDULED_NOW, Env, configure, free_port, last_line, tomllib, write_old
+from support.env import SCHEDULED_NOW, Env, configure, edit_config, free_port, last_line, tomllib, write_old
 from support.ledger import history_for
 from psabill.config import edit, settings as config
 from psabill.errors import PsabillError
@@ -45,14 +45,6 @@ def run(args: Sequence[str], **env: str) -> "subprocess.CompletedProcess[str]":
     return subprocess.run([*PSABILL, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
 
 
-def edit_config(env: Env, **sections: Dict[str, object]) -> None:
-    import tomli_w
-
-    data = tomllib.loads(env.config.read_text())
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
-    env.config.write_text(tomli_w.dumps(data))
-    os.chmod(env.config, 0o600)
 
 
 def history(env: Env) -> List[dict]:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import http.server
 import io
-import logging
 import os
 import shutil
-import socket
 import socketserver
 import sqlite3
 import stat

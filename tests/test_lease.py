@@ -16,19 +16,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
-import tomli_w
 
 from psabill.ledger.history import LeaseLost
 from psabill.outcomes import INTERRUPTED, SUCCESS, UPDATED
 from psabill.report import Item, Run
 from psabill.sandbox.connectwise import Sandbox
 from support.book import Book
-from support.env import Env, tomllib
+from support.env import Env, edit_config
 from support.ledger import store_for
 
 UTC = timezone.utc
@@ -43,12 +42,6 @@ AS_HOST = textwrap.dedent("""
 """)
 
 
-def _edit(env: Env, **sections: Dict[str, Any]) -> None:
-    data = tomllib.loads(env.config.read_text())
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
-    env.config.write_text(tomli_w.dumps(data))
-    os.chmod(env.config, 0o600)
 
 
 def on_host(name: str, env: Env, *args: str, url: Optional[str] = None, now: str = NOW) -> "subprocess.Popen[str]":
@@ -82,7 +75,7 @@ def book_for(env: Env, sandbox: Sandbox, customers: int) -> Tuple[Book, Dict[str
     """A scheduled config (one identity on every host) for a book whose every line changes."""
     book = Book(env, sandbox, customers=customers, guard={"enabled": False})
     book.schedule()
-    _edit(env, account={"id": "msp-connectwise"}, psa={"concurrency": 1})
+    edit_config(env, account={"id": "msp-connectwise"}, psa={"concurrency": 1})
     target = {c: 30 + n for n, c in enumerate(book.lines, start=1)}
     book.source(target)
     return book, target
@@ -119,7 +112,7 @@ def test_intents_are_recorded_only_while_the_lease_is_still_the_runs(tmp_path: P
 
 def test_a_lease_too_short_is_refused_with_one_line(env: Env) -> None:
     env.run("schedule", "set", "--daily", "--hour", "6", "--timezone", "UTC", now="2026-11-26T12:00:00Z")
-    _edit(env, run={"lease": "1s"})
+    edit_config(env, run={"lease": "1s"})
     result = env.run("status")
     assert result.exit_code == 3
     assert result.output.strip() == f"Error: {env.config}: run.lease = '1s': must be from 2s to 1d"
@@ -304,7 +297,7 @@ def test_a_run_that_loses_its_lease_stops_writing_at_once_records_why_and_the_re
 
     with Sandbox(latency_ms=30) as sandbox:
         book, target = book_for(env, sandbox, customers=40)
-        _edit(env, run={"lease": "2s"})
+        edit_config(env, run={"lease": "2s"})
         taken: List[int] = []
 
         def hook(method: str, endpoint: str) -> None:

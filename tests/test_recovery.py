@@ -32,7 +32,7 @@ from psabill.errors import ExitCode
 from psabill.sandbox.autotask import AutotaskStandin
 from psabill.sandbox.connectwise import Sandbox
 from support.book import Book
-from support.env import Env, tomllib, write_old
+from support.env import Env, edit_config, write_old
 
 PSABILL = [sys.executable, "-m", "psabill"]
 TODAY = date(2026, 12, 1)
@@ -160,7 +160,7 @@ def test_after_a_kill_9_mid_autotask_run_the_next_run_reconciles_and_never_doubl
 def test_a_write_whose_answer_never_came_is_read_back_and_never_assumed(env: Env) -> None:
     with Sandbox() as sandbox:
         book = Book(env, sandbox, customers=3, guard={"enabled": False})
-        _edit(env, psa={"timeout": 0.3})
+        edit_config(env, psa={"timeout": 0.3})
         book.source({"CUST0001": 30, "CUST0002": 25, "CUST0003": 25})
         sandbox.delay(2.0, late=True, method="PATCH")  # the write lands; its answer is lost
         code, run, _ = book.run("--yes")
@@ -172,12 +172,6 @@ def test_a_write_whose_answer_never_came_is_read_back_and_never_assumed(env: Env
 # -- retries within catch-up -------------------------------------------------------------
 
 
-def _edit(env: Env, **sections: Dict[str, Any]) -> None:
-    data = tomllib.loads(env.config.read_text())
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
-    env.config.write_text(tomli_w.dumps(data))
-    os.chmod(env.config, 0o600)
 
 
 def _scheduled(env: Env, now: str) -> Any:
@@ -400,7 +394,7 @@ def test_a_disk_that_fills_mid_run_stops_the_writes_and_the_next_run_accounts_fo
     try:
         with Sandbox() as sandbox:
             book = Book(env, sandbox, customers=CW_CUSTOMERS, seats=25, guard={"enabled": False})
-            _edit(env, psa={"concurrency": 1})  # intents are recorded a window (4 writes) at a time
+            edit_config(env, psa={"concurrency": 1})  # intents are recorded a window (4 writes) at a time
             target = {c: 30 + n for n, c in enumerate(book.lines, start=1)}
             book.source(target)
             filled: List[Path] = []
@@ -438,7 +432,7 @@ def test_a_postgresql_ledger_lost_mid_run_stops_the_writes_and_the_next_run_acco
     psycopg = pytest.importorskip("psycopg")
     with Sandbox() as sandbox:
         book = Book(env, sandbox, customers=CW_CUSTOMERS, seats=25, guard={"enabled": False})
-        _edit(env, psa={"concurrency": 1})  # intents are recorded a window (4 writes) at a time
+        edit_config(env, psa={"concurrency": 1})  # intents are recorded a window (4 writes) at a time
         target = {c: 30 + n for n, c in enumerate(book.lines, start=1)}
         book.source(target)
         cut: List[int] = []

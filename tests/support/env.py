@@ -213,3 +213,12 @@ def separate_runner() -> CliRunner:
         return CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2 (Python 3.9)
     except TypeError:
         return CliRunner()  # click >= 8.2 keeps stderr apart already
+
+
+def edit_config(env: Env, **sections: Dict[str, Any]) -> None:
+    """Merge ``sections`` into the env's config (each key of each section set), kept at 0600."""
+    data = tomllib.loads(env.config.read_text())
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    env.config.write_text(tomli_w.dumps(data))
+    os.chmod(env.config, 0o600)

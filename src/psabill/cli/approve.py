@@ -42,11 +42,8 @@ def approve(app: App, run_id: int, yes: bool, as_json: bool) -> None:
     Example:
       psabill approve 42
     """
-    if not as_json and not _show(app, run_id, "approve", yes):
-        echo("cancelled: nothing was written")
+    if not _confirmed(app, run_id, "approve", yes, as_json, "cancelled: nothing was written"):
         return
-    if as_json and not yes:
-        raise Fail("--json needs --yes: there is no prompt to answer", int(ExitCode.USAGE))
     result = decide.approve(app.paths, clock.now, run_id, verbose=app.verbose)
     _report(result, as_json)
     if result.outcome is not None and result.outcome.exit_code != ExitCode.OK:
@@ -66,12 +63,21 @@ def reject(app: App, run_id: int, yes: bool, as_json: bool) -> None:
     Example:
       psabill reject 42
     """
-    if not as_json and not _show(app, run_id, "reject", yes):
-        echo("cancelled: nothing was changed")
+    if not _confirmed(app, run_id, "reject", yes, as_json, "cancelled: nothing was changed"):
         return
-    if as_json and not yes:
-        raise Fail("--json needs --yes: there is no prompt to answer", int(ExitCode.USAGE))
     _report(decide.reject(app.paths, clock.now, run_id), as_json)
+
+
+def _confirmed(app: App, run_id: int, verb: str, yes: bool, as_json: bool, cancelled: str) -> bool:
+    """Whether to go on: the held changes shown and confirmed (or --yes); --json needs --yes."""
+    if as_json:
+        if not yes:
+            raise Fail("--json needs --yes: there is no prompt to answer", int(ExitCode.USAGE))
+        return True
+    if not _show(app, run_id, verb, yes):
+        echo(cancelled)
+        return False
+    return True
 
 
 def _report(result: decide.Decision, as_json: bool) -> None:

@@ -18,7 +18,7 @@ from psabill.config import readiness
 from psabill.config.paths import Paths
 from psabill.config.settings import load
 from psabill.errors import ExitCode, UsageError
-from psabill.ledger.history import hostname, open_store
+from psabill.ledger.history import Ledger, hostname, open_store
 from psabill.report import Approval, Item, Run
 from psabill.run.perform import Job, Outcome, status_of, who
 
@@ -36,17 +36,20 @@ def held_items(run: Run) -> List[Item]:
     return [item for item in run.items if item.outcome == outcomes.HELD]
 
 
-def load_held(paths: Paths, run_id: int) -> Run:
-    """The run and its items, or a UsageError naming the run."""
-    settings = load(paths.config, check_addresses=False, must_exist=True)
-    store = open_store(paths, settings.state_url, settings.account_id)
-    if not store.ledger.exists:
-        raise UsageError(f"no run {run_id} in the history: 'psabill history' lists the runs")
-    with store.ledger as ledger:
-        run = ledger.run(run_id)
+def _run(ledger: Ledger, run_id: int) -> Run:
+    """Run ``run_id`` with its items, or a UsageError naming it."""
+    run = ledger.run(run_id) if ledger.exists else None
     if run is None:
         raise UsageError(f"no run {run_id} in the history: 'psabill history' lists the runs")
     return run
+
+
+def load_held(paths: Paths, run_id: int) -> Run:
+    """The run and its items, or a UsageError naming the run."""
+    settings = load(paths.config, check_addresses=False, must_exist=True)
+    ledger = open_store(paths, settings.state_url, settings.account_id).ledger
+    with ledger:
+        return _run(ledger, run_id)
 
 
 def approve(paths: Paths, now: Callable[[], datetime], run_id: int, *, verbose: bool = False) -> Decision:
@@ -56,9 +59,7 @@ def approve(paths: Paths, now: Callable[[], datetime], run_id: int, *, verbose: 
     store = open_store(paths, settings.state_url, settings.account_id)
     with store.lock(settings.run.lock_timeout), store.ledger as ledger:
         ledger.mark_interrupted()
-        run = ledger.run(run_id)
-        if run is None:
-            raise UsageError(f"no run {run_id} in the history: 'psabill history' lists the runs")
+        run = _run(ledger, run_id)
         held = held_items(run)
         if not held:
             return Decision(run, "nothing", [])
@@ -93,9 +94,7 @@ def reject(paths: Paths, now: Callable[[], datetime], run_id: int) -> Decision:
     settings = load(paths.config, check_addresses=False, must_exist=True)
     store = open_store(paths, settings.state_url, settings.account_id)
     with store.lock(settings.run.lock_timeout), store.ledger as ledger:
-        run = ledger.run(run_id)
-        if run is None:
-            raise UsageError(f"no run {run_id} in the history: 'psabill history' lists the runs")
+        run = _run(ledger, run_id)
         held = held_items(run)
         if not held:
             return Decision(run, "nothing", [])

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Deque, List, Optional
 
 from psabill.site.errors import SiteError
-from psabill.text.files import atomic_write, os_problem
+from psabill.text.files import atomic_write, make_dirs, os_problem
 
 PAGE_MODE = 0o644
 SITE_DIR_MODE = 0o755
@@ -36,21 +36,7 @@ MAX_PENDING_BYTES = 48 * 1024 * 1024
 
 def make_public_dir(path: Path) -> None:
     """Create ``path`` (and missing parents) 0755; an existing one must not be writable by others."""
-    missing: List[Path] = []
-    probe = path
-    while not os.path.lexists(probe):
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, SITE_DIR_MODE)
-            os.chmod(directory, SITE_DIR_MODE)  # mkdir's mode went through the umask
-        except FileExistsError:
-            pass  # made by another process meanwhile: judged below
-        except OSError as exc:
-            raise SiteError(f"cannot create the site directory {directory}: {os_problem(exc)}") from None
+    make_dirs(path, SITE_DIR_MODE, SiteError, "the site directory")
     try:
         info = os.stat(path)
     except OSError as exc:

@@ -100,11 +100,10 @@ def check_private(path: Path, what: str, error: Type[PsabillError]) -> None:
                     f"so psabill will not use it: check its content, then run 'chmod go-w {path}'")
 
 
-def make_private_dir(path: Path, error: Type[PsabillError], what: str, *, tighten: bool = False) -> None:
-    """Create ``path`` and its missing parents as 0700 regardless of the umask.
+def make_dirs(path: Path, mode: int, error: Type[PsabillError], what: str) -> None:
+    """Create ``path``'s missing directories (parents first) at exactly ``mode``, whatever the umask.
 
-    With ``tighten`` an existing ``path`` must be a directory owned by this user;
-    looser than 0700 it is chmodded 0700, owned by another user it is refused.
+    One made by another process meanwhile is left for the caller to judge like any existing one.
     """
     missing: list = []
     probe = path
@@ -115,15 +114,24 @@ def make_private_dir(path: Path, error: Type[PsabillError], what: str, *, tighte
         probe = probe.parent
     for directory in reversed(missing):
         try:
-            os.mkdir(directory, DIR_MODE)
+            os.mkdir(directory, mode)
         except FileExistsError:
-            continue  # another process made it first; judged below like any existing one
+            continue
         except OSError as exc:
             raise error(f"cannot create {what} {path}: {os_problem(exc)}") from None
         try:
-            os.chmod(directory, DIR_MODE)  # mkdir's mode went through the umask
+            os.chmod(directory, mode)  # mkdir's mode went through the umask
         except OSError as exc:
             raise error(f"cannot set the mode of {what} {directory}: {os_problem(exc)}") from None
+
+
+def make_private_dir(path: Path, error: Type[PsabillError], what: str, *, tighten: bool = False) -> None:
+    """Create ``path`` and its missing parents as 0700 regardless of the umask.
+
+    With ``tighten`` an existing ``path`` must be a directory owned by this user;
+    looser than 0700 it is chmodded 0700, owned by another user it is refused.
+    """
+    make_dirs(path, DIR_MODE, error, what)
     try:
         info = os.stat(path)
     except OSError as exc:
